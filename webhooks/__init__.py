@@ -1,0 +1,5 @@
+"""Verified, store-then-ack webhook receiver for Stripe and Shopify."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

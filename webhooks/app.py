@@ -1,0 +1,37 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from webhooks.config import Settings, load_settings
+from webhooks.http import bp, register_error_handlers
+from webhooks.logging import configure_logging
+from webhooks.providers import build_providers
+from webhooks.storage import migrate
+from webhooks.storage.db import create_db_engine
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """Build the app from `settings` (or the environment plus `overrides`).
+
+    Nothing happens at import time: the engine and providers are created here. The
+    embedded SQLite database is migrated on start so it needs no manual step (under
+    gunicorn the master does it once, before forking); PostgreSQL deployments run
+    `webhooks db upgrade` and /readyz reports an outdated schema until they do.
+    """
+    settings = settings or load_settings(**overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    if settings.is_sqlite and not migrate.is_current(engine):
+        migrate.upgrade(engine)
+    app.extensions["webhooks.settings"] = settings
+    app.extensions["webhooks.engine"] = engine
+    app.extensions["webhooks.providers"] = build_providers(settings)
+    app.register_blueprint(bp)
+    register_error_handlers(app)
+    return app

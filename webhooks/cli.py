@@ -1,0 +1,87 @@
+"""The `webhooks` command: serve, db upgrade and friends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from webhooks import __version__
+from webhooks.config import Settings, load_settings
+from webhooks.errors import ConfigError
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="webhooks")
+def main() -> None:
+    """Verified, store-then-ack Stripe and Shopify webhook receiver."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, envvar="PORT", help="Port to bind.")
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    envvar="WEB_CONCURRENCY",
+    help="gunicorn worker processes.",
+)
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the service under gunicorn (the embedded SQLite database is migrated first)."""
+    from webhooks.server import run_gunicorn
+
+    _settings()  # fail fast with a message naming the variable, before any fork
+    run_gunicorn({"bind": f"{host}:{port}", "workers": workers})
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Create or migrate the schema to the version this code needs."""
+    from webhooks.storage import migrate
+    from webhooks.storage.db import create_db_engine
+
+    settings = _settings()
+    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    try:
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine)
+        after = migrate.current_revision(engine)
+    except Exception as exc:
+        raise click.ClickException(f"migration failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        engine.dispose()
+    click.echo(f"database at {after} (was {before or 'empty'})")
+
+
+@db.command()
+def current() -> None:
+    """Print the schema revision of the database and whether it is current."""
+    from webhooks.storage import migrate
+    from webhooks.storage.db import create_db_engine
+
+    settings = _settings()
+    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    try:
+        revision = migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+    state = "current" if revision == migrate.head_revision() else "outdated"
+    click.echo(f"{revision or 'empty'} ({state}; code expects {migrate.head_revision()})")
+
+
+def run(args: list[str] | None = None, **kwargs: Any) -> Any:
+    """Entry point for tests and `python -m webhooks`."""
+    return main.main(args=args, **kwargs)

@@ -1,0 +1,103 @@
+"""Settings: defaults, then the environment and `.env`, then overrides passed by callers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from webhooks.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///webhooks.db"
+TWO_MIB = 2 * 1024 * 1024
+
+SecretList = Annotated[list[SecretStr], NoDecode]
+
+
+def _split_secrets(value: Any) -> Any:
+    """Turn `a,b , c` into ["a", "b", "c"]; an empty value means "not configured"."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the inbox database.",
+    )
+    database_timeout: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="Seconds to wait for a connection or a lock before answering 503.",
+    )
+    stripe_webhook_secret: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated whsec_ signing secrets; empty disables the endpoint.",
+    )
+    stripe_webhook_tolerance: int = Field(
+        300, ge=1, le=86_400, description="Seconds a Stripe signature timestamp may be off."
+    )
+    shopify_webhook_secret: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated Shopify signing secrets; empty disables the endpoint.",
+    )
+    max_body_bytes: int = Field(TWO_MIB, ge=1024, le=64 * 1024 * 1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("stripe_webhook_secret", "shopify_webhook_secret", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_secrets(value)
+
+    @field_validator("stripe_webhook_secret")
+    @classmethod
+    def _stripe_prefix(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # A pasted API key (sk_...) would silently reject every delivery with 401.
+        for secret in value:
+            if not secret.get_secret_value().startswith("whsec_"):
+                raise ValueError("every Stripe signing secret starts with whsec_")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:/// and postgresql+psycopg:// URLs are supported")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the inbox is the embedded SQLite database."""
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into a ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

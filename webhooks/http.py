@@ -1,0 +1,96 @@
+"""HTTP endpoints: the webhook ingest path and the health probes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from webhooks.errors import IngestError, ProviderNotConfigured
+from webhooks.providers import Provider
+from webhooks.storage import migrate
+from webhooks.storage.inbox import store_delivery
+
+log = structlog.get_logger("webhooks.http")
+bp = Blueprint("webhooks", __name__)
+
+
+def _reply(code: int, /, **body: Any) -> Response:
+    response = jsonify(body)
+    response.status_code = code
+    return response
+
+
+@bp.post("/webhooks/<provider_name>")
+def receive(provider_name: str) -> Response:
+    """Verify on the raw bytes, store with the exact dedup key, then acknowledge."""
+    started = time.perf_counter()
+    fields: dict[str, Any] = {"provider": provider_name}
+    try:
+        provider: Provider | None = current_app.extensions["webhooks.providers"].get(provider_name)
+        if provider is None:
+            raise ProviderNotConfigured(f"provider {provider_name!r} is not configured")
+        # Werkzeug refuses a declared Content-Length over MAX_CONTENT_LENGTH before
+        # reading, and stops a chunked body at the limit (RequestEntityTooLarge).
+        body = request.get_data(cache=False)
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        provider.verify(body, headers)
+        delivery = provider.parse(body, headers)
+        fields.update(delivery_id=delivery.delivery_id, type=delivery.event_type)
+        fields["account"] = delivery.account
+        is_new = store_delivery(current_app.extensions["webhooks.engine"], delivery)
+        status, outcome = 200, ("accepted" if is_new else "duplicate")
+        response = _reply(200, status=outcome)
+    except IngestError as exc:
+        status, outcome = exc.status, exc.code
+        response = _reply(exc.status, error=exc.code, message=str(exc))
+        if exc.status == 503:
+            response.headers["Retry-After"] = "5"
+    except RequestEntityTooLarge:
+        status, outcome = 413, "body_too_large"
+        response = _reply(413, error=outcome, message="body exceeds MAX_BODY_BYTES")
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    level = "error" if status >= 500 else "warning" if status >= 400 else "info"
+    getattr(log, level)(
+        "webhook_received", outcome=outcome, status=status, duration_ms=duration_ms, **fields
+    )
+    return response
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process is alive and serving HTTP."""
+    return _reply(200, status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """The database is reachable and its schema matches this code."""
+    engine = current_app.extensions["webhooks.engine"]
+    try:
+        current = migrate.current_revision(engine)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        log.warning("readiness_failed", reason="database_unreachable", error=type(exc).__name__)
+        return _reply(503, status="unavailable", error="database_unreachable")
+    head = migrate.head_revision()
+    if current != head:
+        return _reply(
+            503, status="unavailable", error="schema_outdated", current=current, expected=head
+        )
+    return _reply(200, status="ok", schema=current)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every HTTP error (404, 405, 413 ...) with a JSON body like the rest."""
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = _reply(exc.code or 500, error=code, message=exc.description or "")
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":
+                response.headers[key] = value
+        return response

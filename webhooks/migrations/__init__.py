@@ -1,0 +1,1 @@
+"""Alembic migrations for the inbox schema (identical on SQLite and PostgreSQL)."""

@@ -1,0 +1,1 @@
+"""Durable storage: schema, engine, the inbox and migrations."""
