@@ -25,5 +25,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
+        # Not cached: capture_logs() in tests and a reconfigure must reach every logger.
+        cache_logger_on_first_use=False,
     )

@@ -16,6 +16,15 @@ def create_db_engine(url: str, timeout: float = 2.0) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, timeout)
     millis = int(timeout * 1000)
+    # Keep options given in the URL (e.g. -csearch_path=...) beside the timeouts.
+    options = " ".join(
+        part
+        for part in (
+            parsed.query.get("options"),
+            f"-c lock_timeout={millis} -c statement_timeout={millis * 2}",
+        )
+        if isinstance(part, str)
+    )
     return sa.create_engine(
         url,
         pool_pre_ping=True,  # survive a PostgreSQL restart without a burst of 503s
@@ -24,7 +33,7 @@ def create_db_engine(url: str, timeout: float = 2.0) -> Engine:
             "connect_timeout": max(1, int(timeout)),
             # Bounded waits: a stuck lock or statement becomes a 503 the provider
             # retries, long before Shopify's 5 s limit.
-            "options": f"-c lock_timeout={millis} -c statement_timeout={millis * 2}",
+            "options": options,
         },
     )
 

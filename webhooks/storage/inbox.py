@@ -17,11 +17,16 @@ _DEDUP_COLUMNS = ["provider", "account", "event_type", "delivery_id"]
 
 
 def _insert_ignoring_duplicates(dialect_name: str) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id for the engine's dialect."""
     # INSERT ... ON CONFLICT DO NOTHING: concurrent copies of one delivery race in the
     # database, where exactly one wins; never check-then-insert.
-    if dialect_name == "postgresql":
-        return postgresql.insert(inbox).on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS)
-    return sqlite.insert(inbox).on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS)
+    # RETURNING tells a new row from a duplicate; rowcount is unreliable across drivers.
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return (
+        dialect.insert(inbox)
+        .on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS)
+        .returning(inbox.c.id)
+    )
 
 
 def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | None = None) -> bool:
@@ -44,6 +49,6 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
     )
     try:
         with engine.begin() as conn:
-            return conn.execute(statement).rowcount == 1
+            return conn.execute(statement).first() is not None
     except (DBAPIError, SQLAlchemyError, TimeoutError) as exc:
         raise StorageUnavailable(f"inbox write failed: {type(exc).__name__}") from exc

@@ -1,0 +1,122 @@
+"""The inbox on every backend: atomic dedup, exact bytes, bounded waits, migrations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from webhooks.errors import StorageUnavailable
+from webhooks.providers.base import Delivery
+from webhooks.storage import migrate
+from webhooks.storage.db import create_db_engine
+from webhooks.storage.inbox import store_delivery
+from webhooks.storage.schema import inbox
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated engine on a fresh database of each backend."""
+    eng = create_db_engine(database_url, timeout=5)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def delivery(delivery_id: str = "evt_1", account: str = "platform", **kw: object) -> Delivery:
+    values: dict[str, object] = {
+        "provider": "stripe",
+        "account": account,
+        "event_type": "invoice.paid",
+        "delivery_id": delivery_id,
+        "event_id": delivery_id,
+        "api_version": "2025-03-31.basil",
+        "occurred_at": datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
+        "headers": {"topic": "x"},
+        "body": b'{"id": "' + delivery_id.encode() + b'"}',
+    }
+    values.update(kw)
+    return Delivery(**values)  # type: ignore[arg-type]
+
+
+def rows(engine: Engine) -> list[sa.Row[object]]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(inbox).order_by(inbox.c.id)))
+
+
+def test_migration_reaches_head_and_is_idempotent(engine: Engine) -> None:
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    migrate.upgrade(engine)
+    assert migrate.is_current(engine)
+
+
+def test_new_then_duplicate(engine: Engine) -> None:
+    assert store_delivery(engine, delivery()) is True
+    assert store_delivery(engine, delivery()) is False
+    assert len(rows(engine)) == 1
+
+
+def test_fields_round_trip_exactly(engine: Engine) -> None:
+    body = bytes(range(256)) + b'{"x": "\xe2\x82\xac"}'  # every byte value survives
+    received = datetime(2026, 11, 28, 10, 0, 5, 123456, tzinfo=UTC)
+    store_delivery(engine, delivery(body=body), received_at=received)
+    [row] = rows(engine)
+    assert row.body == body
+    assert row.received_at == received
+    assert row.occurred_at == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    assert row.headers == {"topic": "x"}
+    assert (row.state, row.attempts, row.last_error) == ("pending", 0, None)
+
+
+def test_key_parts_each_distinguish_deliveries(engine: Engine) -> None:
+    base = delivery()
+    variants = [
+        base,
+        delivery(account="acct_other"),
+        delivery(event_type="invoice.payment_failed"),
+        delivery(provider="shopify"),
+        delivery(delivery_id="evt_2"),
+    ]
+    assert [store_delivery(engine, item) for item in variants] == [True] * 5
+    # Everything outside the key may differ and it is still a duplicate.
+    assert store_delivery(engine, delivery(body=b"{}", api_version=None, headers={})) is False
+
+
+def test_concurrent_copies_leave_exactly_one_row(engine: Engine) -> None:
+    results: list[bool] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(20)
+
+    def insert() -> None:
+        barrier.wait()
+        try:
+            results.append(store_delivery(engine, delivery("evt_race")))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=insert) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(results) == [False] * 19 + [True]
+    assert len(rows(engine)) == 1
+
+
+def test_unreachable_database_raises_storage_unavailable() -> None:
+    engine = create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", timeout=1)
+    with pytest.raises(StorageUnavailable) as caught:
+        store_delivery(engine, delivery())
+    assert caught.value.status == 503
+
+
+def test_missing_schema_raises_storage_unavailable(database_url: str) -> None:
+    engine = create_db_engine(database_url, timeout=1)
+    with pytest.raises(StorageUnavailable):
+        store_delivery(engine, delivery())
+    engine.dispose()

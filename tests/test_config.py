@@ -1,0 +1,92 @@
+"""Settings: defaults, comma-separated secrets, .env files and errors naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from webhooks.config import DEFAULT_DATABASE_URL, TWO_MIB, load_settings
+from webhooks.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Run in an empty directory with none of the service's variables set."""
+    for name in (
+        "DATABASE_URL",
+        "DATABASE_TIMEOUT",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_WEBHOOK_TOLERANCE",
+        "SHOPIFY_WEBHOOK_SECRET",
+        "MAX_BODY_BYTES",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.is_sqlite
+    assert settings.stripe_webhook_secret == []
+    assert settings.shopify_webhook_secret == []
+    assert settings.stripe_webhook_tolerance == 300
+    assert settings.max_body_bytes == TWO_MIB
+    assert (settings.log_level, settings.log_format) == ("INFO", "json")
+
+
+def test_comma_separated_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_live, whsec_test ,")
+    monkeypatch.setenv("SHOPIFY_WEBHOOK_SECRET", "app-secret,old-secret")
+    settings = load_settings()
+    assert [s.get_secret_value() for s in settings.stripe_webhook_secret] == [
+        "whsec_live",
+        "whsec_test",
+    ]
+    assert [s.get_secret_value() for s in settings.shopify_webhook_secret] == [
+        "app-secret",
+        "old-secret",
+    ]
+    assert "whsec_live" not in repr(settings)
+
+
+def test_empty_secret_disables_the_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "")
+    assert load_settings().stripe_webhook_secret == []
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MAX_BODY_BYTES=65536\nlog_level=debug\n")
+    settings = load_settings()
+    assert settings.max_body_bytes == 65536
+    assert settings.log_level == "DEBUG"
+
+
+def test_environment_beats_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MAX_BODY_BYTES=65536\n")
+    monkeypatch.setenv("MAX_BODY_BYTES", "131072")
+    assert load_settings().max_body_bytes == 131072
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STRIPE_WEBHOOK_SECRET", "sk_live_pasted_api_key"),
+        ("STRIPE_WEBHOOK_TOLERANCE", "soon"),
+        ("MAX_BODY_BYTES", "-1"),
+        ("DATABASE_URL", "mysql://localhost/x"),
+        ("LOG_FORMAT", "xml"),
+        ("DATABASE_TIMEOUT", "-5"),
+    ],
+)
+def test_invalid_values_name_the_variable_and_hide_the_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert name in str(caught.value)
+    assert value not in str(caught.value)
