@@ -76,6 +76,8 @@ def current() -> None:
     engine = create_db_engine(settings.database_url, settings.database_timeout)
     try:
         revision = migrate.current_revision(engine)
+    except Exception as exc:
+        raise click.ClickException(f"cannot read the schema: {type(exc).__name__}") from None
     finally:
         engine.dispose()
     state = "current" if revision == migrate.head_revision() else "outdated"

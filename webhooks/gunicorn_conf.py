@@ -20,6 +20,9 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 wsgi_app = "webhooks.app:create_app()"
+# gunicorn 25+ opens a control socket at one fixed path per user; several instances
+# on a host (tests, benchmarks, two services) would fight over it.
+control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:

@@ -24,6 +24,24 @@ def _reply(code: int, /, **body: Any) -> Response:
     return response
 
 
+def _read_body(max_bytes: int) -> bytes:
+    """The raw body, refusing (413) anything over `max_bytes` without reading all of it."""
+    if (
+        request.content_length is not None
+        or "chunked" not in request.headers.get("Transfer-Encoding", "").lower()
+    ):
+        # Werkzeug refuses a declared Content-Length over MAX_CONTENT_LENGTH before
+        # reading a byte.
+        return request.get_data(cache=False)
+    # Chunked: gunicorn de-chunks wsgi.input and ends it at the last chunk but does not
+    # set wsgi.input_terminated, so Werkzeug would hand us an empty body. Read at most
+    # one byte past the limit ourselves.
+    body: bytes = request.environ["wsgi.input"].read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise RequestEntityTooLarge()
+    return body
+
+
 @bp.post("/webhooks/<provider_name>")
 def receive(provider_name: str) -> Response:
     """Verify on the raw bytes, store with the exact dedup key, then acknowledge."""
@@ -33,9 +51,7 @@ def receive(provider_name: str) -> Response:
         provider: Provider | None = current_app.extensions["webhooks.providers"].get(provider_name)
         if provider is None:
             raise ProviderNotConfigured(f"provider {provider_name!r} is not configured")
-        # Werkzeug refuses a declared Content-Length over MAX_CONTENT_LENGTH before
-        # reading, and stops a chunked body at the limit (RequestEntityTooLarge).
-        body = request.get_data(cache=False)
+        body = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
         headers = {key.lower(): value for key, value in request.headers.items()}
         provider.verify(body, headers)
         delivery = provider.parse(body, headers)

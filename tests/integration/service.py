@@ -1,0 +1,90 @@
+"""Run the real service (`webhooks serve`, i.e. gunicorn) as a subprocess for tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a service process: the test's settings, nothing inherited."""
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    env.update(DATABASE_URL=database_url, LOG_FORMAT="json", LOG_LEVEL="INFO", **extra)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `webhooks ARGS` in a fresh interpreter and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "webhooks", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@contextmanager
+def serve(env: dict[str, str], cwd: Path, workers: int = 2) -> Iterator[str]:
+    """Start `webhooks serve` on a free port; yield its base URL; stop it afterwards."""
+    port = free_port()
+    log_path = cwd / f"serve-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webhooks",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(base, process, log_path)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_healthy(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"service did not become healthy:\n{log_path.read_text()}")

@@ -1,0 +1,78 @@
+"""The `webhooks` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import count_rows
+from tests.integration.service import run_cli, service_env
+from webhooks import __version__
+from webhooks.cli import main
+from webhooks.storage import migrate
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A CLI runner in an empty directory, so no developer .env leaks in."""
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"webhooks, version {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "serve"),
+        (["serve"], "--workers"),
+        (["db"], "upgrade"),
+        (["db", "upgrade"], "schema"),
+        (["db", "current"], "revision"),
+    ],
+)
+def test_every_command_has_help(runner: CliRunner, args: list[str], expected: str) -> None:
+    result = runner.invoke(main, [*args, "--help"])
+    assert result.exit_code == 0
+    assert expected in result.output
+
+
+def test_db_upgrade_then_current(runner: CliRunner, database_url: str) -> None:
+    env = {"DATABASE_URL": database_url}
+    before = runner.invoke(main, ["db", "current"], env=env)
+    assert before.output.startswith("empty (outdated")
+    result = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"database at {migrate.head_revision()} (was empty)"
+    assert count_rows(database_url) == 0
+    again = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert again.exit_code == 0
+    after = runner.invoke(main, ["db", "current"], env=env)
+    assert after.output.startswith(f"{migrate.head_revision()} (current")
+
+
+def test_invalid_configuration_exits_with_the_variable_named(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["db", "upgrade"], env={"STRIPE_WEBHOOK_TOLERANCE": "abc"})
+    assert result.exit_code == 1
+    assert "STRIPE_WEBHOOK_TOLERANCE" in result.output
+
+
+def test_serve_refuses_to_start_on_bad_configuration(tmp_path: Path) -> None:
+    env = service_env(f"sqlite:///{tmp_path / 'x.db'}", STRIPE_WEBHOOK_SECRET="sk_live_oops")
+    result = run_cli(["serve", "--port", "1"], env, tmp_path)
+    assert result.returncode == 1
+    assert "STRIPE_WEBHOOK_SECRET" in result.stderr
+    assert "sk_live_oops" not in result.stderr + result.stdout
+
+
+def test_unreachable_database_is_a_clear_error(runner: CliRunner) -> None:
+    env = {"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    result = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert result.exit_code == 1
+    assert "migration failed: OperationalError" in result.output
