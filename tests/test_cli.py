@@ -35,6 +35,8 @@ def test_version(runner: CliRunner) -> None:
         (["db"], "upgrade"),
         (["db", "upgrade"], "schema"),
         (["db", "current"], "revision"),
+        (["dev"], "sign"),
+        (["dev", "sign"], "standard input"),
     ],
 )
 def test_every_command_has_help(runner: CliRunner, args: list[str], expected: str) -> None:
@@ -76,3 +78,36 @@ def test_unreachable_database_is_a_clear_error(runner: CliRunner) -> None:
     result = runner.invoke(main, ["db", "upgrade"], env=env)
     assert result.exit_code == 1
     assert "migration failed: OperationalError" in result.output
+
+
+def test_dev_sign_produces_headers_the_service_accepts(runner: CliRunner) -> None:
+    from webhooks.providers.shopify import ShopifyProvider
+    from webhooks.providers.stripe import StripeProvider
+
+    body = b'{"id": "evt_cli", "type": "customer.created"}'
+    env = {"STRIPE_WEBHOOK_SECRET": "whsec_cli", "SHOPIFY_WEBHOOK_SECRET": "shp_cli"}
+    stripe_header = runner.invoke(main, ["dev", "sign", "stripe"], input=body, env=env)
+    assert stripe_header.exit_code == 0
+    StripeProvider(["whsec_cli"]).verify(body, {"stripe-signature": stripe_header.output.strip()})
+    shopify_header = runner.invoke(main, ["dev", "sign", "shopify"], input=body, env=env)
+    ShopifyProvider(["shp_cli"]).verify(
+        body, {"x-shopify-hmac-sha256": shopify_header.output.strip()}
+    )
+
+
+def test_dev_sign_without_a_secret_says_which_variable(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["dev", "sign", "shopify"], input=b"{}", env={})
+    assert result.exit_code == 1
+    assert "SHOPIFY_WEBHOOK_SECRET" in result.output
+
+
+def test_serve_uses_the_packaged_gunicorn_config() -> None:
+    from webhooks import gunicorn_conf
+    from webhooks.server import _Server
+
+    server = _Server({"bind": "127.0.0.1:9999", "workers": 3})
+    assert server.cfg.bind == ["127.0.0.1:9999"]
+    assert server.cfg.workers == 3
+    assert server.cfg.timeout == gunicorn_conf.timeout
+    assert server.cfg.control_socket_disable is True
+    assert server.cfg.on_starting is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -82,6 +83,32 @@ def current() -> None:
         engine.dispose()
     state = "current" if revision == migrate.head_revision() else "outdated"
     click.echo(f"{revision or 'empty'} ({state}; code expects {migrate.head_revision()})")
+
+
+@main.group()
+def dev() -> None:
+    """Tools for local development and manual testing."""
+
+
+@dev.command()
+@click.argument("provider", type=click.Choice(["stripe", "shopify"]))
+@click.option("--secret", help="Signing secret (default: the first one configured).")
+def sign(provider: str, secret: str | None) -> None:
+    """Print the signature header value for the body read from standard input."""
+    from webhooks.providers import shopify, stripe
+
+    if secret is None:
+        settings = _settings()
+        configured = (
+            settings.stripe_webhook_secret
+            if provider == "stripe"
+            else settings.shopify_webhook_secret
+        )
+        if not configured:
+            raise click.ClickException(f"no {provider.upper()}_WEBHOOK_SECRET configured")
+        secret = configured[0].get_secret_value()
+    body = sys.stdin.buffer.read()
+    click.echo(stripe.sign(body, secret) if provider == "stripe" else shopify.sign(body, secret))
 
 
 def run(args: list[str] | None = None, **kwargs: Any) -> Any:

@@ -8,19 +8,6 @@ from gunicorn.app.base import BaseApplication
 
 from webhooks import gunicorn_conf
 
-_CONFIG_NAMES = (
-    "bind",
-    "workers",
-    "worker_class",
-    "timeout",
-    "graceful_timeout",
-    "keepalive",
-    "accesslog",
-    "errorlog",
-    "loglevel",
-    "on_starting",
-)
-
 
 class _Server(BaseApplication):  # type: ignore[misc]
     """gunicorn with webhooks.gunicorn_conf, overridden by command-line options."""
@@ -30,7 +17,13 @@ class _Server(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
-        settings = {name: getattr(gunicorn_conf, name) for name in _CONFIG_NAMES}
+        # Every gunicorn setting the config module defines, so the Procfile's
+        # `gunicorn -c python:webhooks.gunicorn_conf` and `webhooks serve` agree.
+        settings = {
+            name: getattr(gunicorn_conf, name)
+            for name in self.cfg.settings
+            if hasattr(gunicorn_conf, name) and name != "wsgi_app"
+        }
         settings.update(self._overrides)
         for key, value in settings.items():
             self.cfg.set(key, value)
