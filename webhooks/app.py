@@ -26,9 +26,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     configure_logging(settings.log_level, settings.log_format)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    engine = create_db_engine(settings.database_url, settings.database_timeout)
-    if settings.is_sqlite and not migrate.is_current(engine):
-        migrate.upgrade(engine)
+    if settings.is_sqlite:
+        migrate.ensure_current(settings.database_url, settings.database_timeout)
+    # The request path runs single statements only, so autocommit is exact and cheap.
+    engine = create_db_engine(settings.database_url, settings.database_timeout, autocommit=True)
     app.extensions["webhooks.settings"] = settings
     app.extensions["webhooks.engine"] = engine
     app.extensions["webhooks.providers"] = build_providers(settings)

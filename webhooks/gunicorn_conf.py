@@ -29,11 +29,7 @@ def on_starting(server: Any) -> None:
     """Validate settings and migrate the embedded SQLite database once, before forking."""
     from webhooks.config import load_settings
     from webhooks.storage import migrate
-    from webhooks.storage.db import create_db_engine
 
     settings = load_settings()
     if settings.is_sqlite:
-        engine = create_db_engine(settings.database_url, settings.database_timeout)
-        if not migrate.is_current(engine):
-            migrate.upgrade(engine)
-        engine.dispose()
+        migrate.ensure_current(settings.database_url, settings.database_timeout)

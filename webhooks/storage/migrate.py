@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from webhooks.storage.db import create_db_engine
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -46,3 +48,13 @@ def current_revision(engine: Engine) -> str | None:
 def is_current(engine: Engine) -> bool:
     """True when the database schema matches this code."""
     return current_revision(engine) == head_revision()
+
+
+def ensure_current(url: str, timeout: float = 2.0) -> None:
+    """Migrate the database at `url` if it is behind (the embedded SQLite start-up path)."""
+    engine = create_db_engine(url, timeout)
+    try:
+        if not is_current(engine):
+            upgrade(engine)
+    finally:
+        engine.dispose()

@@ -43,11 +43,9 @@ def upgrade() -> None:
         sa.CheckConstraint("state IN ('pending', 'done', 'failed', 'dead')", name="ck_inbox_state"),
     )
     op.create_index("ix_inbox_state_id", "inbox", ["state", "id"])
-    op.create_index("ix_inbox_received_at", "inbox", ["received_at"])
 
 
 def downgrade() -> None:
     """Drop the inbox."""
-    op.drop_index("ix_inbox_received_at", table_name="inbox")
     op.drop_index("ix_inbox_state_id", table_name="inbox")
     op.drop_table("inbox")
