@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'inbox.db'}"
         return
+    with fresh_pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema, for behaviour only a database server has."""
+    if not TEST_DATABASE_URL:
+        pytest.skip("TEST_DATABASE_URL is not set (CI sets it)")
+    with fresh_pg_schema() as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_schema() -> Iterator[str]:
+    """Create an empty schema on TEST_DATABASE_URL; yield a URL bound to it; drop it."""
     assert TEST_DATABASE_URL
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(TEST_DATABASE_URL, poolclass=sa.NullPool)

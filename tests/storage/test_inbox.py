@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from tests.conftest import TEST_DATABASE_URL
 from webhooks.errors import StorageUnavailable
 from webhooks.providers.base import Delivery
 from webhooks.storage import migrate
@@ -119,4 +120,20 @@ def test_missing_schema_raises_storage_unavailable(database_url: str) -> None:
     engine = create_db_engine(database_url, timeout=1)
     with pytest.raises(StorageUnavailable):
         store_delivery(engine, delivery())
+    engine.dispose()
+
+
+def test_dead_pooled_connection_is_retried_once_not_503(postgres_url: str) -> None:
+    engine = create_db_engine(postgres_url, timeout=5, autocommit=True)
+    migrate.ensure_current(postgres_url)
+    assert store_delivery(engine, delivery("evt_before")) is True
+    # What a PostgreSQL restart or failover does to every pooled connection.
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    admin = sa.create_engine(str(TEST_DATABASE_URL), poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+    admin.dispose()
+    assert store_delivery(engine, delivery("evt_after")) is True
+    assert [row.delivery_id for row in rows(engine)] == ["evt_before", "evt_after"]
     engine.dispose()
