@@ -110,4 +110,4 @@ def test_serve_uses_the_packaged_gunicorn_config() -> None:
     assert server.cfg.workers == 3
     assert server.cfg.timeout == gunicorn_conf.timeout
     assert server.cfg.control_socket_disable is True
-    assert server.cfg.on_starting is not None
+    assert server.cfg.on_starting is gunicorn_conf.on_starting

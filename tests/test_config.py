@@ -90,3 +90,39 @@ def test_invalid_values_name_the_variable_and_hide_the_value(
         load_settings()
     assert name in str(caught.value)
     assert value not in str(caught.value)
+
+
+def test_mapping_settings_reach_the_mapper_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from webhooks.mapping import mapper_config
+
+    monkeypatch.setenv("SHOPIFY_ORDER_COMPLETED_TOPIC", "orders/paid")
+    monkeypatch.setenv("INTERNAL_ID_KEY", "app_user_id")
+    monkeypatch.setenv("STRIPE_ORDERS_FROM_PAYMENT_INTENTS", "false")
+    config = mapper_config(load_settings())
+    assert config.shopify_order_completed_topic == "orders/paid"
+    assert config.internal_id_metadata_key == "app_user_id"
+    assert config.stripe_orders_from_payment_intents is False
+
+
+def test_unknown_order_topic_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPIFY_ORDER_COMPLETED_TOPIC", "orders/fulfilled")
+    with pytest.raises(ConfigError, match="SHOPIFY_ORDER_COMPLETED_TOPIC"):
+        load_settings()
+
+
+@pytest.mark.parametrize("name", ["STRIPE_WEBHOOK_SECRET", "SHOPIFY_WEBHOOK_SECRET"])
+def test_placeholder_secret_from_env_example_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    placeholder = "whsec_replace_me" if name.startswith("STRIPE") else "replace_me"
+    monkeypatch.setenv(name, placeholder)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_database_timeout_stays_inside_shopifys_five_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_TIMEOUT", "10")
+    with pytest.raises(ConfigError, match="DATABASE_TIMEOUT"):
+        load_settings()

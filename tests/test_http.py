@@ -215,7 +215,7 @@ def test_body_over_the_limit_is_413_before_verification(sqlite_url: str) -> None
     response = StripeSender(app.test_client()).post(body)
     assert (response.status_code, response.json["error"]) == (413, "body_too_large")
     assert stored_rows(app) == []
-    # At the limit exactly is fine.
+    # Under the limit is fine (the exact boundary is tested over real gunicorn).
     small = stripe_event()
     assert StripeSender(app.test_client()).post(small).status_code == 200
 
@@ -309,3 +309,52 @@ def test_one_log_event_per_request_without_body_secret_or_email(
     text = json.dumps(logs)
     for secret_or_pii in ("buyer@example.test", "whsec_", "cus_Test123", "4200"):
         assert secret_or_pii not in text
+
+
+class _BrokenProvider:
+    """A provider with a bug, to see what the endpoint does with the unexpected."""
+
+    name = "stripe"
+
+    def verify(self, body: bytes, headers: dict[str, str]) -> None:
+        raise RuntimeError("a bug")
+
+    def parse(self, body: bytes, headers: dict[str, str]) -> None:
+        raise AssertionError("not reached")
+
+
+def test_unexpected_error_is_a_json_500_with_one_log_line(app: Flask, client: FlaskClient) -> None:
+    app.extensions["webhooks.providers"]["stripe"] = _BrokenProvider()
+    with capture_logs() as logs:
+        response = client.post("/webhooks/stripe", data=stripe_event())
+    assert (response.status_code, response.json["error"]) == (500, "internal_error")
+    [entry] = logs
+    assert (entry["outcome"], entry["error"], entry["log_level"]) == (
+        "internal_error",
+        "RuntimeError",
+        "error",
+    )
+    assert stored_rows(app) == []
+
+
+def test_unregistered_provider_name_is_not_logged_verbatim(client: FlaskClient) -> None:
+    with capture_logs() as logs:
+        client.post("/webhooks/someone@example.test", data=b"{}")
+    assert logs[0]["provider"] == "unknown"
+    assert "someone@example.test" not in json.dumps(logs)
+
+
+def test_storage_failure_logs_its_reason_without_the_body(sqlite_url: str) -> None:
+    app = create_app(make_settings(sqlite_url, database_timeout=0.2))
+    locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with capture_logs() as logs:
+            StripeSender(app.test_client()).post(stripe_event())
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    [entry] = logs
+    assert entry["outcome"] == "storage_unavailable"
+    assert entry["reason"] == "inbox write failed: OperationalError (SQLITE_BUSY)"
+    assert "buyer@example.test" not in json.dumps(logs)

@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     database_timeout: float = Field(
         2.0,
         gt=0,
-        le=30,
+        # Connect plus statement must stay inside Shopify's 5 s to answer 503 in time.
+        le=2.5,
         description="Seconds to wait for a connection or a lock before answering 503.",
     )
     stripe_webhook_secret: SecretList = Field(
@@ -56,6 +57,18 @@ class Settings(BaseSettings):
         description="Comma-separated Shopify signing secrets; empty disables the endpoint.",
     )
     max_body_bytes: int = Field(TWO_MIB, ge=1024, le=64 * 1024 * 1024)
+    shopify_order_completed_topic: Literal["orders/create", "orders/paid"] = Field(
+        "orders/create", description="Shopify topic that counts as a purchase."
+    )
+    internal_id_key: str = Field(
+        "customer_id",
+        min_length=1,
+        max_length=100,
+        description="Stripe metadata key / Shopify note attribute holding your customer id.",
+    )
+    stripe_orders_from_payment_intents: bool = Field(
+        True, description="Count payment_intent.succeeded without an invoice as an order."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -63,6 +76,14 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_secrets(value)
+
+    @field_validator("stripe_webhook_secret", "shopify_webhook_secret")
+    @classmethod
+    def _no_placeholder(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # A copied .env.example must not leave an endpoint open to a public secret.
+        if any("replace_me" in secret.get_secret_value().lower() for secret in value):
+            raise ValueError("still the placeholder from .env.example; paste the real secret")
+        return value
 
     @field_validator("stripe_webhook_secret")
     @classmethod

@@ -20,7 +20,7 @@ class IngestError(WebhooksError):
     status: int = 400
     code: str = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code

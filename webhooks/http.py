@@ -40,9 +40,9 @@ def _read_body(max_bytes: int) -> bytes:
         # Werkzeug refuses a declared Content-Length over MAX_CONTENT_LENGTH before
         # reading a byte.
         return request.get_data(cache=False)
-    # Chunked: gunicorn de-chunks wsgi.input and ends it at the last chunk but does not
-    # set wsgi.input_terminated, so Werkzeug would hand us an empty body. Read at most
-    # one byte past the limit ourselves.
+    # Chunked: Werkzeug's limited stream would silently truncate a body at the limit
+    # (a 100 KB body read as its first MAX_BODY_BYTES, then refused as a bad signature),
+    # so read one byte past the limit ourselves and refuse with 413.
     body: bytes = request.environ["wsgi.input"].read(max_bytes + 1)
     if len(body) > max_bytes:
         raise RequestEntityTooLarge()
@@ -53,11 +53,12 @@ def _read_body(max_bytes: int) -> bytes:
 def receive(provider_name: str) -> Response:
     """Verify on the raw bytes, store with the exact dedup key, then acknowledge."""
     started = time.perf_counter()
-    fields: dict[str, Any] = {"provider": provider_name}
+    provider: Provider | None = current_app.extensions["webhooks.providers"].get(provider_name)
+    # The URL segment is caller-controlled: only a registered name reaches the logs.
+    fields: dict[str, Any] = {"provider": provider_name if provider else "unknown"}
     try:
-        provider: Provider | None = current_app.extensions["webhooks.providers"].get(provider_name)
         if provider is None:
-            raise ProviderNotConfigured(f"provider {provider_name!r} is not configured")
+            raise ProviderNotConfigured("no such provider is configured")
         body = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
         headers = {key.lower(): value for key, value in request.headers.items()}
         provider.verify(body, headers)
@@ -71,10 +72,15 @@ def receive(provider_name: str) -> Response:
         status, outcome = exc.status, exc.code
         response = _reply(exc.status, error=exc.code, message=str(exc))
         if exc.status == 503:
+            fields["reason"] = str(exc)  # our own text: error class and database code
             response.headers["Retry-After"] = "5"
     except RequestEntityTooLarge:
         status, outcome = 413, "body_too_large"
         response = _reply(413, error=outcome, message="body exceeds MAX_BODY_BYTES")
+    except Exception as exc:  # a bug: still one log line and a JSON answer, never a body
+        status, outcome = 500, "internal_error"
+        fields["error"] = type(exc).__name__
+        response = _reply(500, error=outcome, message="unexpected error; the provider retries")
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
     level = "error" if status >= 500 else "warning" if status >= 400 else "info"
     getattr(log, level)(

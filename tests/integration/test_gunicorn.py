@@ -150,3 +150,26 @@ def test_real_server_contract(service: str, tmp_path: Path) -> None:
     received = [entry for entry in logs if entry.get("event") == "webhook_received"]
     assert {entry["outcome"] for entry in received} >= {"accepted", "invalid_signature"}
     assert not any("buyer@example.test" in json.dumps(entry) for entry in logs)
+
+
+def _sized_event(size: int, event_id: str) -> bytes:
+    """A signed-able Stripe event body of exactly `size` bytes."""
+    head = b'{"id": "' + event_id.encode() + b'", "type": "x", "created": 1, "pad": "'
+    body = head + b"x" * (size - len(head) - 2) + b'"}'
+    assert len(body) == size
+    return body
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_limit_boundary(service: str, chunked: bool) -> None:
+    limit = 65536  # MAX_BODY_BYTES of the service fixture
+    with httpx.Client(base_url=service, timeout=10) as client:
+        for size, expected in ((limit, 200), (limit + 1, 413)):
+            body = _sized_event(size, f"evt_size_{size}_{chunked}")
+            content: bytes | Iterator[bytes] = iter([body[:1000], body[1000:]]) if chunked else body
+            response = client.post(
+                "/webhooks/stripe",
+                content=content,
+                headers={"Stripe-Signature": sign(body, STRIPE_SECRET)},
+            )
+            assert response.status_code == expected, (size, response.text)

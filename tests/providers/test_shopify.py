@@ -120,7 +120,6 @@ def test_parse_falls_back_to_event_id_and_updated_at() -> None:
     ("drop", "code"),
     [
         (["x-shopify-topic"], "missing_topic"),
-        (["x-shopify-shop-domain"], "missing_shop_domain"),
         (["x-shopify-webhook-id", "x-shopify-event-id"], "missing_webhook_id"),
     ],
 )
@@ -138,3 +137,19 @@ def test_parse_rejects_bodies_that_are_not_json_objects(body: bytes) -> None:
     with pytest.raises(PayloadError) as caught:
         provider().parse(body, lower(shopify_headers(body)))
     assert caught.value.code == "invalid_json"
+
+
+def test_missing_shop_header_falls_back_to_the_body_then_unknown() -> None:
+    # Shopify's Events delivery has no shop-domain header; a signed delivery is kept.
+    headers = lower(shopify_headers(BODY))
+    del headers["x-shopify-shop-domain"]
+    assert provider().parse(BODY, headers).account == "unknown"
+    redact = b'{"shop_id": 1, "shop_domain": "Other-Shop.myshopify.com"}'
+    assert provider().parse(redact, headers).account == "other-shop.myshopify.com"
+
+
+def test_overlong_webhook_id_is_refused_not_silently_replaced() -> None:
+    headers = lower(shopify_headers(BODY, webhook_id="w" * 300))
+    with pytest.raises(PayloadError) as caught:
+        provider().parse(BODY, headers)
+    assert caught.value.code == "invalid_webhook_id"

@@ -127,9 +127,27 @@ def test_header_without_signatures_is_rejected() -> None:
         provider().verify(BODY, headers_for(f"t={int(time.time())}"))
 
 
-def test_body_that_is_not_utf8_is_a_payload_error() -> None:
-    with pytest.raises(PayloadError):
+def test_body_that_is_not_utf8_cannot_be_signed() -> None:
+    with pytest.raises(VerificationError) as caught:
         provider().verify(b"\xff\xfe{}", headers_for(f"t={int(time.time())},v1=00"))
+    assert caught.value.status == 401
+
+
+@pytest.mark.parametrize("prefix", [" t=1,", "t =1,"])
+def test_future_check_reads_the_timestamp_the_signature_was_checked_with(prefix: str) -> None:
+    # The library ignores " t" and "t " keys; so must the future check, or a decoy t=1
+    # in front of a real far-future header would slip through.
+    future = sign(BODY, STRIPE_SECRET, int(time.time()) + 3600)
+    with pytest.raises(VerificationError) as caught:
+        provider().verify(BODY, headers_for(prefix + future))
+    assert caught.value.code == "timestamp_out_of_tolerance"
+
+
+def test_lone_surrogate_in_a_key_field_is_a_400_not_a_storage_error() -> None:
+    body = b'{"id": "evt_1", "type": "x", "account": "acct_\\udfff"}'
+    with pytest.raises(PayloadError) as caught:
+        provider().parse(body, {})
+    assert caught.value.code == "invalid_account"
 
 
 def test_parse_keys_platform_events_by_event_id() -> None:

@@ -137,3 +137,25 @@ def test_dead_pooled_connection_is_retried_once_not_503(postgres_url: str) -> No
     assert store_delivery(engine, delivery("evt_after")) is True
     assert [row.delivery_id for row in rows(engine)] == ["evt_before", "evt_after"]
     engine.dispose()
+
+
+def test_migrated_schema_matches_the_code(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from webhooks.storage.schema import metadata
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_postgresql_waits_are_bounded(postgres_url: str) -> None:
+    engine = create_db_engine(postgres_url, timeout=1.5, autocommit=True)
+    with engine.connect() as conn:
+        lock = conn.exec_driver_sql("SHOW lock_timeout").scalar_one()
+        statement = conn.exec_driver_sql("SHOW statement_timeout").scalar_one()
+        path = conn.exec_driver_sql("SHOW search_path").scalar_one()
+    engine.dispose()
+    assert (lock, statement) == ("1500ms", "1500ms")
+    assert path.startswith("t_")  # the URL's own options survive beside the timeouts

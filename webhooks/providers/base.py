@@ -35,7 +35,7 @@ class Provider(Protocol):
 
     name: str
 
-    def verify(self, body: bytes, headers: Headers, now: float | None = None) -> None:
+    def verify(self, body: bytes, headers: Headers) -> None:
         """Raise a MissingSignature / MalformedSignature / VerificationError, or return."""
         ...
 
@@ -63,16 +63,25 @@ def required_str(value: Any, what: str) -> str:
         raise PayloadError(f"no {what} to key the delivery by", code=f"missing_{what}")
     # PostgreSQL refuses NUL in text and the columns hold 255 characters; refusing here
     # gives a clear 400 instead of a storage error the provider would retry forever.
-    if len(value) > 255 or "\x00" in value:
+    if len(value) > 255 or "\x00" in value or not _encodable(value):
         raise PayloadError(f"{what} is not a usable key", code=f"invalid_{what}")
     return value.strip()
+
+
+def _encodable(value: str) -> bool:
+    # JSON may carry lone surrogates ("\udfff") that no database driver can store.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def optional_str(value: Any, limit: int = 255) -> str | None:
     """A short informational string, or None when absent or unstorable."""
     if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
         return None
-    return value
+    return value if _encodable(value) else None
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -18,6 +18,7 @@ from webhooks.providers.base import (
 )
 
 NAME = "shopify"
+UNKNOWN_SHOP = "unknown"
 
 # Classic webhooks use X-Shopify-*; the newer Events delivery drops the X- prefix.
 _PREFIXES = ("x-shopify-", "shopify-")
@@ -56,7 +57,7 @@ class ShopifyProvider:
     def __init__(self, secrets: Sequence[str]) -> None:
         self._keys = [secret.encode("utf-8") for secret in secrets]
 
-    def verify(self, body: bytes, headers: Headers, now: float | None = None) -> None:
+    def verify(self, body: bytes, headers: Headers) -> None:
         """Accept when the base64 HMAC of the raw body matches under any secret."""
         received = _header(headers, "hmac-sha256")
         if not received:
@@ -76,9 +77,16 @@ class ShopifyProvider:
             for suffix, name in KEPT_HEADERS.items()
             if (value := optional_str(_header(headers, suffix))) is not None
         }
-        topic = required_str(kept.get("topic"), "topic")
-        shop = required_str(kept.get("shop_domain"), "shop_domain").lower()
-        delivery_id = kept.get("webhook_id") or kept.get("event_id")
+        topic = required_str(_header(headers, "topic"), "topic")
+        # Shopify's newer Events delivery sends no shop-domain header; the privacy topics
+        # carry it in the body. A signed delivery is never refused for lacking it.
+        shop = (
+            optional_str(_header(headers, "shop-domain"))
+            or optional_str(payload.get("shop_domain"))
+            or optional_str(payload.get("myshopify_domain"))
+            or UNKNOWN_SHOP
+        ).lower()
+        delivery_id = _header(headers, "webhook-id") or _header(headers, "event-id")
         if delivery_id is None:
             raise PayloadError(
                 "no X-Shopify-Webhook-Id or X-Shopify-Event-Id to key the delivery by",

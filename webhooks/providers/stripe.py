@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import stripe
 
-from webhooks.errors import MalformedSignature, MissingSignature, PayloadError, VerificationError
+from webhooks.errors import MalformedSignature, MissingSignature, VerificationError
 from webhooks.providers.base import (
     Delivery,
     Headers,
@@ -37,12 +37,14 @@ def sign(body: bytes, secrets: str | Sequence[str], timestamp: int | None = None
 
 
 def _header_timestamp(header: str) -> int | None:
+    # Parsed exactly as the stripe library parses it (first "t", no stripping of keys),
+    # so the future check below reads the same timestamp the signature was checked with.
     for item in header.split(","):
-        key, _, value = item.partition("=")
-        if key.strip() == "t":
+        parts = item.split("=", 2)
+        if parts[0] == "t":
             try:
-                return int(value)
-            except ValueError:
+                return int(parts[1])
+            except (IndexError, ValueError):
                 return None
     return None
 
@@ -56,7 +58,7 @@ class StripeProvider:
         self._secrets = list(secrets)
         self._tolerance = tolerance
 
-    def verify(self, body: bytes, headers: Headers, now: float | None = None) -> None:
+    def verify(self, body: bytes, headers: Headers) -> None:
         """Accept when any v1 signature matches any secret and the timestamp is fresh."""
         header = headers.get(SIGNATURE_HEADER)
         if not header:
@@ -67,7 +69,8 @@ class StripeProvider:
         try:
             payload = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise PayloadError("body is not UTF-8", code="invalid_json") from None
+            # Stripe signs UTF-8 JSON only, so these bytes cannot carry a valid signature.
+            raise VerificationError("body is not UTF-8, so no signature can match") from None
         stale = False
         for secret in self._secrets:
             try:
@@ -79,8 +82,7 @@ class StripeProvider:
                 continue
             # The library's check is one-sided; a far-future timestamp means a broken
             # clock on one side, and replaying it later would pass, so refuse it too.
-            current = time.time() if now is None else now
-            if timestamp > current + self._tolerance:
+            if timestamp > time.time() + self._tolerance:
                 raise VerificationError(
                     "signature timestamp is in the future", code="timestamp_out_of_tolerance"
                 )

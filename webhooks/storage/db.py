@@ -27,7 +27,7 @@ def create_db_engine(url: str, timeout: float = 2.0, *, autocommit: bool = False
         part
         for part in (
             parsed.query.get("options"),
-            f"-c lock_timeout={millis} -c statement_timeout={millis * 2}",
+            f"-c lock_timeout={millis} -c statement_timeout={millis}",
         )
         if isinstance(part, str)
     )
@@ -38,7 +38,12 @@ def create_db_engine(url: str, timeout: float = 2.0, *, autocommit: bool = False
         # once on a connection the pool finds dead instead.
         pool_timeout=timeout,
         connect_args={
-            "connect_timeout": max(1, int(timeout)),
+            "connect_timeout": max(1, round(timeout)),
+            # A server that stops answering mid-request fails the request in time
+            # instead of hanging a sync worker until gunicorn kills it.
+            "tcp_user_timeout": millis,
+            "keepalives": 1,
+            "keepalives_idle": 30,
             # Bounded waits: a stuck lock or statement becomes a 503 the provider
             # retries, long before Shopify's 5 s limit.
             "options": options,

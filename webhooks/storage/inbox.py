@@ -66,7 +66,14 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
             # and cheaper than pinging before every request.
             if exc.connection_invalidated and attempt == 1:
                 continue
-            raise StorageUnavailable(f"inbox write failed: {type(exc).__name__}") from exc
+            raise StorageUnavailable(_reason(exc)) from exc
         except (SQLAlchemyError, TimeoutError) as exc:
-            raise StorageUnavailable(f"inbox write failed: {type(exc).__name__}") from exc
+            raise StorageUnavailable(_reason(exc)) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _reason(exc: Exception) -> str:
+    """Error class and database error code, never str(exc): it would quote the body."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    return f"inbox write failed: {type(exc).__name__}" + (f" ({code})" if code else "")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -51,10 +54,30 @@ def is_current(engine: Engine) -> bool:
 
 
 def ensure_current(url: str, timeout: float = 2.0) -> None:
-    """Migrate the database at `url` if it is behind (the embedded SQLite start-up path)."""
+    """Migrate the database at `url` if it is behind (the embedded SQLite start-up path).
+
+    Several processes may start at once (gunicorn workers started without the config
+    module's pre-fork hook); a lock file beside the database lets one migrate at a time.
+    """
     engine = create_db_engine(url, timeout)
+    database = engine.url.database
+    lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
     try:
-        if not is_current(engine):
-            upgrade(engine)
+        with _file_lock(lock_path):
+            if not is_current(engine):
+                upgrade(engine)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
