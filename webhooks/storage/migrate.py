@@ -61,7 +61,8 @@ def ensure_current(url: str, timeout: float = 2.0) -> None:
     """
     engine = create_db_engine(url, timeout)
     database = engine.url.database
-    lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
+    is_file = engine.dialect.name == "sqlite" and database and database != ":memory:"
+    lock_path = Path(f"{database}.migrate.lock") if is_file else None
     try:
         with _file_lock(lock_path):
             if not is_current(engine):
