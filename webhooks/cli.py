@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
@@ -85,6 +84,22 @@ def current() -> None:
     click.echo(f"{revision or 'empty'} ({state}; code expects {migrate.head_revision()})")
 
 
+@main.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "json-schema"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown reference (docs/taxonomy.md) or JSON Schema (docs/taxonomy.schema.json).",
+)
+def taxonomy(fmt: str) -> None:
+    """Print the canonical event taxonomy, generated from the code."""
+    from mappers.taxonomy_doc import render_json_schema, render_markdown
+
+    click.echo(render_markdown() if fmt == "markdown" else render_json_schema(), nl=False)
+
+
 @main.group()
 def dev() -> None:
     """Tools for local development and manual testing."""
@@ -109,8 +124,3 @@ def sign(provider: str, secret: str | None) -> None:
         secret = configured[0].get_secret_value()
     body = sys.stdin.buffer.read()
     click.echo(stripe.sign(body, secret) if provider == "stripe" else shopify.sign(body, secret))
-
-
-def run(args: list[str] | None = None, **kwargs: Any) -> Any:
-    """Entry point for tests and `python -m webhooks`."""
-    return main.main(args=args, **kwargs)

@@ -1,0 +1,53 @@
+"""The mapper interface: one stored delivery in, a list of canonical actions out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from mappers.actions import Action
+from mappers.errors import MappingError
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    """Merchant choices that change what a payload means (set from the service's settings)."""
+
+    # Which Shopify topic counts as the purchase. orders/create: every placed order
+    # (orders/paid of the same order maps to the same fact). orders/paid: only paid
+    # orders (orders/create counts only if it arrives already paid).
+    shopify_order_completed_topic: Literal["orders/create", "orders/paid"] = "orders/create"
+    # Stripe metadata key holding the merchant's own customer id.
+    internal_id_metadata_key: str = "customer_id"
+    # From Stripe API 2025-03-31 a PaymentIntent no longer names the invoice it pays, so
+    # with Stripe Billing on such an endpoint payment_intent.succeeded and invoice.paid
+    # would both report a renewal. Turn this off there (or let enrichment name the
+    # invoice); payments without an invoice then come from Checkout events only.
+    stripe_orders_from_payment_intents: bool = True
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    """What a mapper sees of one inbox row: parsed, but exactly what was received."""
+
+    provider: str
+    account: str
+    event_type: str
+    payload: Mapping[str, Any]
+    occurred_at: datetime | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    api_version: str | None = None
+    # Data fetched later by the worker (e.g. Stripe line items, which checkout webhooks
+    # lack); stored with the inbox row so replays map the same data without I/O.
+    enrichment: Mapping[str, Any] = field(default_factory=dict)
+
+    def timestamp(self) -> int:
+        """The provider's event time in Unix seconds; never the time of processing."""
+        if self.occurred_at is None:
+            raise MappingError("the delivery has no event time")
+        return int(self.occurred_at.timestamp())
+
+
+Mapper = Callable[[StoredDelivery, MapperConfig], list[Action]]

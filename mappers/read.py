@@ -1,0 +1,82 @@
+"""Defensive reads from provider JSON: typed, with paths in every error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mappers.errors import MappingError
+
+
+def obj(data: Any, path: str) -> dict[str, Any]:
+    """The JSON object at dotted `path`; MappingError if missing or not an object."""
+    value = at(data, path)
+    if not isinstance(value, dict):
+        raise MappingError(f"{path} is missing or not an object")
+    return value
+
+
+def at(data: Any, path: str) -> Any:
+    """The value at dotted `path`, or None when any step is missing."""
+    for part in path.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def text(data: Any, path: str) -> str:
+    """A required non-empty string (ints are accepted as ids and stringified)."""
+    value = opt_text(data, path)
+    if value is None:
+        raise MappingError(f"{path} is missing or not a string")
+    return value
+
+
+def opt_text(data: Any, path: str) -> str | None:
+    """An optional string; ints become strings (Shopify ids), anything else is None."""
+    value = at(data, path)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def ref(data: Any, path: str) -> str | None:
+    """A Stripe reference: an id string, or the `id` of an expanded object."""
+    value = at(data, path)
+    if isinstance(value, dict):
+        return opt_text(value, "id")
+    return opt_text(data, path)
+
+
+def opt_int(data: Any, path: str) -> int | None:
+    """An optional integer (not a bool)."""
+    value = at(data, path)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def opt_bool(data: Any, path: str) -> bool | None:
+    """An optional boolean."""
+    value = at(data, path)
+    return value if isinstance(value, bool) else None
+
+
+def items(data: Any, path: str) -> list[dict[str, Any]]:
+    """The objects of a list at `path` (a Stripe list object's `data` too); [] if absent."""
+    value = at(data, path)
+    if isinstance(value, dict) and value.get("object") == "list":
+        value = value.get("data")
+    if not isinstance(value, list):
+        return []
+    return [entry for entry in value if isinstance(entry, dict)]
+
+
+def opt_obj(data: Any, path: str) -> dict[str, Any]:
+    """The object at `path`, or {} when missing or not an object."""
+    value = at(data, path)
+    return value if isinstance(value, dict) else {}

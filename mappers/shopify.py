@@ -1,0 +1,378 @@
+"""Shopify mapper: one webhook topic in, canonical actions out (pure, stateless).
+
+Field reading lives in mappers.shopify_fields; this module says what each topic means.
+Every Track's semantic key names the business fact, so overlapping or repeated
+deliveries (orders/create and orders/paid, many checkouts/update) yield one event each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mappers.actions import Action, ExportPersonData, Person, RedactPerson, RedactShop
+from mappers.base import Mapper, MapperConfig, StoredDelivery
+from mappers.common import identify, track
+from mappers.errors import MappingError
+from mappers.read import at, obj, opt_int, opt_text, text
+from mappers.shopify_fields import (
+    SOURCE,
+    checkout_attributes,
+    checkout_money,
+    commerce_amounts,
+    commerce_person,
+    consent,
+    content_hash,
+    customer_attributes,
+    discount_codes,
+    first_text,
+    gid_id,
+    id_list,
+    line_items,
+    opt_currency,
+    order_attributes,
+    order_money,
+    person,
+    presentment,
+    refunded,
+)
+from mappers.taxonomy import (
+    CartUpdated,
+    CheckoutStarted,
+    EventName,
+    OrderCanceled,
+    OrderCompleted,
+    PaymentFailed,
+    PersonAttributes,
+    RefundIssued,
+    SubscriptionCanceled,
+    SubscriptionCreated,
+    SubscriptionPaused,
+    SubscriptionResumed,
+)
+
+# -- checkouts ------------------------------------------------------------------------
+
+
+def _checkout(delivery: StoredDelivery, config: MapperConfig) -> tuple[str, Person, dict[str, Any]]:
+    """The checkout token, its person, and its CommerceProperties fields."""
+    payload = delivery.payload
+    # 2026-04 removed the checkout `id`; the token is the checkout's identity.
+    token = text(payload, "token")
+    who = commerce_person(delivery, config, payload, checkout_token=token)
+    money = checkout_money(payload)
+    fields = {
+        "source": SOURCE,
+        "cart_id": token,
+        "items": line_items(payload, money),
+        **commerce_amounts(payload, money),
+        "recovery_url": opt_text(payload, "abandoned_checkout_url"),
+        "customer_id": who.customer_id,
+    }
+    return token, who, fields
+
+
+def checkout_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """checkouts/create: checkout_started once per token, plus what the buyer revealed."""
+    token, who, fields = _checkout(delivery, config)
+    started = track(delivery, who, EventName.CHECKOUT_STARTED, CheckoutStarted(**fields), token)
+    return [*identify(delivery, who, checkout_attributes(delivery.payload, who)), started]
+
+
+def checkout_updated(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """checkouts/update: checkout_started if contactable, cart_updated per content."""
+    token, who, fields = _checkout(delivery, config)
+    actions: list[Action] = [*identify(delivery, who, checkout_attributes(delivery.payload, who))]
+    if at(delivery.payload, "completed_at"):
+        # A completed checkout became an order; the order topics report the purchase.
+        return actions
+    if who.email or who.phone:
+        # Same key as checkouts/create: one checkout_started per token, whichever of
+        # create or the first contactable update is mapped first.
+        started = CheckoutStarted(**fields)
+        actions.append(track(delivery, who, EventName.CHECKOUT_STARTED, started, token))
+    # Keyed by the material content, so an update that changed only the address or the
+    # contact repeats the previous key and dedups downstream. Suppressing the first
+    # update whose content equals checkout_started's, and any update after the order,
+    # needs state across deliveries: the journey guards of a later issue.
+    digest = content_hash(fields["items"], fields, discount_codes(delivery.payload))
+    updated = CartUpdated(**fields)
+    actions.append(track(delivery, who, EventName.CART_UPDATED, updated, token, digest))
+    return actions
+
+
+# -- orders ---------------------------------------------------------------------------
+
+
+def _counts_as_purchase(topic: str, payload: Any, config: MapperConfig) -> bool:
+    """Whether this order topic reports order_completed under the merchant's choice."""
+    if config.shopify_order_completed_topic == "orders/create":
+        # Every placed order counts; orders/paid of the same order is the same fact
+        # (same key), so whichever of the two arrives first wins.
+        return True
+    # orders/paid: only paid orders count. An orders/create that arrives already paid
+    # is that same fact and may be the first to arrive.
+    return topic == "orders/paid" or at(payload, "financial_status") == "paid"
+
+
+def order_placed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """orders/create and orders/paid: order_completed keyed by order id, plus identify."""
+    payload = delivery.payload
+    order_id = text(payload, "id")
+    who = commerce_person(delivery, config, payload, opt_text(payload, "checkout_token"))
+    actions: list[Action] = [*identify(delivery, who, order_attributes(payload, who))]
+    if not _counts_as_purchase(delivery.event_type, payload, config):
+        return actions
+    money = order_money(payload)
+    completed = OrderCompleted(
+        source=SOURCE,
+        order_id=order_id,
+        order_number=opt_text(payload, "name"),
+        # The checkout token lets an abandonment journey exit on the purchase.
+        cart_id=who.checkout_token,
+        financial_status=opt_text(payload, "financial_status"),
+        items=line_items(payload, money),
+        **commerce_amounts(payload, money),
+        **presentment(payload, money.currency),
+        customer_id=who.customer_id,
+    )
+    return [*actions, track(delivery, who, EventName.ORDER_COMPLETED, completed, order_id)]
+
+
+def order_cancelled(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """orders/cancelled: order_canceled keyed by order id, plus identify."""
+    payload = delivery.payload
+    order_id = text(payload, "id")
+    who = commerce_person(delivery, config, payload, opt_text(payload, "checkout_token"))
+    money = order_money(payload)
+    canceled = OrderCanceled(
+        source=SOURCE,
+        order_id=order_id,
+        order_number=opt_text(payload, "name"),
+        # The original total (not current_total_price, which a cancel refund zeroes).
+        total=money.read(payload, "total_price"),
+        currency=money.currency,
+        reason=opt_text(payload, "cancel_reason"),
+    )
+    return [
+        *identify(delivery, who, order_attributes(payload, who)),
+        track(delivery, who, EventName.ORDER_CANCELED, canceled, order_id),
+    ]
+
+
+def refund_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """refunds/create: refund_issued keyed by refund id, when money went back."""
+    payload = delivery.payload
+    refund_id = text(payload, "id")
+    money = refunded(payload)
+    if money is None:
+        # No successful refund transaction: a restock or a refund of 0 is not money
+        # back to the buyer, so there is no refund_issued fact to report.
+        return []
+    amount, currency = money
+    issued = RefundIssued(
+        source=SOURCE,
+        refund_id=refund_id,
+        order_id=opt_text(payload, "order_id"),
+        amount=amount,
+        currency=currency,
+        # No reason: Shopify's refund `note` is free text typed by staff and may hold
+        # personal data, so it is not forwarded.
+    )
+    # A refund names no customer: identity resolution links it through the order.
+    who = person(delivery, order_id=opt_text(payload, "order_id"))
+    return [track(delivery, who, EventName.REFUND_ISSUED, issued, refund_id)]
+
+
+# -- customers and consent ------------------------------------------------------------
+
+
+def customer_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """customers/create and customers/update: identify only."""
+    customer_id = text(delivery.payload, "id")
+    attributes = customer_attributes(delivery.payload)
+    who = person(delivery, customer_id=customer_id, email=attributes.email, phone=attributes.phone)
+    return [*identify(delivery, who, attributes)]
+
+
+def _consent_person(delivery: StoredDelivery, **contact: str | None) -> Person:
+    """The person a consent topic is about; a consent change must never be dropped."""
+    payload = delivery.payload
+    customer_id = opt_text(payload, "customer_id") or gid_id(
+        payload, "admin_graphql_api_customer_id"
+    )
+    who = person(delivery, customer_id=customer_id, **contact)
+    if who.is_empty():
+        raise MappingError("customer_id is missing and no email_address or phone_number")
+    return who
+
+
+def email_consent_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """customers_email_marketing_consent/update: identify email_consent."""
+    payload = delivery.payload
+    state = obj(payload, "email_marketing_consent").get("state")
+    email = opt_text(payload, "email_address")
+    who = _consent_person(delivery, email=email)
+    return [*identify(delivery, who, PersonAttributes(email=email, email_consent=consent(state)))]
+
+
+def sms_consent_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """customers_marketing_consent/update (SMS): identify sms_consent."""
+    payload = delivery.payload
+    state = obj(payload, "sms_marketing_consent").get("state")
+    phone = opt_text(payload, "phone_number")
+    who = _consent_person(delivery, phone=phone)
+    return [*identify(delivery, who, PersonAttributes(phone=phone, sms_consent=consent(state)))]
+
+
+# -- subscriptions --------------------------------------------------------------------
+
+
+def _contract(delivery: StoredDelivery) -> tuple[str, Person, dict[str, Any]]:
+    """The contract id, its person and the SubscriptionProperties fields it gives."""
+    payload = delivery.payload
+    contract_id = text(payload, "id")
+    customer_id = opt_text(payload, "customer_id") or gid_id(
+        payload, "admin_graphql_api_customer_id"
+    )
+    status = opt_text(payload, "status")
+    interval = opt_text(payload, "billing_policy.interval")
+    interval_count = opt_int(payload, "billing_policy.interval_count")
+    if interval_count is not None and interval_count < 1:
+        raise MappingError("billing_policy.interval_count is not a positive count")
+    fields = {
+        "source": SOURCE,
+        "subscription_id": contract_id,
+        "status": status.lower() if status else None,
+        # Shopify's enum is DAY/WEEK/MONTH/YEAR; the taxonomy says day/week/month/year.
+        "interval": interval.lower() if interval else None,
+        "interval_count": interval_count,
+        "currency": opt_currency(payload, "currency_code"),
+    }
+    return contract_id, person(delivery, customer_id=customer_id), fields
+
+
+def _revision(delivery: StoredDelivery) -> str:
+    """What makes one status transition its own fact: the revision, else the event time."""
+    # A redelivery repeats the revision (same fact); a new pause after a resume is a
+    # new revision (a new fact). Without one, the event time separates transitions.
+    return opt_text(delivery.payload, "revision_id") or str(delivery.timestamp())
+
+
+def contract_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """subscription_contracts/create: subscription_created keyed by contract id."""
+    contract_id, who, fields = _contract(delivery)
+    created = SubscriptionCreated(**fields)
+    return [track(delivery, who, EventName.SUBSCRIPTION_CREATED, created, contract_id)]
+
+
+def contract_paused(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """subscription_contracts/pause: subscription_paused per revision."""
+    contract_id, who, fields = _contract(delivery)
+    paused = SubscriptionPaused(pause_kind="status", **fields)
+    key = (contract_id, _revision(delivery))
+    return [track(delivery, who, EventName.SUBSCRIPTION_PAUSED, paused, *key)]
+
+
+def contract_activated(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """subscription_contracts/activate: subscription_resumed per revision."""
+    # Activation is a resume only after a pause, which a stateless mapper cannot see;
+    # it always maps, one fact per revision, and journeys guard on the prior pause.
+    contract_id, who, fields = _contract(delivery)
+    resumed = SubscriptionResumed(pause_kind="status", **fields)
+    key = (contract_id, _revision(delivery))
+    return [track(delivery, who, EventName.SUBSCRIPTION_RESUMED, resumed, *key)]
+
+
+def contract_cancelled(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """subscription_contracts/cancel: subscription_canceled per revision."""
+    contract_id, who, fields = _contract(delivery)
+    canceled = SubscriptionCanceled(**fields)
+    key = (contract_id, _revision(delivery))
+    return [track(delivery, who, EventName.SUBSCRIPTION_CANCELED, canceled, *key)]
+
+
+def billing_attempt_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """subscription_billing_attempts/failure: payment_failed keyed by attempt id."""
+    payload = delivery.payload
+    attempt_id = text(payload, "id")
+    failed = PaymentFailed(
+        source=SOURCE,
+        payment_id=attempt_id,
+        subscription_id=opt_text(payload, "subscription_contract_id")
+        or gid_id(payload, "admin_graphql_api_subscription_contract_id"),
+        failure_reason=first_text(payload, "error_code", "error_message"),
+    )
+    # The payload names no customer; nothing is invented here. Identity resolution (a
+    # later issue) links the person through the subscription contract id.
+    who = person(delivery, subscription_id=failed.subscription_id)
+    return [track(delivery, who, EventName.PAYMENT_FAILED, failed, attempt_id)]
+
+
+# -- privacy --------------------------------------------------------------------------
+
+
+def _privacy_person(delivery: StoredDelivery) -> Person:
+    """The customer a privacy request names, checked to belong to this shop."""
+    payload = delivery.payload
+    domain = opt_text(payload, "shop_domain")
+    # A destructive request must act on the shop it was signed for, never another.
+    if domain is not None and domain.lower() != delivery.account:
+        raise MappingError("shop_domain differs from the X-Shopify-Shop-Domain header")
+    return person(
+        delivery,
+        customer_id=opt_text(payload, "customer.id"),
+        email=opt_text(payload, "customer.email"),
+        phone=opt_text(payload, "customer.phone"),
+    )
+
+
+def customer_redact(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """customers/redact: erase this customer and these orders (a later stage executes)."""
+    who = _privacy_person(delivery)
+    order_ids = id_list(delivery.payload, "orders_to_redact")
+    if who.is_empty() and not order_ids:
+        raise MappingError("customer is missing and orders_to_redact is empty")
+    return [RedactPerson(person=who, order_ids=order_ids, timestamp=delivery.timestamp())]
+
+
+def customer_data_request(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """customers/data_request: export what is held about this customer."""
+    who = _privacy_person(delivery)
+    if who.is_empty():
+        raise MappingError("customer is missing or names no id, email or phone")
+    request = ExportPersonData(
+        person=who,
+        request_id=opt_text(delivery.payload, "data_request.id"),
+        order_ids=id_list(delivery.payload, "orders_requested"),
+        timestamp=delivery.timestamp(),
+    )
+    return [request]
+
+
+def shop_redact(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+    """shop/redact: erase everything held for this shop (48 h after uninstall)."""
+    _privacy_person(delivery)
+    return [RedactShop(account=delivery.account, timestamp=delivery.timestamp())]
+
+
+# Topic -> handler. Topics not listed map to nothing (the registry logs and counts them).
+HANDLERS: dict[str, Mapper] = {
+    "checkouts/create": checkout_created,
+    "checkouts/update": checkout_updated,
+    "orders/create": order_placed,
+    "orders/paid": order_placed,
+    "orders/cancelled": order_cancelled,
+    "refunds/create": refund_created,
+    "customers/create": customer_changed,
+    "customers/update": customer_changed,
+    "customers_email_marketing_consent/update": email_consent_changed,
+    "customers_marketing_consent/update": sms_consent_changed,
+    "subscription_contracts/create": contract_created,
+    "subscription_contracts/pause": contract_paused,
+    "subscription_contracts/activate": contract_activated,
+    "subscription_contracts/cancel": contract_cancelled,
+    "subscription_billing_attempts/failure": billing_attempt_failed,
+    "customers/redact": customer_redact,
+    "customers/data_request": customer_data_request,
+    "shop/redact": shop_redact,
+}

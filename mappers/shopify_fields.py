@@ -1,0 +1,400 @@
+"""Field readers for Shopify payloads: identity hints, person attributes, items, money."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from mappers.actions import Person
+from mappers.base import MapperConfig, StoredDelivery
+from mappers.errors import MappingError
+from mappers.money import currency_code, decimal_amount
+from mappers.read import at, opt_bool, opt_int, opt_text
+from mappers.taxonomy import Item, PersonAttributes
+
+SOURCE = "shopify"
+
+# Shopify's marketing consent states. `pending` (a double opt-in not yet confirmed) is
+# neither a yes nor a no, so it maps to None and leaves the person's attribute alone;
+# an unknown future state does the same rather than guessing.
+CONSENT_STATES: dict[str, bool] = {
+    "subscribed": True,
+    "unsubscribed": False,
+    "not_subscribed": False,
+    "redacted": False,
+    "invalid": False,
+}
+
+
+def first_text(data: Any, *paths: str) -> str | None:
+    """The first non-empty string (or int id) found at `paths`, in order."""
+    for path in paths:
+        if (value := opt_text(data, path)) is not None:
+            return value
+    return None
+
+
+def gid_id(data: Any, path: str) -> str | None:
+    """The numeric tail of an Admin GraphQL id ("gid://shopify/Customer/7" -> "7")."""
+    value = opt_text(data, path)
+    if value is None or not value.startswith("gid://"):
+        return None
+    return value.rsplit("/", 1)[-1] or None
+
+
+def consent(state: Any) -> bool | None:
+    """A consent `state` as subscribed (True), not subscribed (False) or unknown (None)."""
+    return CONSENT_STATES.get(state.strip().lower()) if isinstance(state, str) else None
+
+
+def opt_currency(data: Any, path: str) -> str | None:
+    """An optional currency code; present but malformed is a MappingError."""
+    value = at(data, path)
+    return None if value is None else currency_code(value, path)
+
+
+def id_list(data: Any, path: str) -> list[str]:
+    """A list of ids as strings; [] when absent, MappingError naming a bad entry."""
+    raw = at(data, path)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise MappingError(f"{path} is not a list")
+    ids = [_id(entry) for entry in raw]
+    if None in ids:
+        # A redaction or export target silently dropped would be a compliance gap.
+        raise MappingError(f"{path}[{ids.index(None)}] is not an id")
+    return [value for value in ids if value is not None]
+
+
+def _id(value: Any) -> str | None:
+    # Same rule as read.opt_text, for a bare list entry: ints are ids, bools are not.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _address(data: Any, *paths: str) -> dict[str, Any]:
+    """The first non-empty address object among `paths` (Shopify sends [] for none)."""
+    for path in paths:
+        value = at(data, path)
+        if isinstance(value, dict) and value:
+            return value
+    return {}
+
+
+# -- identity hints -------------------------------------------------------------------
+
+
+def person(delivery: StoredDelivery, **hints: str | None) -> Person:
+    """A Person of this shop carrying only the hints given (nothing invented)."""
+    return Person(source=SOURCE, account=delivery.account, **hints)
+
+
+def cart_token(payload: Any) -> str | None:
+    """The cart token without the `?key=...` suffix some payloads append to it."""
+    # The suffix is a per-session secret, not part of the cart's identity: with it the
+    # same cart would look like several (RudderStack hit this when stitching).
+    value = opt_text(payload, "cart_token")
+    if value is None:
+        return None
+    return value.split("?", 1)[0] or None
+
+
+def note_attribute(payload: Any, name: str) -> str | None:
+    """The value of the checkout/order note attribute called `name`, if any."""
+    entries = at(payload, "note_attributes")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return opt_text(entry, "value")
+    return None
+
+
+def commerce_person(
+    delivery: StoredDelivery, config: MapperConfig, payload: Any, checkout_token: str | None
+) -> Person:
+    """Every identity hint of a checkout or order (resolution happens later)."""
+    return person(
+        delivery,
+        customer_id=opt_text(payload, "customer.id"),
+        # The storefront can write the merchant's own id into a note attribute; the
+        # same config key names it as Stripe's metadata key, one setting per merchant.
+        internal_id=note_attribute(payload, config.internal_id_metadata_key),
+        email=first_text(payload, "email", "contact_email", "customer.email"),
+        phone=first_text(payload, "phone", "customer.phone", "sms_marketing_phone"),
+        cart_token=cart_token(payload),
+        checkout_token=checkout_token,
+    )
+
+
+# -- person attributes ----------------------------------------------------------------
+
+
+def checkout_attributes(payload: Any, who: Person) -> PersonAttributes:
+    """What a checkout reveals about the buyer."""
+    address = _address(payload, "billing_address", "shipping_address")
+    email = opt_text(payload, "email")
+    sms_phone = first_text(payload, "sms_marketing_phone", "phone")
+    return PersonAttributes(
+        email=who.email,
+        phone=who.phone,
+        first_name=first_text(
+            payload,
+            "customer.first_name",
+            "billing_address.first_name",
+            "shipping_address.first_name",
+        ),
+        last_name=first_text(
+            payload,
+            "customer.last_name",
+            "billing_address.last_name",
+            "shipping_address.last_name",
+        ),
+        # Each checkbox is about the address typed into this checkout. Only a ticked box
+        # is news: an unticked one is the default and must not overwrite a subscription
+        # the consent topics reported (they carry withdrawals).
+        email_consent=True if email and opt_bool(payload, "buyer_accepts_marketing") else None,
+        sms_consent=(
+            True if sms_phone and opt_bool(payload, "buyer_accepts_sms_marketing") else None
+        ),
+        country=opt_text(address, "country_code"),
+        city=opt_text(address, "city"),
+    )
+
+
+def order_attributes(payload: Any, who: Person) -> PersonAttributes:
+    """What an order reveals about its customer."""
+    address = _address(payload, "customer.default_address", "billing_address")
+    return PersonAttributes(
+        email=who.email,
+        phone=who.phone,
+        first_name=first_text(payload, "customer.first_name", "billing_address.first_name"),
+        last_name=first_text(payload, "customer.last_name", "billing_address.last_name"),
+        email_consent=consent(at(payload, "customer.email_marketing_consent.state")),
+        sms_consent=consent(at(payload, "customer.sms_marketing_consent.state")),
+        country=opt_text(address, "country_code"),
+        city=opt_text(address, "city"),
+    )
+
+
+def customer_attributes(customer: Any) -> PersonAttributes:
+    """A Customer resource as person attributes (consent only where the payload has it)."""
+    address = _address(customer, "default_address")
+    return PersonAttributes(
+        email=opt_text(customer, "email"),
+        phone=opt_text(customer, "phone"),
+        first_name=opt_text(customer, "first_name"),
+        last_name=opt_text(customer, "last_name"),
+        # Since 2025-01 customer webhooks omit consent (the consent topics carry it);
+        # absent stays None so an older-looking payload never clears a known state.
+        email_consent=consent(at(customer, "email_marketing_consent.state")),
+        sms_consent=consent(at(customer, "sms_marketing_consent.state")),
+        country=opt_text(address, "country_code"),
+        city=opt_text(address, "city"),
+        locale=opt_text(customer, "locale"),
+    )
+
+
+# -- money and items ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Money:
+    """How one payload's amounts are read: which currency they are in, from which side."""
+
+    currency: str
+    # Orders: prefer `<field>_set.shop_money.amount`. Checkouts carry no *_set fields.
+    shop_sets: bool
+
+    def read(self, data: Any, field: str, where: str = "") -> Decimal | None:
+        """`field` as an exact Decimal in `currency`, or None when absent."""
+        if self.shop_sets:
+            set_path = f"{field}_set.shop_money.amount"
+            if at(data, set_path) is not None:
+                return decimal_amount(at(data, set_path), self.currency, where + set_path)
+        value = at(data, field)
+        return None if value is None else decimal_amount(value, self.currency, where + field)
+
+
+def order_money(payload: Any) -> Money:
+    """Orders: amounts in the shop currency (plain fields and shop_money agree)."""
+    shop_code = opt_currency(payload, "total_price_set.shop_money.currency_code")
+    currency = opt_currency(payload, "currency") or shop_code
+    if currency is None:
+        raise MappingError("currency is missing (and total_price_set.shop_money has none)")
+    if shop_code is not None and shop_code != currency:
+        raise MappingError("total_price_set.shop_money.currency_code disagrees with currency")
+    return Money(currency=currency, shop_sets=True)
+
+
+def checkout_money(payload: Any) -> Money:
+    """Checkouts: amounts are in the presentment currency, which defaults to the shop's."""
+    # Shopify documents checkout amounts (total_price, subtotal_price, line and shipping
+    # prices) "in presentment currency", while `currency` is the shop's; with no shop
+    # money in the payload, the honest label for every amount is the presentment one.
+    currency = opt_currency(payload, "presentment_currency") or opt_currency(payload, "currency")
+    if currency is None:
+        raise MappingError("currency is missing")
+    return Money(currency=currency, shop_sets=False)
+
+
+def presentment(payload: Any, currency: str) -> dict[str, Any]:
+    """presentment_currency/_total of an order when the buyer paid in another currency."""
+    code = opt_currency(payload, "presentment_currency") or opt_currency(
+        payload, "total_price_set.presentment_money.currency_code"
+    )
+    if code is None or code == currency:
+        return {}
+    path = "total_price_set.presentment_money.amount"
+    value = at(payload, path)
+    total = None if value is None else decimal_amount(value, code, path)
+    return {"presentment_currency": code, "presentment_total": total}
+
+
+def line_items(payload: Any, money: Money) -> list[Item] | None:
+    """The payload's line items, or None when it has no `line_items` field."""
+    raw = at(payload, "line_items")
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise MappingError("line_items is not a list")
+    return [_item(entry, f"line_items[{index}].", money) for index, entry in enumerate(raw)]
+
+
+def _item(entry: Any, where: str, money: Money) -> Item:
+    if not isinstance(entry, dict):
+        raise MappingError(f"{where[:-1]} is not an object")
+    quantity = opt_int(entry, "quantity")
+    if quantity is None or quantity < 0:
+        raise MappingError(f"{where}quantity is missing or not a count")
+    return Item(
+        sku=opt_text(entry, "sku"),
+        product_id=opt_text(entry, "product_id"),
+        variant_id=opt_text(entry, "variant_id"),
+        name=first_text(entry, "title", "name"),
+        quantity=quantity,
+        price=money.read(entry, "price", where),
+    )
+
+
+def shipping(payload: Any, money: Money) -> Decimal | None:
+    """Shipping charged: the order's total, else the sum of the shipping lines chosen."""
+    total = money.read(payload, "total_shipping_price")
+    if total is not None:
+        return total
+    lines = at(payload, "shipping_lines")
+    prices = [
+        money.read(line, "price", f"shipping_lines[{index}].")
+        for index, line in enumerate(lines if isinstance(lines, list) else [])
+        if isinstance(line, dict)
+    ]
+    present = [price for price in prices if price is not None]
+    # No shipping line yet (early checkout) is unknown shipping, not free shipping.
+    return sum(present, Decimal(0)) if present else None
+
+
+def commerce_amounts(payload: Any, money: Money) -> dict[str, Any]:
+    """subtotal, discount, shipping, tax, total and currency of a checkout or order."""
+    return {
+        "subtotal": money.read(payload, "subtotal_price"),
+        "discount": money.read(payload, "total_discounts"),
+        "shipping": shipping(payload, money),
+        "tax": money.read(payload, "total_tax"),
+        "total": money.read(payload, "total_price"),
+        "currency": money.currency,
+    }
+
+
+def discount_codes(payload: Any) -> list[str]:
+    """Discount codes applied (objects with `code`, or bare strings), upper-cased."""
+    raw = at(payload, "discount_codes")
+    codes = [
+        opt_text(entry, "code") if isinstance(entry, dict) else _id(entry)
+        for entry in (raw if isinstance(raw, list) else [])
+    ]
+    # Shopify matches discount codes case-insensitively, so case is not material.
+    return sorted(code.upper() for code in codes if code)
+
+
+def content_hash(items: list[Item] | None, amounts: dict[str, Any], codes: list[str]) -> str:
+    """16 hex chars of sha256 over what a buyer would call the cart's content."""
+    # Only material content: ids, quantities, prices, subtotal, total, discounts. An
+    # address or contact edit leaves this unchanged, so its cart_updated key repeats and
+    # dedups downstream instead of spamming journeys.
+    lines = sorted(
+        (
+            [
+                item.variant_id or item.product_id or item.sku or item.name,
+                item.quantity,
+                _money_text(item.price),
+            ]
+            for item in items or []
+        ),
+        key=json.dumps,
+    )
+    material = {
+        "items": lines,
+        "subtotal": _money_text(amounts.get("subtotal")),
+        "total": _money_text(amounts.get("total")),
+        "discount": _money_text(amounts.get("discount")),
+        "discount_codes": codes,
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _money_text(value: Decimal | None) -> str | None:
+    # Amounts are already quantized to the currency's decimals, so "10.0" and "10.00"
+    # give the same text; str() of a Decimal is exact (no float).
+    return None if value is None else str(value)
+
+
+def refunded(payload: Any) -> tuple[Decimal, str] | None:
+    """(amount, currency) of money actually sent back, or None when there is none."""
+    raw = at(payload, "transactions")
+    if raw is not None and not isinstance(raw, list):
+        raise MappingError("transactions is not a list")
+    # Only successful refund transactions move money: a pending or failed one has not
+    # (Shopify sends no second refunds/create when a pending one settles; a limit).
+    paid = [
+        (f"transactions[{index}].", entry)
+        for index, entry in enumerate(raw or [])
+        if isinstance(entry, dict)
+        and entry.get("kind") == "refund"
+        and entry.get("status") == "success"
+    ]
+    if not paid:
+        return None
+    fallback = _line_items_currency(payload)
+    currencies: set[str] = set()
+    for where, entry in paid:
+        value = entry.get("currency")
+        code = fallback if value is None else currency_code(value, f"{where}currency")
+        if code is None:
+            raise MappingError(f"{where}currency is missing")
+        currencies.add(code)
+    if len(currencies) > 1:
+        raise MappingError("refund transactions are in several currencies")
+    currency = currencies.pop()
+    total = sum(
+        (decimal_amount(entry.get("amount"), currency, f"{where}amount") for where, entry in paid),
+        Decimal(0),
+    )
+    # A refund of 0 (a restock or a note only) gives no money back.
+    return (total, currency) if total > 0 else None
+
+
+def _line_items_currency(payload: Any) -> str | None:
+    """The shop currency of the refunded lines, for transactions that name none."""
+    raw = at(payload, "refund_line_items")
+    path = "subtotal_set.shop_money.currency_code"
+    for index, entry in enumerate(raw if isinstance(raw, list) else []):
+        value = at(entry, path)
+        if value is not None:
+            return currency_code(value, f"refund_line_items[{index}].{path}")
+    return None

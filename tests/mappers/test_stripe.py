@@ -1,0 +1,185 @@
+"""Stripe mapping rules that matter most, asserted directly (beyond the golden sweep)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from mappers.actions import Track
+from mappers.base import MapperConfig, StoredDelivery
+from mappers.errors import MappingError
+from mappers.money import stripe_amount
+from mappers.registry import UNMAPPED, map_delivery
+from tests.mappers.golden import FIXTURES
+
+STRIPE = FIXTURES / "stripe"
+
+
+def load(case: str, **changes: Any) -> StoredDelivery:
+    """The fixture's event as a StoredDelivery, as the worker would build it."""
+    fixture = json.loads((STRIPE / f"{case}.json").read_text())
+    event = fixture["body"]
+    return (
+        StoredDelivery(
+            provider="stripe",
+            account=event.get("account") or "platform",
+            event_type=event["type"],
+            payload=event,
+            occurred_at=datetime.fromtimestamp(event["created"], UTC),
+            api_version=event.get("api_version"),
+            enrichment=fixture.get("enrichment", {}),
+        )
+        if not changes
+        else StoredDelivery(**{**load(case).__dict__, **changes})
+    )
+
+
+def tracks(delivery: StoredDelivery, config: MapperConfig | None = None) -> list[Track]:
+    return [a for a in map_delivery(delivery, config) if isinstance(a, Track)]
+
+
+def keys(*cases: str) -> set[str]:
+    return {t.semantic_key for case in cases for t in tracks(load(case))}
+
+
+def test_one_purchase_is_one_fact_across_checkout_and_payment_intent() -> None:
+    assert keys("checkout_session_completed_paid", "payment_intent_succeeded_from_checkout") == {
+        "order_completed:stripe:platform:pi_3TestPay01"
+    }
+
+
+def test_unpaid_session_then_async_success_is_one_order() -> None:
+    assert keys("checkout_session_completed_unpaid") == set()
+    assert keys("checkout_session_async_payment_succeeded") == {
+        "order_completed:stripe:platform:pi_3TestAsync77"
+    }
+
+
+def test_invoiced_payment_intent_defers_to_the_invoice() -> None:
+    assert tracks(load("payment_intent_succeeded_for_invoice_pre_basil")) == []
+    # From basil on, the worker's enrichment names the invoice instead of the payload.
+    enriched = load("payment_intent_succeeded_standalone", enrichment={"invoice": "in_1"})
+    assert tracks(enriched) == []
+
+
+def test_payment_intent_orders_can_be_switched_off() -> None:
+    off = MapperConfig(stripe_orders_from_payment_intents=False)
+    assert tracks(load("payment_intent_succeeded_standalone"), off) == []
+    assert tracks(load("payment_intent_succeeded_standalone"))  # on by default
+
+
+def test_scheduled_cancel_and_its_deletion_are_one_fact() -> None:
+    scheduled, deleted = (
+        tracks(load(case))[0]
+        for case in (
+            "subscription_updated_scheduled_cancel",
+            "subscription_deleted_after_scheduled_cancel",
+        )
+    )
+    assert scheduled.semantic_key == deleted.semantic_key
+    assert scheduled.payload()["cancel_at_period_end"] is True
+    assert deleted.payload()["cancel_at_period_end"] is False
+
+
+def test_refund_is_one_fact_whichever_event_reports_it() -> None:
+    # API 2024-10-28+: refund.created carries the id; charge.refunded steps aside.
+    assert tracks(load("charge_refunded_partial_acacia")) == []
+    [refund] = tracks(load("refund_created_partial"))
+    assert refund.payload()["amount"] == 15
+    # Older API listing refunds on the charge: the same key refund.created would give.
+    [listed] = tracks(load("charge_refunded_with_refund_list_2020"))
+    assert listed.semantic_key == "refund_issued:stripe:platform:re_3TestOld01"
+
+
+def test_refund_without_id_uses_the_cumulative_amount_and_the_delta() -> None:
+    [refund] = tracks(load("charge_refunded_second_partial_2023"))
+    assert refund.semantic_key.endswith(":ch_3TestPay01:2500")
+    assert refund.properties.amount == Decimal("10.00")  # 25.00 refunded so far - 15.00
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "major"),
+    [
+        (4950, "USD", "49.50"),
+        (6578, "JPY", "6578"),
+        (5124, "KWD", "5.124"),
+        (5120, "BHD", "5.120"),
+        (500, "ISK", "5"),  # sent as two-decimal with 00
+        (500, "UGX", "5"),
+        (1999, "HUF", "19.99"),
+        (0, "EUR", "0.00"),
+    ],
+)
+def test_stripe_minor_units_become_exact_major_units(minor: int, currency: str, major: str) -> None:
+    amount = stripe_amount(minor, currency, "x")
+    assert amount == Decimal(major)
+    assert str(amount) == major  # the currency's own number of decimals
+
+
+def test_jpy_and_kwd_amounts_reach_the_event_unscaled_and_scaled() -> None:
+    [jpy] = tracks(load("checkout_session_completed_jpy"))
+    assert jpy.payload()["total"] == 6578
+    [kwd] = tracks(load("invoice_paid_kwd"))
+    assert kwd.payload()["total"] == 5.12
+    assert kwd.payload()["currency"] == "KWD"
+
+
+def test_connect_account_scopes_the_key() -> None:
+    [order] = tracks(load("payment_intent_succeeded_connect_account"))
+    assert order.semantic_key == "order_completed:stripe:acct_1TestMerchant:pi_3TestConnect"
+    assert order.person.account == "acct_1TestMerchant"
+
+
+def test_internal_id_comes_from_the_configured_metadata_key() -> None:
+    delivery = load("customer_created")
+    [identify] = map_delivery(delivery)
+    assert identify.person.internal_id == "user_8842"
+    [other] = map_delivery(delivery, MapperConfig(internal_id_metadata_key="app_user"))
+    assert other.person.internal_id is None
+
+
+def test_event_time_is_the_provider_time_not_now() -> None:
+    [order] = tracks(load("invoice_paid_renewal_pre_basil"))
+    assert (
+        order.timestamp
+        == json.loads((STRIPE / "invoice_paid_renewal_pre_basil.json").read_text())["body"][
+            "created"
+        ]
+    )
+
+
+def test_unknown_type_maps_to_nothing_and_is_counted() -> None:
+    delivery = load("customer_created", event_type="issuing_card.created")
+    before = UNMAPPED.labels("stripe", "issuing_card.created")._value.get()
+    assert map_delivery(delivery) == []
+    assert UNMAPPED.labels("stripe", "issuing_card.created")._value.get() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("case", "broken", "reason"),
+    [
+        ("refund_created_partial", {"data": {}}, "data.object is missing"),
+        (
+            "checkout_session_completed_paid",
+            {"data": {"object": {"payment_status": "paid", "currency": "usd"}}},
+            "id is missing",
+        ),
+        (
+            "invoice_paid_kwd",
+            {"data": {"object": {"id": "in_1", "amount_paid": 5, "currency": "xx"}}},
+            "currency",
+        ),
+    ],
+)
+def test_unmappable_payload_raises_the_mapping_error_with_a_reason(
+    case: str, broken: dict[str, Any], reason: str
+) -> None:
+    delivery = load(case)
+    delivery = load(case, payload={**delivery.payload, **broken})
+    with pytest.raises(MappingError) as caught:
+        map_delivery(delivery)
+    assert reason in caught.value.reason

@@ -1,0 +1,43 @@
+"""The bridge from stored inbox deliveries to the pure mappers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mappers.base import MapperConfig, StoredDelivery
+from mappers.errors import MappingError
+from webhooks.config import Settings
+from webhooks.providers.base import Delivery
+
+
+def mapper_config(settings: Settings) -> MapperConfig:
+    """The merchant choices the mappers need, from the service's settings."""
+    return MapperConfig(
+        shopify_order_completed_topic=settings.shopify_order_completed_topic,
+        internal_id_metadata_key=settings.internal_id_key,
+        stripe_orders_from_payment_intents=settings.stripe_orders_from_payment_intents,
+    )
+
+
+def stored_delivery(
+    delivery: Delivery, enrichment: Mapping[str, Any] | None = None
+) -> StoredDelivery:
+    """What a mapper sees of a delivery: its body parsed again from the exact bytes."""
+    try:
+        payload = json.loads(delivery.body)
+    except ValueError:
+        raise MappingError("stored body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise MappingError("stored body is not a JSON object")
+    return StoredDelivery(
+        provider=delivery.provider,
+        account=delivery.account,
+        event_type=delivery.event_type,
+        payload=payload,
+        occurred_at=delivery.occurred_at,
+        headers=dict(delivery.headers),
+        api_version=delivery.api_version,
+        enrichment=dict(enrichment or {}),
+    )
