@@ -21,11 +21,12 @@ class MapperConfig:
     shopify_order_completed_topic: Literal["orders/create", "orders/paid"] = "orders/create"
     # Stripe metadata key holding the merchant's own customer id.
     internal_id_metadata_key: str = "customer_id"
-    # From Stripe API 2025-03-31 a PaymentIntent no longer names the invoice it pays, so
-    # with Stripe Billing on such an endpoint payment_intent.succeeded and invoice.paid
-    # would both report a renewal. Turn this off there (or let enrichment name the
-    # invoice); payments without an invoice then come from Checkout events only.
-    stripe_orders_from_payment_intents: bool = True
+    # Map payment_intent.* events. Off by default: with Checkout the session events
+    # carry the richer purchase (cart, totals, customer details) under a key the
+    # PaymentIntent cannot know, and with Billing the invoice events report every
+    # payment (from API 2025-03-31 a PaymentIntent no longer names its invoice). Turn
+    # it on when your app confirms PaymentIntents itself, without Checkout or Billing.
+    stripe_payment_intent_events: bool = False
 
 
 @dataclass(frozen=True)

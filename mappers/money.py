@@ -31,8 +31,8 @@ STRIPE_THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 # Stripe's special cases: ISK and UGX are sent as two-decimal amounts ending in 00
 # (500 = 5 ISK) but have no minor unit of their own, so the result has 0 decimals.
 STRIPE_TWO_DECIMAL_WIRE_ZERO_DECIMAL = frozenset({"ISK", "UGX"})
-# Far above any real amount, and below where a JSON number stops being exact.
-MAX_AMOUNT = Decimal(10) ** 15
+# Far above any real amount; with at most 3 decimals the JSON number stays exact.
+MAX_AMOUNT = Decimal(10) ** 12
 
 
 def currency_code(value: Any, where: str) -> str:
@@ -63,8 +63,14 @@ def stripe_amount(minor: Any, currency: str, where: str) -> Decimal:
         divisor = 1000
     else:
         divisor = 100
-    exponent = Decimal(1).scaleb(-decimals(currency))
-    return (Decimal(minor) / divisor).quantize(exponent)
+    return _exact(Decimal(minor) / divisor, currency)
+
+
+def _exact(amount: Decimal, currency: str) -> Decimal:
+    # Show the currency's own decimals, but never round: an amount that does not fit
+    # (a fractional ISK amount, a 3-decimal Shopify currency) keeps all its digits.
+    shown = amount.quantize(Decimal(1).scaleb(-decimals(currency)))
+    return shown if shown == amount else amount
 
 
 def decimal_amount(value: Any, currency: str, where: str) -> Decimal:
@@ -77,4 +83,4 @@ def decimal_amount(value: Any, currency: str, where: str) -> Decimal:
         raise MappingError(f"{where} is not a decimal amount") from None
     if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
         raise MappingError(f"{where} is out of range")
-    return amount.quantize(Decimal(1).scaleb(-decimals(currency)))
+    return _exact(amount, currency)

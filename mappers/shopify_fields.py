@@ -301,7 +301,9 @@ def shipping(payload: Any, money: Money) -> Decimal | None:
 def commerce_amounts(payload: Any, money: Money) -> dict[str, Any]:
     """subtotal, discount, shipping, tax, total and currency of a checkout or order."""
     return {
-        "subtotal": money.read(payload, "subtotal_price"),
+        # Before discounts, as on Stripe: Shopify's subtotal_price is after them.
+        "subtotal": money.read(payload, "total_line_items_price")
+        or money.read(payload, "subtotal_price"),
         "discount": money.read(payload, "total_discounts"),
         "shipping": shipping(payload, money),
         "tax": money.read(payload, "total_tax"),

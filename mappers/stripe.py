@@ -122,7 +122,8 @@ def session_payment_failed(delivery: StoredDelivery, config: MapperConfig) -> li
     )
     who = _session_person(delivery, config, session)
     key = payment or read.text(session, "id")
-    return [track(delivery, who, EventName.PAYMENT_FAILED, props, key)]
+    found = identify(delivery, who, f.attributes(read.opt_obj(session, "customer_details")))
+    return [*found, track(delivery, who, EventName.PAYMENT_FAILED, props, key)]
 
 
 def _invoice_of_payment(delivery: StoredDelivery, intent: dict[str, Any]) -> str | None:
@@ -134,8 +135,8 @@ def _invoice_of_payment(delivery: StoredDelivery, intent: dict[str, Any]) -> str
 def payment_succeeded(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
     """payment_intent.succeeded -> order_completed, unless an invoice reports it."""
     intent = f.data_object(delivery)
-    if _invoice_of_payment(delivery, intent) or not config.stripe_orders_from_payment_intents:
-        return []
+    if _invoice_of_payment(delivery, intent) or not config.stripe_payment_intent_events:
+        return []  # Checkout or invoice events report this payment
     code = f.currency(intent)
     key = read.text(intent, "id")
     email = read.opt_text(intent, "receipt_email")
@@ -150,17 +151,23 @@ def payment_succeeded(delivery: StoredDelivery, config: MapperConfig) -> list[Ac
         customer_id=read.ref(intent, "customer"),
     )
     who = f.person(delivery, config, intent, email=email)
-    return [track(delivery, who, EventName.ORDER_COMPLETED, props, key)]
+    found = identify(delivery, who, f.attributes({}, email))
+    return [*found, track(delivery, who, EventName.ORDER_COMPLETED, props, key)]
 
 
 def payment_intent_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
     """payment_intent.payment_failed -> payment_failed (one per failed charge attempt)."""
     intent = f.data_object(delivery)
-    if _invoice_of_payment(delivery, intent):
-        return []  # invoice.payment_failed reports it, with the attempt count
+    if _invoice_of_payment(delivery, intent) or not config.stripe_payment_intent_events:
+        return []  # invoice.payment_failed or the session's async failure reports it
     code = f.currency(intent)
     error = read.opt_obj(intent, "last_payment_error")
-    attempt = read.ref(error, "charge") or read.ref(intent, "latest_charge") or "attempt"
+    # One failed attempt: its charge, or (3-D Secure failures have none) the event.
+    attempt = (
+        read.ref(error, "charge")
+        or read.ref(intent, "latest_charge")
+        or read.text(delivery.payload, "id")
+    )
     props = PaymentFailed(
         source="stripe",
         amount=f.money(intent, "amount", code),
@@ -200,6 +207,8 @@ def _refund(
 def refund_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
     """refund.created -> refund_issued, keyed by refund id."""
     refund = f.data_object(delivery)
+    if read.opt_text(refund, "status") in ("failed", "canceled"):
+        return []  # no money went back
     code = f.currency(refund)
     refund_id = read.text(refund, "id")
     order = read.ref(refund, "payment_intent") or read.ref(refund, "charge")
@@ -226,11 +235,12 @@ def charge_refunded(delivery: StoredDelivery, config: MapperConfig) -> list[Acti
     order = read.ref(charge, "payment_intent") or read.text(charge, "id")
     email = read.opt_text(charge, "billing_details.email") or read.opt_text(charge, "receipt_email")
     who = f.person(delivery, config, charge, email=email).model_copy(update={"order_id": order})
+    found = identify(delivery, who, f.attributes(read.opt_obj(charge, "billing_details"), email))
     refunds = read.items(charge, "refunds")
     if refunds:
         # Older API versions include the refunds: key each by its id, as refund.created
         # would, so every event listing them maps to the same facts.
-        return [
+        listed = [
             _refund(
                 delivery,
                 who,
@@ -244,20 +254,25 @@ def charge_refunded(delivery: StoredDelivery, config: MapperConfig) -> list[Acti
             for r in refunds
             if (rid := read.opt_text(r, "id"))
         ]
+        return [*found, *listed]
     if f.api_at_least(delivery, f.REFUND_EVENTS_FOR_ALL):
-        return []  # refund.created fires for this refund too and carries its id
+        return list(found)  # refund.created fires for this refund too and carries its id
     # 2022-11-15 to 2024-10-28: no refund id here and no refund.created for charges; the
     # cumulative refunded amount names this refund, and the delta is its amount.
     total = read.opt_int(charge, "amount_refunded")
     if total is None:
         raise MappingError("data.object.amount_refunded is missing")
-    before = read.opt_int(f.previous(delivery), "amount_refunded") or 0
+    before = read.opt_int(f.previous(delivery), "amount_refunded")
+    if before is None:
+        # Without the previous total the delta (this refund's amount) is unknown.
+        raise MappingError("data.previous_attributes.amount_refunded is missing")
     amount = f.money({"a": total - before}, "a", code)
     charge_id = read.text(charge, "id")
     return [
+        *found,
         _refund(
             delivery, who, f"{charge_id}:{total}", amount, code, order, None, charge_id, str(total)
-        )
+        ),
     ]
 
 

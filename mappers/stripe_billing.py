@@ -97,7 +97,13 @@ def invoice_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Actio
     )
     who = _invoice_person(delivery, config, invoice)
     key = (read.text(invoice, "id"), str(attempt or 0))
-    return [track(delivery, who, EventName.PAYMENT_FAILED, props, *key)]
+    attributes = f.attributes(
+        {"name": invoice.get("customer_name")}, read.opt_text(invoice, "customer_email")
+    )
+    return [
+        *identify(delivery, who, attributes),
+        track(delivery, who, EventName.PAYMENT_FAILED, props, *key),
+    ]
 
 
 def _subscription(delivery: StoredDelivery, config: MapperConfig) -> tuple[dict[str, Any], Person]:
@@ -153,7 +159,8 @@ def subscription_updated(delivery: StoredDelivery, config: MapperConfig) -> list
     if "pause_collection" in before:
         # Pausing collection keeps status active and fires no .paused event.
         fields = f.subscription_fields(sub)
-        now = str(delivery.timestamp())
+        # The event id names this transition; replays of the event repeat it.
+        now = read.text(delivery.payload, "id")
         if sub.get("pause_collection") and not before["pause_collection"]:
             props = SubscriptionPaused(
                 source="stripe",
@@ -192,7 +199,7 @@ def subscription_paused(delivery: StoredDelivery, config: MapperConfig) -> list[
     """customer.subscription.paused (status paused) -> subscription_paused."""
     sub, who = _subscription(delivery, config)
     props = SubscriptionPaused(source="stripe", **f.subscription_fields(sub), pause_kind="status")
-    key = (props.subscription_id, "status", str(delivery.timestamp()))
+    key = (props.subscription_id, "status", read.text(delivery.payload, "id"))
     return [track(delivery, who, EventName.SUBSCRIPTION_PAUSED, props, *key)]
 
 
@@ -200,7 +207,7 @@ def subscription_resumed(delivery: StoredDelivery, config: MapperConfig) -> list
     """customer.subscription.resumed -> subscription_resumed."""
     sub, who = _subscription(delivery, config)
     props = SubscriptionResumed(source="stripe", **f.subscription_fields(sub), pause_kind="status")
-    key = (props.subscription_id, "status", str(delivery.timestamp()))
+    key = (props.subscription_id, "status", read.text(delivery.payload, "id"))
     return [track(delivery, who, EventName.SUBSCRIPTION_RESUMED, props, *key)]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mappers.taxonomy import EVENT_MODELS, TAXONOMY_VERSION, EventName, PersonAttributes
+from mappers.taxonomy import EVENT_MODELS, TAXONOMY_VERSION, EventName, Item, PersonAttributes
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ RULES: dict[EventName, Rule] = {
         "",
         "`checkouts/update` of an open checkout",
         "checkout token + a hash of items, quantities, prices, totals and discount codes: "
-        "an update that changes only the address repeats the previous key",
+        "an update that changes only the address repeats the previous key (so a cart that "
+        "returns to earlier contents is not reported again, and the first update may repeat "
+        "the contents checkout_started already carried; the journey guards filter these)",
     ),
     EventName.CHECKOUT_EXPIRED: Rule(
         "`checkout.session.expired` (with `recovery_url` when recovery is on)",
@@ -42,7 +44,7 @@ RULES: dict[EventName, Rule] = {
     EventName.ORDER_COMPLETED: Rule(
         "`checkout.session.completed` when paid, `checkout.session.async_payment_succeeded`, "
         "`invoice.paid` / `invoice.payment_succeeded` (not $0), `payment_intent.succeeded` "
-        "(not invoiced)",
+        "(only with STRIPE_PAYMENT_INTENT_EVENTS, not invoiced)",
         "`orders/create` and `orders/paid` (configurable: paid orders only)",
         "Stripe: invoice id for invoiced payments, else PaymentIntent id, else session id; "
         "Shopify: order id",
@@ -55,8 +57,8 @@ RULES: dict[EventName, Rule] = {
         "to 2024-10-28: charge id + cumulative refunded amount)",
     ),
     EventName.PAYMENT_FAILED: Rule(
-        "`invoice.payment_failed`, `payment_intent.payment_failed` (not invoiced), "
-        "`checkout.session.async_payment_failed`",
+        "`invoice.payment_failed`, `payment_intent.payment_failed` (only with "
+        "STRIPE_PAYMENT_INTENT_EVENTS, not invoiced), `checkout.session.async_payment_failed`",
         "`subscription_billing_attempts/failure`",
         "invoice id + attempt count; PaymentIntent id + charge id; billing attempt id",
     ),
@@ -132,9 +134,12 @@ def render_markdown() -> str:
         "- Names are snake_case and fixed. Every event has `source` (`stripe` or `shopify`).",
         "- Money is a JSON number in major units with the currency's own decimals (JPY 6578, "
         "USD 49.5, KWD 5.124), converted exactly from Stripe minor units or Shopify decimal "
-        "strings. `currency` is upper-case ISO 4217. Shop money is used for totals; "
-        "`presentment_currency` / `presentment_total` appear when the buyer paid in another "
-        "currency.",
+        "strings, never rounded. `currency` is upper-case ISO 4217 and applies to every "
+        "amount of the event. Orders use the shop's currency, with `presentment_currency` / "
+        "`presentment_total` when the buyer paid in another one; Shopify checkouts and "
+        "refunds state what the buyer saw or got back (their payloads carry no shop "
+        "money). `subtotal` is before discounts; Shopify amounts include tax when the shop's "
+        "prices do.",
         "- Timestamps are the provider's own event time in Unix seconds, never the time of "
         "processing.",
         "- Properties without a value are left out, never sent as null.",
@@ -157,6 +162,8 @@ def render_markdown() -> str:
     for event, model in EVENT_MODELS.items():
         out += ["", f"### `{event.value}`", "", (model.__doc__ or "").strip(), ""]
         out += _fields_table(model)
+    out += ["", "### Items", "", "Each entry of `items`:", ""]
+    out += _fields_table(Item)
     out += ["", "## Person attributes (identify)", ""]
     out += [
         "Sent with the provider's event time, from customer events, consent topics and any "

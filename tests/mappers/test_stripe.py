@@ -66,10 +66,58 @@ def test_invoiced_payment_intent_defers_to_the_invoice() -> None:
     assert tracks(enriched) == []
 
 
-def test_payment_intent_orders_can_be_switched_off() -> None:
-    off = MapperConfig(stripe_orders_from_payment_intents=False)
-    assert tracks(load("payment_intent_succeeded_standalone"), off) == []
-    assert tracks(load("payment_intent_succeeded_standalone"))  # on by default
+def test_payment_intent_events_are_opt_in() -> None:
+    # Off by default: the Checkout Session reports the purchase, with cart and totals.
+    assert tracks(load("payment_intent_succeeded_from_checkout")) == []
+    assert tracks(load("payment_intent_payment_failed")) == []
+    on = MapperConfig(stripe_payment_intent_events=True)
+    [order] = tracks(load("payment_intent_succeeded_standalone"), on)
+    assert order.semantic_key == "order_completed:stripe:platform:pi_3TestSolo02"
+
+
+def test_basil_subscription_purchase_is_one_order_with_default_settings() -> None:
+    # Subscription-mode Checkout, its invoice and its PaymentIntent (which on basil does
+    # not name the invoice): one key, the invoice's.
+    session = load(
+        "checkout_session_completed_paid",
+        payload={
+            **load("checkout_session_completed_paid").payload,
+            "data": {
+                "object": {
+                    **load("checkout_session_completed_paid").payload["data"]["object"],
+                    "mode": "subscription",
+                    "invoice": "in_1TestFirst05",
+                    "payment_intent": None,
+                    "subscription": "sub_1TestBox",
+                }
+            },
+        },
+    )
+    basil_pi = load("payment_intent_succeeded_standalone")
+    keys = {
+        t.semantic_key
+        for d in (session, load("invoice_paid_subscription_create_basil"), basil_pi)
+        for t in tracks(d)
+    }
+    assert keys == {"order_completed:stripe:platform:in_1TestFirst05"}
+
+
+def test_failed_or_canceled_refund_is_not_money_back() -> None:
+    delivery = load("refund_created_partial")
+    obj = {**delivery.payload["data"]["object"], "status": "failed"}
+    assert (
+        tracks(
+            load("refund_created_partial", payload={**delivery.payload, "data": {"object": obj}})
+        )
+        == []
+    )
+
+
+def test_refund_delta_needs_the_previous_total() -> None:
+    delivery = load("charge_refunded_second_partial_2023")
+    payload = {**delivery.payload, "data": {"object": delivery.payload["data"]["object"]}}
+    with pytest.raises(MappingError, match="previous_attributes"):
+        map_delivery(load("charge_refunded_second_partial_2023", payload=payload))
 
 
 def test_scheduled_cancel_and_its_deletion_are_one_fact() -> None:
@@ -110,6 +158,7 @@ def test_refund_without_id_uses_the_cumulative_amount_and_the_delta() -> None:
         (5120, "BHD", "5.120"),
         (500, "ISK", "5"),  # sent as two-decimal with 00
         (500, "UGX", "5"),
+        (550, "ISK", "5.5"),  # off the 00 rule: kept exact, never rounded
         (1999, "HUF", "19.99"),
         (0, "EUR", "0.00"),
     ],
@@ -129,7 +178,8 @@ def test_jpy_and_kwd_amounts_reach_the_event_unscaled_and_scaled() -> None:
 
 
 def test_connect_account_scopes_the_key() -> None:
-    [order] = tracks(load("payment_intent_succeeded_connect_account"))
+    on = MapperConfig(stripe_payment_intent_events=True)
+    [order] = tracks(load("payment_intent_succeeded_connect_account"), on)
     assert order.semantic_key == "order_completed:stripe:acct_1TestMerchant:pi_3TestConnect"
     assert order.person.account == "acct_1TestMerchant"
 
