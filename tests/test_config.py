@@ -97,11 +97,11 @@ def test_mapping_settings_reach_the_mapper_config(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("SHOPIFY_ORDER_COMPLETED_TOPIC", "orders/paid")
     monkeypatch.setenv("INTERNAL_ID_KEY", "app_user_id")
-    monkeypatch.setenv("STRIPE_ORDERS_FROM_PAYMENT_INTENTS", "false")
+    monkeypatch.setenv("STRIPE_PAYMENT_INTENT_EVENTS", "false")
     config = mapper_config(load_settings())
     assert config.shopify_order_completed_topic == "orders/paid"
     assert config.internal_id_metadata_key == "app_user_id"
-    assert config.stripe_orders_from_payment_intents is False
+    assert config.stripe_payment_intent_events is False
 
 
 def test_unknown_order_topic_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

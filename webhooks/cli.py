@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import click
@@ -39,7 +40,40 @@ def serve(host: str, port: int, workers: int) -> None:
     from webhooks.server import run_gunicorn
 
     _settings()  # fail fast with a message naming the variable, before any fork
-    run_gunicorn({"bind": f"{host}:{port}", "workers": workers})
+    # The embedded default is a complete service: one delivery worker beside gunicorn.
+    worker = subprocess.Popen([sys.executable, "-m", "webhooks", "worker"])
+    try:
+        run_gunicorn({"bind": f"{host}:{port}", "workers": workers})
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+@main.command()
+def worker() -> None:
+    """Map stored webhooks and deliver them to Customer.io until SIGTERM."""
+    from webhooks.delivery.worker import Worker, customerio_client, install_signal_handlers
+    from webhooks.logging import configure_logging
+    from webhooks.storage import migrate
+    from webhooks.storage.db import create_db_engine
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.is_sqlite:
+        migrate.ensure_current(settings.database_url, settings.database_timeout)
+    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    cio = customerio_client(settings)
+    runner = Worker(engine, settings, cio)
+    install_signal_handlers(runner)
+    try:
+        runner.run()
+    finally:
+        if cio is not None:
+            cio.close()
+        engine.dispose()
 
 
 @main.group()
@@ -124,3 +158,18 @@ def sign(provider: str, secret: str | None) -> None:
         secret = configured[0].get_secret_value()
     body = sys.stdin.buffer.read()
     click.echo(stripe.sign(body, secret) if provider == "stripe" else shopify.sign(body, secret))
+
+
+@dev.command("fake-customerio")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=9009, show_default=True, help="Port to bind (0: any free port).")
+@click.option("--site-id", default="fake-site", show_default=True, help="Site id it accepts.")
+@click.option("--api-key", default="fake-key", show_default=True, help="API key it accepts.")
+def fake_customerio(host: str, port: int, site_id: str, api_key: str) -> None:
+    """Run a fake Customer.io Track API until SIGTERM or Ctrl-C (control API under /_fake/)."""
+    from webhooks.fakecio.server import FakeCustomerIO, serve_until_signalled
+
+    try:
+        serve_until_signalled(FakeCustomerIO(host, port, site_id, api_key), click.echo)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -66,8 +66,24 @@ class Settings(BaseSettings):
         max_length=100,
         description="Stripe metadata key / Shopify note attribute holding your customer id.",
     )
-    stripe_orders_from_payment_intents: bool = Field(
-        True, description="Count payment_intent.succeeded without an invoice as an order."
+    stripe_payment_intent_events: bool = Field(
+        False,
+        description="Map payment_intent.* events (apps confirming PaymentIntents themselves).",
+    )
+    customerio_site_id: str | None = Field(None, description="Track API site id.")
+    customerio_api_key: SecretStr | None = Field(None, description="Track API key.")
+    customerio_region: Literal["us", "eu"] = Field("us", description="Workspace region.")
+    customerio_track_url: str | None = Field(
+        None, description="Override the Track API base URL (a local fake, a proxy)."
+    )
+    customerio_max_rps: float = Field(
+        50.0, gt=0, le=1000, description="Requests per second per worker to Customer.io."
+    )
+    delivery_max_age_hours: float = Field(
+        72.0, gt=0, description="Give up (dead-letter) an operation older than this."
+    )
+    worker_poll_interval: float = Field(
+        0.1, gt=0, le=10, description="Seconds an idle worker waits before looking again."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -105,6 +121,28 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("only sqlite:/// and postgresql+psycopg:// URLs are supported")
         return value
+
+    @field_validator("customerio_site_id", "customerio_track_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def customerio_url(self) -> str:
+        """The Track API base URL: the override, else the region's host."""
+        if self.customerio_track_url:
+            return self.customerio_track_url.rstrip("/")
+        return (
+            "https://track-eu.customer.io"
+            if self.customerio_region == "eu"
+            else ("https://track.customer.io")
+        )
+
+    @property
+    def dry_run(self) -> bool:
+        """True without Customer.io credentials: deliver nothing, record everything."""
+        key = self.customerio_api_key.get_secret_value() if self.customerio_api_key else ""
+        return not (self.customerio_site_id and key)
 
     @property
     def is_sqlite(self) -> bool:

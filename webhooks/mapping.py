@@ -17,7 +17,7 @@ def mapper_config(settings: Settings) -> MapperConfig:
     return MapperConfig(
         shopify_order_completed_topic=settings.shopify_order_completed_topic,
         internal_id_metadata_key=settings.internal_id_key,
-        stripe_orders_from_payment_intents=settings.stripe_orders_from_payment_intents,
+        stripe_payment_intent_events=settings.stripe_payment_intent_events,
     )
 
 

@@ -1,0 +1,1 @@
+"""Delivery to Customer.io: operations, the Track API client, retries, the worker."""

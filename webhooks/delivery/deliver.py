@@ -1,0 +1,205 @@
+"""Stage 2: claim due outbox operations, send them to Customer.io, record the outcome."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Engine
+
+from webhooks.delivery.customerio import MAX_BATCH_BYTES, CustomerIO, DeliveryError
+from webhooks.delivery.operations import OperationKind
+from webhooks.delivery.retry import DEFAULT_MAX_AGE, backoff
+from webhooks.storage.queue import claim, release, utcnow
+from webhooks.storage.schema import OutboxState, outbox
+
+log = structlog.get_logger("webhooks.deliver")
+LEASE = timedelta(seconds=60)
+
+
+@dataclass
+class Outcome:
+    """What one deliver pass did."""
+
+    claimed: int = 0
+    auth_failed: bool = False
+
+
+def deliver_batch(
+    engine: Engine,
+    owner: str,
+    cio: CustomerIO | None,
+    limit: int = 500,
+    max_age: timedelta = DEFAULT_MAX_AGE,
+) -> Outcome:
+    """Send up to `limit` due operations (live lane first, then by event time)."""
+    now = utcnow()
+    rows = claim(
+        engine,
+        outbox,
+        owner,
+        limit,
+        LEASE,
+        due=[outbox.c.state == OutboxState.PENDING, outbox.c.next_attempt_at <= now],
+        order_by=[outbox.c.lane, outbox.c.occurred_at, outbox.c.id],
+    )
+    outcome = Outcome(claimed=len(rows))
+    if not rows:
+        return outcome
+    if cio is None:
+        # Dry run: everything but the send, recorded for inspection.
+        _finish(engine, owner, rows, {}, OutboxState.DRY_RUN)
+        return outcome
+    groups = _groups(rows)
+    for index, group in enumerate(groups):
+        try:
+            errors = _send(cio, group)
+        except DeliveryError as exc:
+            if exc.auth:
+                # Credentials or region are wrong: give everything back untouched.
+                with engine.begin() as conn:
+                    release(conn, outbox, [r.id for g in groups[index:] for r in g], owner)
+                outcome.auth_failed = True
+                return outcome
+            _failed(engine, owner, group, exc, max_age)
+            continue
+        _finish(engine, owner, group, errors, OutboxState.DELIVERED)
+    return outcome
+
+
+def _groups(rows: list[sa.Row[Any]]) -> list[list[sa.Row[Any]]]:
+    """Anonymous events and solo rows alone; the rest in batches under the size cap."""
+    groups: list[list[sa.Row[Any]]] = []
+    batch: list[sa.Row[Any]] = []
+    size = 20
+    for row in rows:
+        if row.kind == OperationKind.ANONYMOUS_EVENT or row.solo:
+            groups.append([row])
+            continue
+        item = len(json.dumps(row.payload, separators=(",", ":")).encode())
+        if batch and size + item + 1 > MAX_BATCH_BYTES:
+            groups.append(batch)
+            batch, size = [], 20
+        batch.append(row)
+        size += item + 1
+    if batch:
+        groups.append(batch)
+    return groups
+
+
+def _send(cio: CustomerIO, group: list[sa.Row[Any]]) -> dict[int, str]:
+    if group[0].kind == OperationKind.ANONYMOUS_EVENT:
+        cio.send_anonymous_event(group[0].payload)
+        return {}
+    return cio.send_batch([row.payload for row in group]).item_errors
+
+
+def _finish(
+    engine: Engine, owner: str, group: list[sa.Row[Any]], errors: dict[int, str], state: str
+) -> None:
+    now = utcnow()
+    ok = [row.id for i, row in enumerate(group) if i not in errors]
+    with engine.begin() as conn:
+        release(
+            conn,
+            outbox,
+            ok,
+            owner,
+            state=state,
+            delivered_at=now,
+            attempts=outbox.c.attempts + 1,
+            last_status=200,
+            last_error=None,
+        )
+        for i, message in errors.items():
+            # Customer.io refused this item (207): retrying cannot help.
+            release(
+                conn,
+                outbox,
+                [group[i].id],
+                owner,
+                state=OutboxState.DEAD,
+                attempts=outbox.c.attempts + 1,
+                last_status=207,
+                last_error=message,
+            )
+    for i, message in errors.items():
+        log.warning("operation_refused", op_id=group[i].op_id, kind=group[i].kind, reason=message)
+
+
+def _failed(
+    engine: Engine, owner: str, group: list[sa.Row[Any]], exc: DeliveryError, max_age: timedelta
+) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        if not exc.retryable and len(group) > 1:
+            # The whole batch was refused (400/413): send each alone next time, so one
+            # bad operation cannot take the others down with it.
+            release(conn, outbox, [r.id for r in group], owner, solo=True)
+            return
+        for row in group:
+            attempts = row.attempts + 1
+            error = f"{exc}: {exc.body}" if exc.body else str(exc)
+            if not exc.retryable or now - row.created_at > max_age:
+                release(
+                    conn,
+                    outbox,
+                    [row.id],
+                    owner,
+                    state=OutboxState.DEAD,
+                    attempts=attempts,
+                    last_status=exc.status,
+                    last_error=error[:4000],
+                )
+                log.error(
+                    "operation_dead",
+                    op_id=row.op_id,
+                    kind=row.kind,
+                    status=exc.status,
+                    attempts=attempts,
+                )
+                continue
+            wait = timedelta(seconds=backoff(attempts, exc.retry_after))
+            release(
+                conn,
+                outbox,
+                [row.id],
+                owner,
+                attempts=attempts,
+                next_attempt_at=now + wait,
+                last_status=exc.status,
+                last_error=error[:4000],
+            )
+    log.warning(
+        "delivery_retry",
+        status=exc.status,
+        operations=len(group),
+        retryable=exc.retryable,
+        retry_after=exc.retry_after,
+    )
+
+
+def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
+    """Put dead operations back in the queue (after a fix); all of them when `ids` is None."""
+    statement = sa.update(outbox).where(outbox.c.state == OutboxState.DEAD)
+    if ids is not None:
+        statement = statement.where(outbox.c.id.in_(ids))
+    now = utcnow()
+    with engine.begin() as conn:
+        # A fresh created_at restarts the max-age clock for the new round of attempts.
+        result = conn.execute(
+            statement.values(
+                state=OutboxState.PENDING,
+                next_attempt_at=now,
+                created_at=now,
+                attempts=0,
+                solo=False,
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+    return result.rowcount or 0
