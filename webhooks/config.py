@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     worker_poll_interval: float = Field(
         0.1, gt=0, le=10, description="Seconds an idle worker waits before looking again."
     )
+    worker_lease_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="How long a claim lasts; a dead worker's rows are taken over after it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 

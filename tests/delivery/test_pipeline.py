@@ -207,3 +207,44 @@ def test_live_lane_goes_before_backfill(engine: Engine, cio: ScriptedCustomerIO)
     deliver_batch(engine, "w1", cio.client(), limit=2)
     [body] = cio.bodies()
     assert body["batch"][0]["identifiers"] == {"id": "stripe:acct_1TestMerchant:cus_TestConn"}
+
+
+def test_a_later_report_naming_the_person_revives_an_unsendable_fact(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # refund.created names no customer; the charge.refunded listing the same refund does.
+    ingest(
+        engine,
+        "stripe",
+        "refund_created_partial",
+        api_version="2020-08-27",
+        data={
+            "object": {
+                "id": "re_3TestOld01",
+                "object": "refund",
+                "amount": 1500,
+                "currency": "usd",
+                "charge": "ch_3TestPay01",
+                "payment_intent": "pi_3TestPay01",
+                "status": "succeeded",
+            }
+        },
+    )
+    run(engine, cio)
+    [refund] = events(engine)
+    assert (refund.state, refund.person_id) == ("dead", None)
+    ingest(engine, "stripe", "charge_refunded_with_refund_list_2020")
+    run(engine, cio)
+    [refund] = events(engine)
+    assert (refund.state, refund.person_id) == ("delivered", "stripe:cus_TestAda01")
+    sent = [i for body in cio.bodies() for i in body["batch"] if i["action"] == "event"]
+    assert [i["name"] for i in sent] == ["refund_issued"]
+
+
+def test_read_timeout_is_retried(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    ingest(engine, "stripe", "payment_intent_succeeded_standalone")
+    cio.answers.append(httpx.ReadTimeout("slow"))
+    run(engine, cio)
+    [row] = events(engine)
+    assert (row.state, row.attempts, row.last_status) == ("pending", 1, None)
+    assert "ReadTimeout" in row.last_error

@@ -55,3 +55,12 @@ def test_op_ulid_is_deterministic_valid_and_distinct() -> None:
     later = op_ulid("order_completed:stripe:platform:pi_1", WHEN.replace(hour=11))
     assert later[:10] > first[:10]
     assert later[10:] == first[10:]
+
+
+def test_outage_pause_grows_and_never_collapses_to_zero() -> None:
+    from webhooks.delivery.retry import outage_pause
+
+    rng = random.Random(5)
+    for failures, ceiling in [(1, 1), (2, 2), (4, 8), (20, MAX_DELAY)]:
+        waits = [outage_pause(failures, rng) for _ in range(100)]
+        assert all(ceiling / 2 <= w <= ceiling for w in waits)

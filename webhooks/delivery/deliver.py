@@ -27,6 +27,7 @@ class Outcome:
 
     claimed: int = 0
     auth_failed: bool = False
+    transient_failed: bool = False  # Customer.io unreachable or failing: pause a while
 
 
 def deliver_batch(
@@ -35,6 +36,7 @@ def deliver_batch(
     cio: CustomerIO | None,
     limit: int = 500,
     max_age: timedelta = DEFAULT_MAX_AGE,
+    lease: timedelta = LEASE,
 ) -> Outcome:
     """Send up to `limit` due operations (live lane first, then by event time)."""
     now = utcnow()
@@ -43,7 +45,7 @@ def deliver_batch(
         outbox,
         owner,
         limit,
-        LEASE,
+        lease,
         due=[outbox.c.state == OutboxState.PENDING, outbox.c.next_attempt_at <= now],
         order_by=[outbox.c.lane, outbox.c.occurred_at, outbox.c.id],
     )
@@ -66,6 +68,13 @@ def deliver_batch(
                 outcome.auth_failed = True
                 return outcome
             _failed(engine, owner, group, exc, max_age)
+            if exc.retryable:
+                # The rest would most likely fail the same way: hand them back untried
+                # and let the worker pause, instead of one failing call per group.
+                with engine.begin() as conn:
+                    release(conn, outbox, [r.id for g in groups[index + 1 :] for r in g], owner)
+                outcome.transient_failed = True
+                return outcome
             continue
         _finish(engine, owner, group, errors, OutboxState.DELIVERED)
     return outcome

@@ -32,14 +32,16 @@ class LeaseLost(Exception):
     """Another worker took the row over (our lease expired); our writes are rolled back."""
 
 
-def process_batch(engine: Engine, owner: str, config: MapperConfig, limit: int = 100) -> int:
+def process_batch(
+    engine: Engine, owner: str, config: MapperConfig, limit: int = 100, lease: timedelta = LEASE
+) -> int:
     """Map up to `limit` pending inbox rows (live lane first); returns how many."""
     rows = claim(
         engine,
         inbox,
         owner,
         limit,
-        LEASE,
+        lease,
         due=[inbox.c.state == InboxState.PENDING],
         order_by=[inbox.c.lane, inbox.c.id],
     )
@@ -129,7 +131,25 @@ def _insert(conn: Connection, op: Operation, row: sa.Row[Any]) -> sa.Insert:
         "last_error": op.problem,
     }
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(outbox).values(**values).on_conflict_do_nothing(index_elements=["op_key"])
+    statement = dialect.insert(outbox).values(**values)
+    # The same fact again adds nothing, except where the first report could not be
+    # sent for want of a person (a refund naming no customer) and this one names one.
+    return statement.on_conflict_do_update(
+        index_elements=["op_key"],
+        set_={
+            "payload": statement.excluded.payload,
+            "person_id": statement.excluded.person_id,
+            "kind": statement.excluded.kind,
+            "state": statement.excluded.state,
+            "last_error": statement.excluded.last_error,
+            "next_attempt_at": statement.excluded.next_attempt_at,
+        },
+        where=sa.and_(
+            outbox.c.person_id.is_(None),
+            outbox.c.state == OutboxState.DEAD,
+            statement.excluded.person_id.is_not(None),
+        ),
+    )
 
 
 def requeue_dead_inbox(engine: Engine, ids: list[int] | None = None) -> int:

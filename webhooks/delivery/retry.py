@@ -46,3 +46,14 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+def outage_pause(failures: int, rng: random.Random | None = None) -> float:
+    """Seconds the whole worker waits after `failures` transient failures in a row.
+
+    Per-operation backoff alone lets many operations retry on their own schedules; a
+    worker-wide pause keeps the number of calls during an outage logarithmic in its
+    length. Equal jitter (half fixed, half random) so it never collapses to zero.
+    """
+    ceiling = min(MAX_DELAY, BASE_DELAY * (2 ** max(0, failures - 1)))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from datetime import timedelta
 from types import FrameType
 
@@ -16,6 +17,7 @@ from webhooks.config import Settings
 from webhooks.delivery.customerio import CustomerIO, DeliveryError
 from webhooks.delivery.deliver import deliver_batch
 from webhooks.delivery.process import process_batch
+from webhooks.delivery.retry import outage_pause
 from webhooks.mapping import mapper_config
 
 log = structlog.get_logger("webhooks.worker")
@@ -35,7 +37,10 @@ class Worker:
         self.stopping = threading.Event()
         self._config = mapper_config(settings)
         self._max_age = timedelta(hours=settings.delivery_max_age_hours)
+        self._lease = timedelta(seconds=settings.worker_lease_seconds)
         self._auth_pause = 0.0
+        self._failures = 0  # transient delivery failures in a row
+        self._outage_until = 0.0
 
     def check_credentials(self) -> bool:
         """Ask Customer.io which region these credentials belong to; log the answer."""
@@ -63,10 +68,19 @@ class Worker:
 
     def run_once(self) -> int:
         """One pass of both stages; returns how many rows it touched."""
-        mapped = process_batch(self.engine, self.owner, self._config)
-        if self._auth_pause:
+        mapped = process_batch(self.engine, self.owner, self._config, lease=self._lease)
+        if self._auth_pause or time.monotonic() < self._outage_until:
             return mapped
-        outcome = deliver_batch(self.engine, self.owner, self.cio, max_age=self._max_age)
+        outcome = deliver_batch(
+            self.engine, self.owner, self.cio, max_age=self._max_age, lease=self._lease
+        )
+        if outcome.transient_failed:
+            self._failures += 1
+            pause = outage_pause(self._failures)
+            self._outage_until = time.monotonic() + pause
+            log.warning("customerio_unavailable", failures=self._failures, pause_seconds=pause)
+        elif outcome.claimed:
+            self._failures = 0
         if outcome.auth_failed:
             self._auth_pause = AUTH_PAUSE_FIRST
             log.error(

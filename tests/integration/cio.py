@@ -1,0 +1,44 @@
+"""The fake Customer.io as a separate process, as the service meets it in production."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from webhooks.fakecio import FakeCustomerIOClient
+
+
+@contextmanager
+def fake_customerio_process() -> Iterator[FakeCustomerIOClient]:
+    """Start `python -m webhooks.fakecio --port 0`; yield a client of its control API."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhooks.fakecio", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    url = line.split("listening on ")[1].split()[0]
+    client = FakeCustomerIOClient(url)
+    try:
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or condition}")

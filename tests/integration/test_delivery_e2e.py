@@ -1,0 +1,252 @@
+"""End to end: signed webhooks into real gunicorn, a real worker, a fake Customer.io process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mappers.actions import Person
+from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
+from tests.integration.cio import fake_customerio_process, wait_for
+from tests.integration.service import run_cli, serve, service_env
+from tests.mappers.golden import FIXTURES
+from webhooks.delivery.ids import op_ulid
+from webhooks.delivery.operations import person_id
+from webhooks.fakecio import FakeCustomerIOClient
+from webhooks.providers import shopify, stripe
+from webhooks.providers.stripe import StripeProvider
+from webhooks.storage.db import create_db_engine
+from webhooks.storage.inbox import store_delivery
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCustomerIOClient]:
+    """The fake Customer.io, in its own process."""
+    with fake_customerio_process() as client:
+        yield client
+
+
+def stack_env(database_url: str, fake: FakeCustomerIOClient) -> dict[str, str]:
+    """The service's settings: both providers, Customer.io = the fake, short waits."""
+    return service_env(
+        database_url,
+        STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
+        SHOPIFY_WEBHOOK_SECRET=SHOPIFY_SECRET,
+        CUSTOMERIO_SITE_ID="fake-site",
+        CUSTOMERIO_API_KEY="fake-key",
+        CUSTOMERIO_TRACK_URL=fake.url,
+        WORKER_POLL_INTERVAL="0.05",
+        WORKER_LEASE_SECONDS="2",
+    )
+
+
+@pytest.fixture
+def service(database_url: str, fake: FakeCustomerIOClient, tmp_path: Path) -> Iterator[str]:
+    """`webhooks serve` (gunicorn and its worker) talking to the fake."""
+    env = stack_env(database_url, fake)
+    if not database_url.startswith("sqlite"):
+        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    with serve(env, tmp_path) as base:
+        yield base
+
+
+def send(base: str, provider: str, case: str, **body_changes: Any) -> dict[str, Any]:
+    """Post a golden fixture's delivery, signed as its provider signs; return the fixture."""
+    fixture = json.loads((FIXTURES / provider / f"{case}.json").read_text())
+    body = json.dumps({**fixture["body"], **body_changes}).encode()
+    headers = dict(fixture.get("headers", {}))
+    if provider == "stripe":
+        headers["Stripe-Signature"] = stripe.sign(body, STRIPE_SECRET)
+    else:
+        headers["X-Shopify-Hmac-Sha256"] = shopify.sign(body, SHOPIFY_SECRET)
+    response = httpx.post(f"{base}/webhooks/{provider}", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return fixture
+
+
+def expected_events(provider: str, case: str) -> list[dict[str, Any]]:
+    """The Customer.io event items a golden fixture's expected Tracks must become."""
+    expected = json.loads((FIXTURES / provider / f"{case}.expected.json").read_text())
+    items = []
+    for action in expected:
+        if action["kind"] != "track":
+            continue
+        pid = person_id(Person(**action["person"]))
+        when = action["timestamp"]
+        items.append(
+            {
+                "type": "person",
+                "identifiers": {"id": pid},
+                "action": "event",
+                "name": action["event"],
+                "timestamp": when,
+                "attributes": action["properties"],
+                "id": op_ulid(action["semantic_key"], datetime.fromtimestamp(when, UTC)),
+            }
+        )
+    return items
+
+
+def events(fake: FakeCustomerIOClient) -> list[dict[str, Any]]:
+    """Event operations the fake accepted."""
+    return [op["operation"] for op in fake.operations() if op["operation"].get("action") == "event"]
+
+
+# Cases without enrichment (the worker does not fetch line items yet).
+CASES = [
+    ("stripe", "checkout_session_completed_jpy"),
+    ("stripe", "invoice_paid_subscription_create_basil"),
+    ("stripe", "subscription_updated_scheduled_cancel"),
+    ("shopify", "order_create"),
+    ("shopify", "checkout_create_customer"),
+]
+
+
+def test_webhooks_in_exactly_the_expected_operations_out(
+    service: str, fake: FakeCustomerIOClient
+) -> None:
+    for provider, case in CASES:
+        send(service, provider, case)
+    want = [item for provider, case in CASES for item in expected_events(provider, case)]
+    wait_for(lambda: len(events(fake)) >= len(want), what="all events delivered")
+    got = events(fake)
+    key = lambda item: item["id"]  # noqa: E731
+    assert sorted(got, key=key) == sorted(want, key=key)
+    identifies = [
+        op["operation"] for op in fake.operations() if op["operation"].get("action") == "identify"
+    ]
+    assert {i["identifiers"]["id"] for i in identifies} >= {"user_8842"}
+    assert all(isinstance(i["timestamp"], int) for i in identifies)
+
+
+def test_duplicates_and_overlaps_become_one_operation_each(
+    service: str, fake: FakeCustomerIOClient
+) -> None:
+    for _ in range(5):
+        send(service, "stripe", "checkout_session_completed_paid")
+    send(service, "shopify", "order_create")
+    send(service, "shopify", "order_paid")
+    send(service, "stripe", "charge_refunded_with_refund_list_2020")
+    send(
+        service,
+        "stripe",
+        "refund_created_partial",
+        api_version="2020-08-27",
+        data={
+            "object": {
+                "id": "re_3TestOld01",
+                "object": "refund",
+                "amount": 1500,
+                "currency": "usd",
+                "charge": "ch_3TestPay01",
+                "status": "succeeded",
+                "payment_intent": "pi_3TestPay01",
+            }
+        },
+    )
+    wait_for(lambda: len(events(fake)) >= 3, what="three events")
+    time.sleep(1.0)  # time for any duplicate to show up
+    got = events(fake)
+    assert Counter(e["name"] for e in got) == {"order_completed": 2, "refund_issued": 1}
+    assert len({e["id"] for e in got}) == 3
+    assert fake.stats()["duplicates_ignored"] == 0  # ours, not Customer.io's, caught them
+
+
+def test_outage_then_recovery_delivers_everything_once_without_a_hot_loop(
+    service: str, fake: FakeCustomerIOClient
+) -> None:
+    wait_for(lambda: fake.requests(), what="the worker's start-up check")
+    fake.set_faults(down=True)
+    send(service, "stripe", "checkout_session_completed_paid")
+    send(service, "shopify", "order_create")
+    time.sleep(4.0)
+    during = [r for r in fake.requests() if r.get("fault") == "down"]
+    # One worker-wide backoff (~0.5-1 s, 1-2 s, 2-4 s ...): a handful of calls in 4 s.
+    assert 1 <= len(during) <= 6, "retries follow the backoff, not a hot loop"
+    fake.set_faults()
+    want = {
+        item["id"]
+        for case in [("stripe", "checkout_session_completed_paid"), ("shopify", "order_create")]
+        for item in expected_events(*case)
+    }
+    wait_for(lambda: {e["id"] for e in events(fake)} >= want, timeout=30, what="recovery")
+    assert sorted(e["id"] for e in events(fake)) == sorted(want)
+
+
+def test_bad_credentials_pause_delivery_then_it_resumes(
+    service: str, fake: FakeCustomerIOClient
+) -> None:
+    wait_for(lambda: fake.requests(), what="the worker's start-up check")
+    fake.set_faults(status=401)
+    send(service, "stripe", "checkout_session_completed_paid")
+    time.sleep(3.0)
+    refused = [r for r in fake.requests() if r["status"] == 401]
+    assert 1 <= len(refused) <= 3, "paused, not retrying every poll"
+    assert events(fake) == []
+    fake.set_faults()
+    wait_for(lambda: events(fake), timeout=20, what="delivery after the pause")
+    assert [e["name"] for e in events(fake)] == ["order_completed"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_worker_killed_mid_batch_loses_nothing_and_keeps_ids(
+    database_url: str, fake: FakeCustomerIOClient, tmp_path: Path
+) -> None:
+    env = {**stack_env(database_url, fake), "CUSTOMERIO_MAX_RPS": "1000"}
+    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    engine = create_db_engine(database_url)
+    template = json.loads(
+        (FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text()
+    )["body"]
+    for n in range(40):
+        obj = {
+            **template["data"]["object"],
+            "id": f"cs_kill_{n:03d}",
+            "payment_intent": f"pi_kill_{n:03d}",
+        }
+        body = json.dumps({**template, "id": f"evt_kill_{n:03d}", "data": {"object": obj}})
+        store_delivery(engine, StripeProvider(["whsec_x"]).parse(body.encode(), {}))
+    engine.dispose()
+    fake.set_faults(latency_ms=500)
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "webhooks", "worker"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    first = start()
+    wait_for(
+        lambda: any(r["path"] == "/api/v2/batch" for r in fake.requests()), what="a batch in flight"
+    )
+    first.kill()  # SIGKILL mid-batch: its leases must lapse, not vanish
+    first.wait()
+    fake.set_faults()
+    second = start()
+    try:
+        wait_for(
+            lambda: len({e["id"] for e in events(fake)}) >= 40,
+            timeout=30,
+            what="all orders after the restart",
+        )
+    finally:
+        second.terminate()
+        second.wait(timeout=20)
+    got = events(fake)
+    assert {e["attributes"]["order_id"] for e in got} == {f"pi_kill_{n:03d}" for n in range(40)}
+    for event in got:  # resent operations keep their original, deterministic id
+        key = f"order_completed:stripe:platform:{event['attributes']['order_id']}"
+        assert event["id"] == op_ulid(key, datetime.fromtimestamp(event["timestamp"], UTC))
