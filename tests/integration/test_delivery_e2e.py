@@ -250,3 +250,20 @@ def test_worker_killed_mid_batch_loses_nothing_and_keeps_ids(
     for event in got:  # resent operations keep their original, deterministic id
         key = f"order_completed:stripe:platform:{event['attributes']['order_id']}"
         assert event["id"] == op_ulid(key, datetime.fromtimestamp(event["timestamp"], UTC))
+
+
+def test_guest_checkout_goes_out_as_an_anonymous_event(
+    service: str, fake: FakeCustomerIOClient
+) -> None:
+    fixture = send(service, "shopify", "checkout_create_guest")
+    token = fixture["body"]["token"]
+
+    def anonymous() -> list[dict[str, Any]]:
+        return [
+            op["operation"] for op in fake.operations() if op["endpoint"] == "POST /api/v1/events"
+        ]
+
+    [event] = wait_for(anonymous, what="the anonymous checkout_started")
+    assert event["name"] == "checkout_started"
+    assert event["anonymous_id"] == f"shopify:{token}"
+    assert event["data"]["cart_id"] == token

@@ -33,6 +33,11 @@ def claim(
     now = utcnow()
     free = sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now)
     candidates = sa.select(table.c.id).where(*due, free).order_by(*order_by).limit(limit)
+    # Look before taking the write lock: an idle worker polls several times a second,
+    # and on SQLite every UPDATE, even of no rows, queues behind and blocks ingest.
+    with engine.connect() as conn:
+        if conn.execute(candidates.limit(1)).first() is None:
+            return []
     if engine.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     statement = (
