@@ -248,3 +248,31 @@ def test_read_timeout_is_retried(engine: Engine, cio: ScriptedCustomerIO) -> Non
     [row] = events(engine)
     assert (row.state, row.attempts, row.last_status) == ("pending", 1, None)
     assert "ReadTimeout" in row.last_error
+
+
+def test_a_worker_whose_lease_lapsed_writes_nothing(engine: Engine) -> None:
+    import pytest
+
+    from webhooks.delivery.process import LeaseLost, _store, map_row
+    from webhooks.storage.queue import claim
+    from webhooks.storage.schema import inbox
+
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    [row] = claim(
+        engine,
+        inbox,
+        "slow",
+        10,
+        timedelta(seconds=60),
+        due=[inbox.c.state == "pending"],
+        order_by=[inbox.c.id],
+    )
+    ops = map_row(row, CONFIG)
+    with engine.begin() as conn:  # the slow worker's lease runs out; another maps the row
+        conn.execute(sa.update(inbox).values(lease_until=datetime.now(UTC) - timedelta(1)))
+    assert process_batch(engine, "fast", CONFIG) == 1
+    before = [(r.id, r.state) for r in outbox_rows(engine)]
+    with pytest.raises(LeaseLost):
+        _store(engine, "slow", [(row, ops)], [])
+    assert [(r.id, r.state) for r in outbox_rows(engine)] == before
+    assert inbox_rows(engine)[0].state == "done"

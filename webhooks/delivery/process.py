@@ -35,7 +35,7 @@ class LeaseLost(Exception):
 def process_batch(
     engine: Engine, owner: str, config: MapperConfig, limit: int = 100, lease: timedelta = LEASE
 ) -> int:
-    """Map up to `limit` pending inbox rows (live lane first); returns how many."""
+    """Map up to `limit` pending inbox rows (live lane first) in one transaction."""
     rows = claim(
         engine,
         inbox,
@@ -45,11 +45,29 @@ def process_batch(
         due=[inbox.c.state == InboxState.PENDING],
         order_by=[inbox.c.lane, inbox.c.id],
     )
-    for row in rows:
+    if not rows:
+        return 0
+    mapped: list[tuple[sa.Row[Any], list[Operation]]] = []
+    failed: list[tuple[sa.Row[Any], str]] = []
+    for row in rows:  # pure work first, outside any transaction
         try:
-            process_row(engine, owner, row, config)
-        except LeaseLost:
-            log.warning("lease_lost", stage="process", inbox_id=row.id)
+            mapped.append((row, map_row(row, config)))
+        except MappingError as exc:
+            failed.append((row, exc.reason))
+    try:
+        _store(engine, owner, mapped, failed)
+    except LeaseLost:
+        # Another worker took some of these over; it will map them again, and the
+        # outbox's unique keys make a repeat harmless. Ours are rolled back.
+        log.warning("lease_lost", stage="process", rows=len(rows))
+    for row, reason in failed:
+        log.warning(
+            "mapping_failed",
+            inbox_id=row.id,
+            provider=row.provider,
+            type=row.event_type,
+            reason=reason,
+        )
     return len(rows)
 
 
@@ -68,46 +86,47 @@ def _delivery(row: sa.Row[Any]) -> Delivery:
     )
 
 
-def process_row(engine: Engine, owner: str, row: sa.Row[Any], config: MapperConfig) -> None:
-    """Map one inbox row and store its operations, or dead-letter it with the reason."""
-    delivery = _delivery(row)
+def map_row(row: sa.Row[Any], config: MapperConfig) -> list[Operation]:
+    """The Customer.io operations of one inbox row (pure; raises MappingError)."""
     key = f"{row.provider}:{row.account}:{row.event_type}:{row.delivery_id}"
-    try:
-        ops = to_operations(map_delivery(stored_delivery(delivery), config), key)
-    except MappingError as exc:
-        with engine.begin() as conn:
-            release(
+    return to_operations(map_delivery(stored_delivery(_delivery(row)), config), key)
+
+
+def _store(
+    engine: Engine,
+    owner: str,
+    mapped: list[tuple[sa.Row[Any], list[Operation]]],
+    failed: list[tuple[sa.Row[Any], str]],
+) -> None:
+    """Outbox rows and inbox states of a whole batch: all of it or none of it."""
+    now = utcnow()
+    with engine.begin() as conn:
+        for row, ops in mapped:
+            for op in ops:
+                conn.execute(_insert(conn, op, row))
+        done = [row.id for row, _ in mapped]
+        released = release(
+            conn,
+            inbox,
+            done,
+            owner,
+            state=InboxState.DONE,
+            processed_at=now,
+            attempts=inbox.c.attempts + 1,
+            last_error=None,
+        )
+        for row, reason in failed:
+            released += release(
                 conn,
                 inbox,
                 [row.id],
                 owner,
                 state=InboxState.DEAD,
-                last_error=exc.reason,
-                attempts=row.attempts + 1,
+                last_error=reason,
+                attempts=inbox.c.attempts + 1,
             )
-        log.warning(
-            "mapping_failed",
-            inbox_id=row.id,
-            provider=row.provider,
-            type=row.event_type,
-            reason=exc.reason,
-        )
-        return
-    with engine.begin() as conn:
-        for op in ops:
-            conn.execute(_insert(conn, op, row))
-        done = release(
-            conn,
-            inbox,
-            [row.id],
-            owner,
-            state=InboxState.DONE,
-            processed_at=utcnow(),
-            attempts=row.attempts + 1,
-            last_error=None,
-        )
-        if done != 1:
-            raise LeaseLost(row.id)
+        if released != len(mapped) + len(failed):
+            raise LeaseLost(released)
 
 
 def _insert(conn: Connection, op: Operation, row: sa.Row[Any]) -> sa.Insert:

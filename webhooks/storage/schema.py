@@ -134,4 +134,5 @@ outbox = sa.Table(
         name="ck_outbox_state",
     ),
 )
-sa.Index("ix_outbox_due", outbox.c.state, outbox.c.lane, outbox.c.next_attempt_at)
+# Claims scan due rows in delivery order (lane, event time, id).
+sa.Index("ix_outbox_due", outbox.c.state, outbox.c.lane, outbox.c.occurred_at, outbox.c.id)

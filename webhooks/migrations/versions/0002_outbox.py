@@ -49,7 +49,7 @@ def upgrade() -> None:
             "state IN ('pending', 'delivered', 'dry_run', 'dead')", name="ck_outbox_state"
         ),
     )
-    op.create_index("ix_outbox_due", "outbox", ["state", "lane", "next_attempt_at"])
+    op.create_index("ix_outbox_due", "outbox", ["state", "lane", "occurred_at", "id"])
 
 
 def downgrade() -> None:
