@@ -106,15 +106,6 @@ def cart_token(payload: Any) -> str | None:
     return value.split("?", 1)[0] or None
 
 
-def note_attribute(payload: Any, name: str) -> str | None:
-    """The value of the checkout/order note attribute called `name`, if any."""
-    entries = at(payload, "note_attributes")
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and entry.get("name") == name:
-            return opt_text(entry, "value")
-    return None
-
-
 def commerce_person(
     delivery: StoredDelivery, config: MapperConfig, payload: Any, checkout_token: str | None
 ) -> Person:
@@ -122,9 +113,9 @@ def commerce_person(
     return person(
         delivery,
         customer_id=opt_text(payload, "customer.id"),
-        # The storefront can write the merchant's own id into a note attribute; the
-        # same config key names it as Stripe's metadata key, one setting per merchant.
-        internal_id=note_attribute(payload, config.internal_id_metadata_key),
+        # Not from note attributes: any shopper can set those through the storefront's
+        # cart API, so an id read there could send one person's data to another's
+        # profile. A merchant id needs a trusted source (identity resolution).
         email=first_text(payload, "email", "contact_email", "customer.email"),
         phone=first_text(payload, "phone", "customer.phone", "sms_marketing_phone"),
         cart_token=cart_token(payload),

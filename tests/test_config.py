@@ -126,3 +126,28 @@ def test_database_timeout_stays_inside_shopifys_five_seconds(
     monkeypatch.setenv("DATABASE_TIMEOUT", "10")
     with pytest.raises(ConfigError, match="DATABASE_TIMEOUT"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "missing"),
+    [("CUSTOMERIO_SITE_ID", "CUSTOMERIO_API_KEY"), ("CUSTOMERIO_API_KEY", "CUSTOMERIO_SITE_ID")],
+)
+def test_half_set_customerio_credentials_name_the_missing_one(
+    monkeypatch: pytest.MonkeyPatch, name: str, missing: str
+) -> None:
+    # Not a silent dry run: one of the two set is a typo or a missing secret.
+    monkeypatch.setenv(name, "set")
+    with pytest.raises(ConfigError, match=missing):
+        load_settings()
+
+
+def test_customerio_region_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUSTOMERIO_REGION", "eu")
+    assert load_settings().customerio_url == "https://track-eu.customer.io"
+    assert load_settings().dry_run
+    monkeypatch.setenv("CUSTOMERIO_TRACK_URL", "http://127.0.0.1:9009/")
+    monkeypatch.setenv("CUSTOMERIO_SITE_ID", "site")
+    monkeypatch.setenv("CUSTOMERIO_API_KEY", "key")
+    settings = load_settings()
+    assert settings.customerio_url == "http://127.0.0.1:9009"
+    assert not settings.dry_run

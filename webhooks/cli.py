@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -41,7 +42,9 @@ def serve(host: str, port: int, workers: int) -> None:
 
     _settings()  # fail fast with a message naming the variable, before any fork
     # The embedded default is a complete service: one delivery worker beside gunicorn.
-    worker = subprocess.Popen([sys.executable, "-m", "webhooks", "worker"])
+    # It stops by itself if this process disappears (WEBHOOKS_PARENT_PID).
+    env = {**os.environ, "WEBHOOKS_PARENT_PID": str(os.getpid())}
+    worker = subprocess.Popen([sys.executable, "-m", "webhooks", "worker"], env=env)
     try:
         run_gunicorn({"bind": f"{host}:{port}", "workers": workers})
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from webhooks.errors import ConfigError
@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _both_credentials_or_none(self) -> Settings:
+        # One of the two set is a typo or a missing secret, not a wish for a dry run.
+        has_key = bool(self.customerio_api_key and self.customerio_api_key.get_secret_value())
+        if bool(self.customerio_site_id) != has_key:
+            missing = "CUSTOMERIO_API_KEY" if self.customerio_site_id else "CUSTOMERIO_SITE_ID"
+            raise ValueError(f"{missing} is missing (set both Customer.io credentials or neither)")
+        return self
 
     @property
     def customerio_url(self) -> str:

@@ -276,3 +276,48 @@ def test_a_worker_whose_lease_lapsed_writes_nothing(engine: Engine) -> None:
         _store(engine, "slow", [(row, ops)], [])
     assert [(r.id, r.state) for r in outbox_rows(engine)] == before
     assert inbox_rows(engine)[0].state == "done"
+
+
+def test_an_overlong_id_is_dead_lettered_without_holding_up_the_batch(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    long_id = "u" * 300  # Stripe metadata allows 500 characters
+    ingest(
+        engine,
+        "stripe",
+        "customer_created",
+        id="evt_long",
+        data={
+            "object": {
+                "id": "cus_Long",
+                "object": "customer",
+                "email": "l@example.test",
+                "metadata": {"customer_id": long_id},
+            }
+        },
+    )
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    run(engine, cio)
+    assert [r.state for r in inbox_rows(engine)] == ["done", "done"]
+    long_op = next(r for r in outbox_rows(engine) if r.inbox_id == 1)
+    assert (long_op.state, long_op.last_error) == ("dead", "person id over 150 bytes")
+    assert {r.state for r in outbox_rows(engine) if r.inbox_id == 2} == {"delivered"}
+
+
+def test_a_replay_after_a_fix_revives_a_dead_operation(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    from webhooks.storage.schema import inbox
+
+    ingest(engine, "stripe", "payment_intent_succeeded_standalone")
+    cio.answers.append(
+        httpx.Response(207, json={"errors": [{"batch_index": 1, "reason": "invalid"}]})
+    )
+    run(engine, cio)
+    [event] = events(engine)
+    assert event.state == "dead"
+    with engine.begin() as conn:  # the replay: the stored delivery goes through again
+        conn.execute(sa.update(inbox).values(state="pending", lane=1))
+    run(engine, cio)
+    [event] = events(engine)
+    assert (event.state, event.attempts, event.lane) == ("delivered", 1, 1)

@@ -217,7 +217,9 @@ def test_worker_killed_mid_batch_loses_nothing_and_keeps_ids(
         body = json.dumps({**template, "id": f"evt_kill_{n:03d}", "data": {"object": obj}})
         store_delivery(engine, StripeProvider(["whsec_x"]).parse(body.encode(), {}))
     engine.dispose()
-    fake.set_faults(latency_ms=500)
+    # The fake holds every request unanswered: the first worker dies with a batch in
+    # flight that Customer.io never accepted.
+    fake.set_faults(timeout=True)
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -235,6 +237,8 @@ def test_worker_killed_mid_batch_loses_nothing_and_keeps_ids(
     first.kill()  # SIGKILL mid-batch: its leases must lapse, not vanish
     first.wait()
     fake.set_faults()
+    assert events(fake) == []  # nothing of the killed worker's batch was accepted
+    sent_before = len(fake.requests())
     second = start()
     try:
         wait_for(
@@ -245,6 +249,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_keeps_ids(
     finally:
         second.terminate()
         second.wait(timeout=20)
+    assert any(r["path"] == "/api/v2/batch" for r in fake.requests()[sent_before:])
     got = events(fake)
     assert {e["attributes"]["order_id"] for e in got} == {f"pi_kill_{n:03d}" for n in range(40)}
     for event in got:  # resent operations keep their original, deterministic id

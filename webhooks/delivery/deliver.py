@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from webhooks.storage.schema import OutboxState, outbox
 
 log = structlog.get_logger("webhooks.deliver")
 LEASE = timedelta(seconds=60)
+BATCH_OVERHEAD = 20  # bytes of '{"batch":[...]}' around the items
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Outcome:
     claimed: int = 0
     auth_failed: bool = False
     transient_failed: bool = False  # Customer.io unreachable or failing: pause a while
+    retry_after: float | None = None  # what Customer.io asked for, if it did
 
 
 def deliver_batch(
@@ -61,19 +63,22 @@ def deliver_batch(
         try:
             errors = _send(cio, group)
         except DeliveryError as exc:
+            rest = [r.id for g in groups[index + 1 :] for r in g]
             if exc.auth:
                 # Credentials or region are wrong: give everything back untouched.
                 with engine.begin() as conn:
-                    release(conn, outbox, [r.id for g in groups[index:] for r in g], owner)
+                    release(conn, outbox, [r.id for r in group] + rest, owner)
                 outcome.auth_failed = True
                 return outcome
-            _failed(engine, owner, group, exc, max_age)
+            retry_at = _failed(engine, owner, group, exc, max_age)
             if exc.retryable:
-                # The rest would most likely fail the same way: hand them back untried
-                # and let the worker pause, instead of one failing call per group.
+                # The rest would most likely fail the same way: hand them back untried,
+                # due when the failed group is, so a person's operations keep their
+                # order, and let the worker pause instead of failing once per group.
                 with engine.begin() as conn:
-                    release(conn, outbox, [r.id for g in groups[index + 1 :] for r in g], owner)
+                    release(conn, outbox, rest, owner, next_attempt_at=retry_at)
                 outcome.transient_failed = True
+                outcome.retry_after = exc.retry_after
                 return outcome
             continue
         _finish(engine, owner, group, errors, OutboxState.DELIVERED)
@@ -84,15 +89,18 @@ def _groups(rows: list[sa.Row[Any]]) -> list[list[sa.Row[Any]]]:
     """Anonymous events and solo rows alone; the rest in batches under the size cap."""
     groups: list[list[sa.Row[Any]]] = []
     batch: list[sa.Row[Any]] = []
-    size = 20
+    size = BATCH_OVERHEAD
     for row in rows:
         if row.kind == OperationKind.ANONYMOUS_EVENT or row.solo:
+            if batch:  # keep claim order: what came before goes first
+                groups.append(batch)
+                batch, size = [], BATCH_OVERHEAD
             groups.append([row])
             continue
         item = len(json.dumps(row.payload, separators=(",", ":")).encode())
         if batch and size + item + 1 > MAX_BATCH_BYTES:
             groups.append(batch)
-            batch, size = [], 20
+            batch, size = [], BATCH_OVERHEAD
         batch.append(row)
         size += item + 1
     if batch:
@@ -142,17 +150,19 @@ def _finish(
 
 def _failed(
     engine: Engine, owner: str, group: list[sa.Row[Any]], exc: DeliveryError, max_age: timedelta
-) -> None:
+) -> datetime:
+    """Record a failed send; returns when the group is due again."""
     now = utcnow()
+    # One wait for the whole group, so a person's identify and event stay in order.
+    wait = timedelta(seconds=backoff(max(r.attempts for r in group) + 1, exc.retry_after))
+    error = (f"{exc}: {exc.body}" if exc.body else str(exc))[:4000]
     with engine.begin() as conn:
         if not exc.retryable and len(group) > 1:
             # The whole batch was refused (400/413): send each alone next time, so one
             # bad operation cannot take the others down with it.
             release(conn, outbox, [r.id for r in group], owner, solo=True)
-            return
+            return now
         for row in group:
-            attempts = row.attempts + 1
-            error = f"{exc}: {exc.body}" if exc.body else str(exc)
             if not exc.retryable or now - row.created_at > max_age:
                 release(
                     conn,
@@ -160,28 +170,27 @@ def _failed(
                     [row.id],
                     owner,
                     state=OutboxState.DEAD,
-                    attempts=attempts,
+                    attempts=row.attempts + 1,
                     last_status=exc.status,
-                    last_error=error[:4000],
+                    last_error=error,
                 )
                 log.error(
                     "operation_dead",
                     op_id=row.op_id,
                     kind=row.kind,
                     status=exc.status,
-                    attempts=attempts,
+                    attempts=row.attempts + 1,
                 )
                 continue
-            wait = timedelta(seconds=backoff(attempts, exc.retry_after))
             release(
                 conn,
                 outbox,
                 [row.id],
                 owner,
-                attempts=attempts,
+                attempts=row.attempts + 1,
                 next_attempt_at=now + wait,
                 last_status=exc.status,
-                last_error=error[:4000],
+                last_error=error,
             )
     log.warning(
         "delivery_retry",
@@ -190,6 +199,7 @@ def _failed(
         retryable=exc.retryable,
         retry_after=exc.retry_after,
     )
+    return now + wait
 
 
 def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:

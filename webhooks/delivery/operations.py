@@ -51,6 +51,9 @@ def person_id(person: Person) -> str | None:
     """The Customer.io id for a person, or None when the payload names nobody."""
     if person.internal_id:
         candidate = person.internal_id
+        if person.source == "stripe" and person.account != "platform":
+            # Connected accounts are other merchants: their ids may collide.
+            candidate = f"{person.account}:{candidate}"
     elif person.customer_id:
         candidate = f"{person.source}:{person.account}:{person.customer_id}"
         if person.source == "stripe" and person.account == "platform":

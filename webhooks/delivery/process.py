@@ -6,6 +6,7 @@ leaves either both or neither; the outbox's unique op_key makes a repeat add not
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from mappers.base import MapperConfig
 from mappers.errors import MappingError
@@ -26,6 +28,7 @@ from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox
 
 log = structlog.get_logger("webhooks.process")
 LEASE = timedelta(seconds=60)
+MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
 
 
 class LeaseLost(Exception):
@@ -42,7 +45,7 @@ def process_batch(
         owner,
         limit,
         lease,
-        due=[inbox.c.state == InboxState.PENDING],
+        due=[inbox.c.state.in_((InboxState.PENDING, InboxState.FAILED))],
         order_by=[inbox.c.lane, inbox.c.id],
     )
     if not rows:
@@ -60,6 +63,10 @@ def process_batch(
         # Another worker took some of these over; it will map them again, and the
         # outbox's unique keys make a repeat harmless. Ours are rolled back.
         log.warning("lease_lost", stage="process", rows=len(rows))
+    except SQLAlchemyError:
+        # One row the database refuses must not hold up the others: store them one by
+        # one, and count the refusal against the row that caused it.
+        _store_one_by_one(engine, owner, mapped, failed)
     for row, reason in failed:
         log.warning(
             "mapping_failed",
@@ -129,17 +136,56 @@ def _store(
             raise LeaseLost(released)
 
 
+def _store_one_by_one(
+    engine: Engine,
+    owner: str,
+    mapped: list[tuple[sa.Row[Any], list[Operation]]],
+    failed: list[tuple[sa.Row[Any], str]],
+) -> None:
+    for row, ops in mapped:
+        try:
+            _store(engine, owner, [(row, ops)], [])
+        except LeaseLost:
+            continue
+        except SQLAlchemyError as exc:
+            attempts = row.attempts + 1
+            state = InboxState.DEAD if attempts >= MAX_STORE_ATTEMPTS else InboxState.FAILED
+            with engine.begin() as conn:
+                release(
+                    conn,
+                    inbox,
+                    [row.id],
+                    owner,
+                    state=state,
+                    attempts=attempts,
+                    last_error=f"storing its operations failed: {type(exc).__name__}",
+                )
+            log.error("store_failed", inbox_id=row.id, error=type(exc).__name__, state=state)
+    for row, reason in failed:
+        try:
+            _store(engine, owner, [], [(row, reason)])
+        except (LeaseLost, SQLAlchemyError):
+            log.error("store_failed", inbox_id=row.id)
+
+
 def _insert(conn: Connection, op: Operation, row: sa.Row[Any]) -> sa.Insert:
-    op_id = op_ulid(op.op_key, op.occurred_at)
+    # The columns bound keys and ids; a longer one (already a broken limit, so the row
+    # is dead) is stored hashed or cut, never refused with the whole batch.
+    op_key = (
+        op.op_key
+        if len(op.op_key) <= 512
+        else "sha256:" + hashlib.sha256(op.op_key.encode()).hexdigest()
+    )
+    op_id = op_ulid(op_key, op.occurred_at)
     payload = dict(op.payload)
     if op.kind in (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT):
         payload["id"] = op_id  # Customer.io deduplicates events by this ULID
     now = utcnow()
     values = {
-        "op_key": op.op_key,
+        "op_key": op_key,
         "op_id": op_id,
         "kind": op.kind,
-        "person_id": op.person_id,
+        "person_id": op.person_id[:255] if op.person_id else None,
         "payload": payload,
         "occurred_at": op.occurred_at,
         "lane": row.lane,
@@ -151,23 +197,30 @@ def _insert(conn: Connection, op: Operation, row: sa.Row[Any]) -> sa.Insert:
     }
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(outbox).values(**values)
-    # The same fact again adds nothing, except where the first report could not be
-    # sent for want of a person (a refund naming no customer) and this one names one.
+    # The same fact again adds nothing while its operation is pending or delivered. A
+    # dead one is replaced by the new mapping: a report that names the person a first
+    # one lacked (a refund naming no customer), or a replay after a mapper fix.
+    revived = (
+        "payload",
+        "person_id",
+        "kind",
+        "state",
+        "last_error",
+        "op_id",
+        "occurred_at",
+        "lane",
+        "inbox_id",
+        "next_attempt_at",
+        "created_at",
+    )
     return statement.on_conflict_do_update(
         index_elements=["op_key"],
         set_={
-            "payload": statement.excluded.payload,
-            "person_id": statement.excluded.person_id,
-            "kind": statement.excluded.kind,
-            "state": statement.excluded.state,
-            "last_error": statement.excluded.last_error,
-            "next_attempt_at": statement.excluded.next_attempt_at,
+            **{name: getattr(statement.excluded, name) for name in revived},
+            "attempts": 0,
+            "solo": False,
         },
-        where=sa.and_(
-            outbox.c.person_id.is_(None),
-            outbox.c.state == OutboxState.DEAD,
-            statement.excluded.person_id.is_not(None),
-        ),
+        where=outbox.c.state == OutboxState.DEAD,
     )
 
 

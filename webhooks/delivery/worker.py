@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -33,14 +34,16 @@ class Worker:
         self.engine = engine
         self.settings = settings
         self.cio = cio
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        # A random suffix: pids repeat across container restarts.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stopping = threading.Event()
         self._config = mapper_config(settings)
         self._max_age = timedelta(hours=settings.delivery_max_age_hours)
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
-        self._auth_pause = 0.0
+        self._auth_pause = 0.0  # current length of the credentials pause; 0 = none
         self._failures = 0  # transient delivery failures in a row
-        self._outage_until = 0.0
+        self._paused_until = 0.0  # monotonic time delivery may resume (mapping never stops)
+        self._parent = int(os.environ.get("WEBHOOKS_PARENT_PID", "0"))
 
     def check_credentials(self) -> bool:
         """Ask Customer.io which region these credentials belong to; log the answer."""
@@ -57,32 +60,40 @@ class Worker:
             log.error(
                 "customerio_check_failed",
                 status=exc.status,
-                error=str(exc),
+                error=type(exc).__name__,
                 hint="check CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY and CUSTOMERIO_REGION"
                 if exc.auth
                 else "Customer.io unreachable; delivery will retry",
             )
             return not exc.auth
-        log.info("customerio_ready", region=region.get("region"), url=region.get("url"))
+        found = str(region.get("region", "")).lower()
+        if (
+            not self.settings.customerio_track_url
+            and found
+            and found != self.settings.customerio_region
+        ):
+            log.error(
+                "customerio_region_mismatch",
+                configured=self.settings.customerio_region,
+                workspace=found,
+                hint=f"set CUSTOMERIO_REGION={found}",
+            )
+        log.info("customerio_ready", region=found or None, url=region.get("url"))
         return True
 
     def run_once(self) -> int:
-        """One pass of both stages; returns how many rows it touched."""
+        """One pass: map (always), then deliver unless delivery is paused."""
         mapped = process_batch(self.engine, self.owner, self._config, lease=self._lease)
-        if self._auth_pause or time.monotonic() < self._outage_until:
+        if time.monotonic() < self._paused_until:
+            return mapped
+        if self._auth_pause and not self._credentials_back():
             return mapped
         outcome = deliver_batch(
             self.engine, self.owner, self.cio, max_age=self._max_age, lease=self._lease
         )
-        if outcome.transient_failed:
-            self._failures += 1
-            pause = outage_pause(self._failures)
-            self._outage_until = time.monotonic() + pause
-            log.warning("customerio_unavailable", failures=self._failures, pause_seconds=pause)
-        elif outcome.claimed:
-            self._failures = 0
         if outcome.auth_failed:
-            self._auth_pause = AUTH_PAUSE_FIRST
+            self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2) or AUTH_PAUSE_FIRST
+            self._paused_until = time.monotonic() + self._auth_pause
             log.error(
                 "customerio_unauthorized",
                 pause_seconds=self._auth_pause,
@@ -90,31 +101,45 @@ class Worker:
                 "CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY and CUSTOMERIO_REGION; "
                 "delivery resumes by itself once they work, nothing is dropped",
             )
+        elif outcome.transient_failed:
+            self._failures += 1
+            pause = max(outage_pause(self._failures), outcome.retry_after or 0.0)
+            self._paused_until = time.monotonic() + pause
+            log.warning("customerio_unavailable", failures=self._failures, pause_seconds=pause)
+        elif outcome.claimed:
+            self._failures = 0
+            self._auth_pause = 0.0
         return mapped + outcome.claimed
 
-    def _resume_after_auth_pause(self) -> None:
-        if self.stopping.wait(self._auth_pause):
-            return
+    def _credentials_back(self) -> bool:
+        """After a credentials pause: probe once; resume, or pause longer."""
         if self.check_credentials():
             log.info("customerio_resumed")
             self._auth_pause = 0.0
-        else:
-            self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2)
+            return True
+        self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2)
+        self._paused_until = time.monotonic() + self._auth_pause
+        return False
 
     def run(self) -> None:
         """Loop until stop(): a full pass again at once while busy, a short wait when idle."""
         log.info("worker_started", owner=self.owner, dry_run=self.cio is None)
-        self.check_credentials()
+        try:
+            self.check_credentials()
+        except Exception as exc:  # an odd answer must not keep the worker from starting
+            log.error("customerio_check_failed", error=type(exc).__name__)
         while not self.stopping.is_set():
+            if self._parent and os.getppid() != self._parent:
+                log.error("worker_orphaned", message="the serve process is gone; stopping")
+                break
             try:
                 busy = self.run_once()
             except Exception as exc:  # the database away, a bug: log, wait, go on
-                log.error("worker_error", error=type(exc).__name__, detail=str(exc)[:300])
+                # The class only: the message of a database error quotes its parameters.
+                log.error("worker_error", error=type(exc).__name__)
                 self.stopping.wait(ERROR_PAUSE)
                 continue
-            if self._auth_pause:
-                self._resume_after_auth_pause()
-            elif not busy:
+            if not busy:
                 self.stopping.wait(self.settings.worker_poll_interval)
         log.info("worker_stopped", owner=self.owner)
 
