@@ -321,3 +321,18 @@ def test_a_replay_after_a_fix_revives_a_dead_operation(
     run(engine, cio)
     [event] = events(engine)
     assert (event.state, event.attempts, event.lane) == ("delivered", 1, 1)
+
+
+def test_stopping_hands_the_pass_back_unsent(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    import threading
+
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    process_batch(engine, "w1", CONFIG)
+    stop = threading.Event()
+    stop.set()  # SIGTERM arrived
+    outcome = deliver_batch(engine, "w1", cio.client(), stop=stop)
+    assert outcome.claimed == 2
+    assert cio.requests == []
+    assert {(r.state, r.lease_owner, r.attempts) for r in outbox_rows(engine)} == {
+        ("pending", None, 0)
+    }

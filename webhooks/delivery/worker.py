@@ -89,7 +89,12 @@ class Worker:
         if self._auth_pause and not self._credentials_back():
             return mapped
         outcome = deliver_batch(
-            self.engine, self.owner, self.cio, max_age=self._max_age, lease=self._lease
+            self.engine,
+            self.owner,
+            self.cio,
+            max_age=self._max_age,
+            lease=self._lease,
+            stop=self.stopping,
         )
         if outcome.auth_failed:
             self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2) or AUTH_PAUSE_FIRST
@@ -144,7 +149,7 @@ class Worker:
         log.info("worker_stopped", owner=self.owner)
 
     def stop(self, *_: object) -> None:
-        """Finish the pass in hand, then return from run() (leases of the rest lapse)."""
+        """Finish the send in hand, hand the rest of the pass back, return from run()."""
         self.stopping.set()
 
 

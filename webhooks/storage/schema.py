@@ -82,10 +82,10 @@ inbox = sa.Table(
     ),
     sa.CheckConstraint("state IN ('pending', 'done', 'failed', 'dead')", name="ck_inbox_state"),
 )
-# The worker claims pending rows in id order. No index on received_at: every index is
+# The worker claims pending rows by lane, then id. No index on received_at: every index is
 # paid for on the ingest path, and ids grow with arrival time, so time ranges can be
 # found through the primary key.
-sa.Index("ix_inbox_state_id", inbox.c.state, inbox.c.id)
+sa.Index("ix_inbox_state_lane_id", inbox.c.state, inbox.c.lane, inbox.c.id)
 
 
 class OutboxState:
