@@ -336,3 +336,23 @@ def test_stopping_hands_the_pass_back_unsent(engine: Engine, cio: ScriptedCustom
     assert {(r.state, r.lease_owner, r.attempts) for r in outbox_rows(engine)} == {
         ("pending", None, 0)
     }
+
+
+def test_redaction_purges_the_persons_queued_operations(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    process_batch(engine, "w1", CONFIG)  # queued, not yet sent
+    queued = {r.person_id for r in outbox_rows(engine)}
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+    rows = outbox_rows(engine)
+    deletes = [r for r in rows if r.kind == "delete"]
+    assert [d.state for d in deletes] == ["delivered"]
+    assert deletes[0].person_id in queued
+    purged = [r for r in rows if r.person_id == deletes[0].person_id and r.kind != "delete"]
+    assert purged
+    assert {(r.state, r.last_error) for r in purged} == {
+        ("dead", "person redacted before delivery")
+    }
+    assert all(r.payload == {} for r in purged)

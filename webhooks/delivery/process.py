@@ -111,6 +111,8 @@ def _store(
         for row, ops in mapped:
             for op in ops:
                 conn.execute(_insert(conn, op, row))
+                if op.kind == OperationKind.DELETE and op.person_id:
+                    _purge_pending(conn, op.person_id)
         done = [row.id for row, _ in mapped]
         released = release(
             conn,
@@ -134,6 +136,21 @@ def _store(
             )
         if released != len(mapped) + len(failed):
             raise LeaseLost(released)
+
+
+def _purge_pending(conn: Connection, pid: str) -> None:
+    """A redacted person's queued operations must not recreate the profile."""
+    conn.execute(
+        sa.update(outbox)
+        .where(
+            outbox.c.person_id == pid,
+            outbox.c.state == OutboxState.PENDING,
+            outbox.c.kind != OperationKind.DELETE,
+        )
+        .values(
+            state=OutboxState.DEAD, last_error="person redacted before delivery", payload={}
+        )  # nothing of theirs is kept for a retry
+    )
 
 
 def _store_one_by_one(
