@@ -7,7 +7,8 @@ leaves either both or neither; the outbox's unique op_key makes a repeat add not
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,12 +108,24 @@ def _store(
 ) -> None:
     """Outbox rows and inbox states of a whole batch: all of it or none of it."""
     now = utcnow()
+    # One fact reported twice within the batch is written once (the first report).
+    by_key: dict[str, dict[str, Any]] = {}
+    for row, ops in mapped:
+        for op in ops:
+            item = _values(op, row, now)
+            by_key.setdefault(item["op_key"], item)
+    values = list(by_key.values())
+    redacted = [
+        op.person_id
+        for _, ops in mapped
+        for op in ops
+        if op.kind == OperationKind.DELETE and op.person_id
+    ]
     with engine.begin() as conn:
-        for row, ops in mapped:
-            for op in ops:
-                conn.execute(_insert(conn, op, row))
-                if op.kind == OperationKind.DELETE and op.person_id:
-                    _purge_pending(conn, op.person_id)
+        if values:
+            conn.execute(_upsert(conn.dialect.name), values)
+        for pid in redacted:
+            _purge_pending(conn, pid)
         done = [row.id for row, _ in mapped]
         released = release(
             conn,
@@ -185,7 +198,8 @@ def _store_one_by_one(
             log.error("store_failed", inbox_id=row.id)
 
 
-def _insert(conn: Connection, op: Operation, row: sa.Row[Any]) -> sa.Insert:
+def _values(op: Operation, row: sa.Row[Any], now: datetime) -> dict[str, Any]:
+    """The outbox row of one operation."""
     # The columns bound keys and ids; a longer one (already a broken limit, so the row
     # is dead) is stored hashed or cut, never refused with the whole batch.
     op_key = (
@@ -197,8 +211,7 @@ def _insert(conn: Connection, op: Operation, row: sa.Row[Any]) -> sa.Insert:
     payload = dict(op.payload)
     if op.kind in (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT):
         payload["id"] = op_id  # Customer.io deduplicates events by this ULID
-    now = utcnow()
-    values = {
+    return {
         "op_key": op_key,
         "op_id": op_id,
         "kind": op.kind,
@@ -212,28 +225,39 @@ def _insert(conn: Connection, op: Operation, row: sa.Row[Any]) -> sa.Insert:
         "state": OutboxState.DEAD if op.problem else OutboxState.PENDING,
         "last_error": op.problem,
     }
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(outbox).values(**values)
-    # The same fact again adds nothing while its operation is pending or delivered. A
-    # dead one is replaced by the new mapping: a report that names the person a first
-    # one lacked (a refund naming no customer), or a replay after a mapper fix.
-    revived = (
-        "payload",
-        "person_id",
-        "kind",
-        "state",
-        "last_error",
-        "op_id",
-        "occurred_at",
-        "lane",
-        "inbox_id",
-        "next_attempt_at",
-        "created_at",
-    )
+
+
+# Replaced when a fact is mapped again while its operation is dead.
+_REVIVED = (
+    "payload",
+    "person_id",
+    "kind",
+    "state",
+    "last_error",
+    "op_id",
+    "occurred_at",
+    "lane",
+    "inbox_id",
+    "next_attempt_at",
+    "created_at",
+)
+
+
+@cache
+def _upsert(dialect_name: str) -> sa.Insert:
+    """INSERT ... ON CONFLICT (op_key), built once per dialect and run as executemany.
+
+    The same fact again adds nothing while its operation is pending or delivered. A
+    dead one is replaced by the new mapping: a report that names the person a first one
+    lacked (a refund naming no customer), or a replay after a mapper fix. Building this
+    statement per operation cost more than half of stage 1's CPU.
+    """
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(outbox)
     return statement.on_conflict_do_update(
         index_elements=["op_key"],
         set_={
-            **{name: getattr(statement.excluded, name) for name in revived},
+            **{name: getattr(statement.excluded, name) for name in _REVIVED},
             "attempts": 0,
             "solo": False,
         },

@@ -24,6 +24,10 @@ from webhooks.mapping import mapper_config
 log = structlog.get_logger("webhooks.worker")
 AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credentials fail
 AUTH_PAUSE_MAX = 300.0
+# A backlog moves in large steps: one transaction maps this many inbox rows, and one
+# pass sends this many operations (about two v2 batches of ~475 KB at most).
+MAP_BATCH = 500
+SEND_BATCH = 1000
 ERROR_PAUSE = 1.0  # after an unexpected error (the database away), before trying again
 
 
@@ -83,7 +87,9 @@ class Worker:
 
     def run_once(self) -> int:
         """One pass: map (always), then deliver unless delivery is paused."""
-        mapped = process_batch(self.engine, self.owner, self._config, lease=self._lease)
+        mapped = process_batch(
+            self.engine, self.owner, self._config, limit=MAP_BATCH, lease=self._lease
+        )
         if time.monotonic() < self._paused_until:
             return mapped
         if self._auth_pause and not self._credentials_back():
@@ -95,6 +101,7 @@ class Worker:
             max_age=self._max_age,
             lease=self._lease,
             stop=self.stopping,
+            limit=SEND_BATCH,
         )
         if outcome.auth_failed:
             self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2) or AUTH_PAUSE_FIRST
