@@ -12,6 +12,8 @@ from webhooks import __version__
 from webhooks.config import Settings, load_settings
 from webhooks.errors import ConfigError
 
+WORKER_NICENESS = 10
+
 
 def _settings() -> Settings:
     try:
@@ -65,6 +67,10 @@ def worker() -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
+    if os.environ.get("WEBHOOKS_PARENT_PID"):
+        # Beside gunicorn on one host, acknowledging webhooks comes first: the worker
+        # takes the CPU that is left (its backlog waits; a provider's retry would not).
+        os.nice(WORKER_NICENESS)
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
     engine = create_db_engine(settings.database_url, settings.database_timeout)

@@ -356,3 +356,12 @@ def test_redaction_purges_the_persons_queued_operations(
         ("dead", "person redacted before delivery")
     }
     assert all(r.payload == {} for r in purged)
+
+
+def test_dry_run_records_operations_directly(engine: Engine) -> None:
+    ingest(engine, "shopify", "order_create")
+    process_batch(engine, "w1", CONFIG, dry_run=True)
+    rows = outbox_rows(engine)
+    assert rows
+    assert {(r.state, r.lease_owner) for r in rows} == {("dry_run", None)}
+    assert deliver_batch(engine, "w1", None).claimed == 0  # nothing left to claim

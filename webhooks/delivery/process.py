@@ -37,9 +37,18 @@ class LeaseLost(Exception):
 
 
 def process_batch(
-    engine: Engine, owner: str, config: MapperConfig, limit: int = 100, lease: timedelta = LEASE
+    engine: Engine,
+    owner: str,
+    config: MapperConfig,
+    limit: int = 100,
+    lease: timedelta = LEASE,
+    dry_run: bool = False,
 ) -> int:
-    """Map up to `limit` pending inbox rows (live lane first) in one transaction."""
+    """Map up to `limit` pending inbox rows (live lane first) in one transaction.
+
+    In a dry run operations are recorded straight as `dry_run`: there is nothing to
+    send, so claiming and updating them again would only be writes that slow ingest.
+    """
     rows = claim(
         engine,
         inbox,
@@ -59,7 +68,7 @@ def process_batch(
         except MappingError as exc:
             failed.append((row, exc.reason))
     try:
-        _store(engine, owner, mapped, failed)
+        _store(engine, owner, mapped, failed, dry_run)
     except LeaseLost:
         # Another worker took some of these over; it will map them again, and the
         # outbox's unique keys make a repeat harmless. Ours are rolled back.
@@ -67,7 +76,7 @@ def process_batch(
     except SQLAlchemyError:
         # One row the database refuses must not hold up the others: store them one by
         # one, and count the refusal against the row that caused it.
-        _store_one_by_one(engine, owner, mapped, failed)
+        _store_one_by_one(engine, owner, mapped, failed, dry_run)
     for row, reason in failed:
         log.warning(
             "mapping_failed",
@@ -105,6 +114,7 @@ def _store(
     owner: str,
     mapped: list[tuple[sa.Row[Any], list[Operation]]],
     failed: list[tuple[sa.Row[Any], str]],
+    dry_run: bool = False,
 ) -> None:
     """Outbox rows and inbox states of a whole batch: all of it or none of it."""
     now = utcnow()
@@ -112,7 +122,7 @@ def _store(
     by_key: dict[str, dict[str, Any]] = {}
     for row, ops in mapped:
         for op in ops:
-            item = _values(op, row, now)
+            item = _values(op, row, now, dry_run)
             by_key.setdefault(item["op_key"], item)
     values = list(by_key.values())
     redacted = [
@@ -171,10 +181,11 @@ def _store_one_by_one(
     owner: str,
     mapped: list[tuple[sa.Row[Any], list[Operation]]],
     failed: list[tuple[sa.Row[Any], str]],
+    dry_run: bool,
 ) -> None:
     for row, ops in mapped:
         try:
-            _store(engine, owner, [(row, ops)], [])
+            _store(engine, owner, [(row, ops)], [], dry_run)
         except LeaseLost:
             continue
         except SQLAlchemyError as exc:
@@ -198,7 +209,7 @@ def _store_one_by_one(
             log.error("store_failed", inbox_id=row.id)
 
 
-def _values(op: Operation, row: sa.Row[Any], now: datetime) -> dict[str, Any]:
+def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> dict[str, Any]:
     """The outbox row of one operation."""
     # The columns bound keys and ids; a longer one (already a broken limit, so the row
     # is dead) is stored hashed or cut, never refused with the whole batch.
@@ -222,7 +233,9 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime) -> dict[str, Any]:
         "inbox_id": row.id,
         "next_attempt_at": now,
         "created_at": now,
-        "state": OutboxState.DEAD if op.problem else OutboxState.PENDING,
+        "state": OutboxState.DEAD
+        if op.problem
+        else (OutboxState.DRY_RUN if dry_run else OutboxState.PENDING),
         "last_error": op.problem,
     }
 

@@ -85,15 +85,21 @@ class Worker:
         log.info("customerio_ready", region=found or None, url=region.get("url"))
         return True
 
-    def run_once(self) -> int:
-        """One pass: map (always), then deliver unless delivery is paused."""
+    def run_once(self) -> bool:
+        """One pass: map (always), then deliver unless paused; True while a backlog lasts."""
         mapped = process_batch(
-            self.engine, self.owner, self._config, limit=MAP_BATCH, lease=self._lease
+            self.engine,
+            self.owner,
+            self._config,
+            limit=MAP_BATCH,
+            lease=self._lease,
+            dry_run=self.cio is None,
         )
+        backlog = mapped >= MAP_BATCH
         if time.monotonic() < self._paused_until:
-            return mapped
+            return backlog
         if self._auth_pause and not self._credentials_back():
-            return mapped
+            return backlog
         outcome = deliver_batch(
             self.engine,
             self.owner,
@@ -121,7 +127,7 @@ class Worker:
         elif outcome.claimed:
             self._failures = 0
             self._auth_pause = 0.0
-        return mapped + outcome.claimed
+        return backlog or outcome.claimed >= SEND_BATCH
 
     def _credentials_back(self) -> bool:
         """After a credentials pause: probe once; resume, or pause longer."""
@@ -145,13 +151,16 @@ class Worker:
                 log.error("worker_orphaned", message="the serve process is gone; stopping")
                 break
             try:
-                busy = self.run_once()
+                backlog = self.run_once()
             except Exception as exc:  # the database away, a bug: log, wait, go on
                 # The class only: the message of a database error quotes its parameters.
                 log.error("worker_error", error=type(exc).__name__)
                 self.stopping.wait(ERROR_PAUSE)
                 continue
-            if not busy:
+            if not backlog:
+                # No backlog: wait a poll interval, so a stream of webhooks is taken in
+                # batches (a few write transactions a second) instead of one pass per
+                # webhook competing with ingest for the database; a backlog loops at once.
                 self.stopping.wait(self.settings.worker_poll_interval)
         log.info("worker_stopped", owner=self.owner)
 
