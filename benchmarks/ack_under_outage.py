@@ -41,7 +41,7 @@ from harness import (
     check_exactly_once,
     code_version,
     fresh_database,
-    handle_signals,
+    run_main,
     serve_server,
     service_env,
     start,
@@ -253,16 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if wrk_path() is None:
         print("wrk is not installed (apt-get install wrk); nothing measured", file=sys.stderr)
         return 2
-    handle_signals()
-    try:
-        benchmark(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; processes stopped and temporary files removed", file=sys.stderr)
-        return 130
-    except (BenchmarkError, WrkError) as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(benchmark, args, (WrkError,))
 
 
 if __name__ == "__main__":

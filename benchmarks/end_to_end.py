@@ -39,9 +39,9 @@ from harness import (
     check_exactly_once,
     code_version,
     fresh_database,
-    handle_signals,
     order_id,
     percentile,
+    run_main,
     serve_server,
     service_env,
     start,
@@ -313,16 +313,7 @@ def benchmark(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """0 when it measured, 1 when the benchmark broke, 130 on Ctrl-C."""
     args = parse_args(argv)
-    handle_signals()
-    try:
-        benchmark(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; processes stopped and temporary files removed", file=sys.stderr)
-        return 130
-    except BenchmarkError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(benchmark, args)
 
 
 if __name__ == "__main__":

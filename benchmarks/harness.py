@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 from ingest import (
     STRIPE_SECRET,
+    BenchmarkError,
     Server,
     clean_environment,
     free_port,
@@ -282,3 +283,21 @@ def code_version() -> str:
         return "unknown (not a git checkout)"
     changes = " + uncommitted changes in webhooks/ or mappers/" if dirty.stdout.strip() else ""
     return head.stdout.strip() + changes
+
+
+def run_main(
+    benchmark: Callable[[Any], None],
+    args: Any,
+    errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run a benchmark: 0 when it measured, 1 when it broke, 130 on Ctrl-C or SIGTERM."""
+    handle_signals()
+    try:
+        benchmark(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; processes stopped and temporary files removed", file=sys.stderr)
+        return 130
+    except (BenchmarkError, *errors) as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
