@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         72.0, gt=0, description="Give up (dead-letter) an operation older than this."
     )
     worker_poll_interval: float = Field(
-        0.1, gt=0, le=10, description="Seconds an idle worker waits before looking again."
+        0.25, gt=0, le=10, description="Seconds an idle worker waits before looking again."
     )
     worker_lease_seconds: float = Field(
         60.0,
