@@ -14,8 +14,6 @@ from mappers.taxonomy import Item, PersonAttributes
 # Refund webhooks fire for every refund from this version on; earlier, refund.created
 # fired only for refunds without a charge, and charge.refunded was the only signal.
 REFUND_EVENTS_FOR_ALL = "2024-10-28"
-# Refund lists stopped being included in charges from this version on.
-CHARGE_REFUNDS_NOT_EXPANDED = "2022-11-15"
 
 
 def api_at_least(delivery: StoredDelivery, version: str) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from mappers.base import MapperConfig
 from tests.delivery.conftest import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from tests.mappers.golden import REFUND_LISTED_ON_THE_2020_CHARGE
 from webhooks.delivery.deliver import deliver_batch, requeue_dead
 from webhooks.delivery.process import process_batch, requeue_dead_inbox
 from webhooks.storage.schema import outbox
@@ -217,18 +218,7 @@ def test_a_later_report_naming_the_person_revives_an_unsendable_fact(
         engine,
         "stripe",
         "refund_created_partial",
-        api_version="2020-08-27",
-        data={
-            "object": {
-                "id": "re_3TestOld01",
-                "object": "refund",
-                "amount": 1500,
-                "currency": "usd",
-                "charge": "ch_3TestPay01",
-                "payment_intent": "pi_3TestPay01",
-                "status": "succeeded",
-            }
-        },
+        **REFUND_LISTED_ON_THE_2020_CHARGE,
     )
     run(engine, cio)
     [refund] = events(engine)

@@ -19,7 +19,7 @@ from mappers.actions import Person
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import fake_customerio_process, wait_for
 from tests.integration.service import run_cli, serve, service_env
-from tests.mappers.golden import FIXTURES
+from tests.mappers.golden import FIXTURES, REFUND_LISTED_ON_THE_2020_CHARGE
 from webhooks.delivery.ids import op_ulid
 from webhooks.delivery.operations import person_id
 from webhooks.fakecio import FakeCustomerIOClient
@@ -141,18 +141,7 @@ def test_duplicates_and_overlaps_become_one_operation_each(
         service,
         "stripe",
         "refund_created_partial",
-        api_version="2020-08-27",
-        data={
-            "object": {
-                "id": "re_3TestOld01",
-                "object": "refund",
-                "amount": 1500,
-                "currency": "usd",
-                "charge": "ch_3TestPay01",
-                "status": "succeeded",
-                "payment_intent": "pi_3TestPay01",
-            }
-        },
+        **REFUND_LISTED_ON_THE_2020_CHARGE,
     )
     wait_for(lambda: len(events(fake)) >= 3, what="three events")
     time.sleep(1.0)  # time for any duplicate to show up

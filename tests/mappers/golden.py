@@ -24,6 +24,23 @@ from webhooks.providers.shopify import ShopifyProvider
 from webhooks.providers.stripe import StripeProvider
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+# Body changes turning the refund_created_partial fixture into the refund that
+# charge_refunded_with_refund_list_2020 lists: one fact, reported without a customer
+# (refund.created) and with one (charge.refunded).
+REFUND_LISTED_ON_THE_2020_CHARGE: dict[str, Any] = {
+    "api_version": "2020-08-27",
+    "data": {
+        "object": {
+            "id": "re_3TestOld01",
+            "object": "refund",
+            "amount": 1500,
+            "currency": "usd",
+            "charge": "ch_3TestPay01",
+            "payment_intent": "pi_3TestPay01",
+            "status": "succeeded",
+        }
+    },
+}
 PARSERS = {"stripe": StripeProvider(["whsec_unused"]), "shopify": ShopifyProvider(["unused"])}
 
 

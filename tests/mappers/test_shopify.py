@@ -362,5 +362,13 @@ def test_unknown_topic_maps_to_nothing() -> None:
 
 
 def test_every_action_is_json_ready() -> None:
+    amounts = []
     for action in run("order_paid_presentment_currency"):
-        json.dumps(to_json(action))
+        data = json.loads(json.dumps(to_json(action)))
+        assert data == to_json(action)  # survives the JSON round trip unchanged
+        props = data.get("properties", {})
+        amounts += [
+            props[name] for name in ("total", "subtotal", "presentment_total") if name in props
+        ]
+    assert len(amounts) == 3
+    assert all(isinstance(value, int | float) for value in amounts)  # numbers, never strings

@@ -13,7 +13,6 @@ import httpx
 from webhooks.delivery.retry import AUTH_STATUSES, is_retryable, parse_retry_after
 from webhooks.errors import WebhooksError
 
-REGION_URLS = {"us": "https://track.customer.io", "eu": "https://track-eu.customer.io"}
 MAX_BATCH_BYTES = 475_000  # under the documented 500 KB, as Customer.io's own SDK does
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 

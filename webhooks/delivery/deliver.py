@@ -15,11 +15,10 @@ from sqlalchemy.engine import Engine
 from webhooks.delivery.customerio import MAX_BATCH_BYTES, CustomerIO, DeliveryError
 from webhooks.delivery.operations import OperationKind
 from webhooks.delivery.retry import DEFAULT_MAX_AGE, backoff
-from webhooks.storage.queue import claim, release, utcnow
+from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import OutboxState, outbox
 
 log = structlog.get_logger("webhooks.deliver")
-LEASE = timedelta(seconds=60)
 LEASE_SAFETY = 0.5  # send only within the first half of a claim's lease
 BATCH_OVERHEAD = 20  # bytes of '{"batch":[...]}' around the items
 
@@ -40,7 +39,7 @@ def deliver_batch(
     cio: CustomerIO | None,
     limit: int = 500,
     max_age: timedelta = DEFAULT_MAX_AGE,
-    lease: timedelta = LEASE,
+    lease: timedelta = DEFAULT_LEASE,
     stop: threading.Event | None = None,
 ) -> Outcome:
     """Send up to `limit` due operations (live lane first, then by event time)."""

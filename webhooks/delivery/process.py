@@ -24,11 +24,10 @@ from webhooks.delivery.ids import op_ulid
 from webhooks.delivery.operations import Operation, OperationKind, to_operations
 from webhooks.mapping import stored_delivery
 from webhooks.providers.base import Delivery
-from webhooks.storage.queue import claim, release, utcnow
+from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox
 
 log = structlog.get_logger("webhooks.process")
-LEASE = timedelta(seconds=60)
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
 
 
@@ -41,7 +40,7 @@ def process_batch(
     owner: str,
     config: MapperConfig,
     limit: int = 100,
-    lease: timedelta = LEASE,
+    lease: timedelta = DEFAULT_LEASE,
     dry_run: bool = False,
 ) -> int:
     """Map up to `limit` pending inbox rows (live lane first) in one transaction.

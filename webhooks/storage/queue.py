@@ -14,6 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+# How long a claim lasts unless the caller says otherwise (WORKER_LEASE_SECONDS).
+DEFAULT_LEASE = timedelta(seconds=60)
+
 
 def utcnow() -> datetime:
     """Now, aware, in UTC."""
