@@ -64,7 +64,61 @@ class Settings(BaseSettings):
         "customer_id",
         min_length=1,
         max_length=100,
-        description="Stripe metadata key / Shopify note attribute holding your customer id.",
+        description="Stripe metadata key holding your own customer id.",
+    )
+    stripe_client_reference_id: bool = Field(
+        True,
+        description="Treat a Checkout Session's client_reference_id as your customer id.",
+    )
+    shopify_internal_id_metafield: str | None = Field(
+        None,
+        pattern=r"^[^.\s]+\.[^.\s]+$",
+        description="namespace.key of a Shopify customer metafield holding your customer id.",
+    )
+    shopify_internal_id_note_attribute: str | None = Field(
+        None,
+        max_length=100,
+        description="Shopify cart note attribute holding your customer id. Shoppers can "
+        "set these: only for stores whose storefront writes it server-side.",
+    )
+    stripe_person_id_format: str = Field(
+        "stripe:{customer_id}",
+        max_length=100,
+        description="Person id for a Stripe customer without an internal id; "
+        "{customer_id} and {account} are replaced.",
+    )
+    shopify_person_id_format: str = Field(
+        "shopify:{account}:{customer_id}",
+        max_length=100,
+        description="Person id for a Shopify customer without an internal id; "
+        "{customer_id} and {account} (the shop domain) are replaced.",
+    )
+    guest_policy: Literal["anonymous", "email", "skip"] = Field(
+        "anonymous",
+        description="Buyers with no customer id: anonymous events by cart token (merged "
+        "when they become known), identify by email, or skip.",
+    )
+    reporting_currency: str = Field(
+        "USD",
+        pattern=r"^[A-Za-z]{3}$",
+        description="Currency of lifetime_value; amounts in others are left out of it.",
+    )
+    cart_update_hold_seconds: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description="Hold cart_updated this long, so an order that follows suppresses it.",
+    )
+    stripe_api_key: SecretStr | None = Field(
+        None,
+        description="Restricted Stripe key (read customers and Checkout Sessions) for line "
+        "items and customer metadata; unset: no Stripe API calls.",
+    )
+    stripe_api_base: str | None = Field(
+        None, description="Override the Stripe API base URL (a local fake, a proxy)."
+    )
+    stripe_api_max_rps: float = Field(
+        20.0, gt=0, le=100, description="Stripe API requests per second per worker."
     )
     stripe_payment_intent_events: bool = Field(
         False,
@@ -128,10 +182,36 @@ class Settings(BaseSettings):
             raise ValueError("only sqlite:/// and postgresql+psycopg:// URLs are supported")
         return value
 
-    @field_validator("customerio_site_id", "customerio_track_url", mode="before")
+    @field_validator(
+        "customerio_site_id",
+        "customerio_track_url",
+        "stripe_api_base",
+        "shopify_internal_id_metafield",
+        "shopify_internal_id_note_attribute",
+        "stripe_api_key",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _currency_upper(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("stripe_person_id_format", "shopify_person_id_format")
+    @classmethod
+    def _person_id_format(cls, value: str) -> str:
+        if "{customer_id}" not in value:
+            raise ValueError("must contain {customer_id}")
+        try:
+            rendered = value.format(customer_id="1", account="a")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("only {customer_id} and {account} may be used") from None
+        if rendered.lower().startswith("cio_"):
+            raise ValueError("Customer.io reads ids starting with cio_ as its own")
+        return value
 
     @model_validator(mode="after")
     def _both_credentials_or_none(self) -> Settings:

@@ -43,7 +43,10 @@ class InboxState:
     DONE = "done"
     FAILED = "failed"
     DEAD = "dead"
-    ALL = (PENDING, DONE, FAILED, DEAD)
+    # Names someone only by a key no event has linked to a person yet (a refund naming
+    # only its order): woken when a later event links that key (see `inbox_waits`).
+    WAITING = "waiting"
+    ALL = (PENDING, DONE, FAILED, DEAD, WAITING)
 
 
 inbox = sa.Table(
@@ -74,13 +77,19 @@ inbox = sa.Table(
     sa.Column("lease_until", UTCDateTime(), nullable=True),
     # 0 = live webhook traffic, 1 = backfill and replay: live always goes first.
     sa.Column("lane", sa.SmallInteger(), nullable=False, server_default="0"),
+    # Data the worker fetched for this delivery (Stripe line items, customer metadata),
+    # kept so a replay maps exactly the same data without calling the provider again.
+    sa.Column("enrichment", sa.JSON(), nullable=True),
     # The exact dedup key. Including event_type is equivalent to Stripe's
     # (provider, account, event.id), since an event id has one type, and is exactly
     # Shopify's (provider, shop, topic, webhook id).
     sa.UniqueConstraint(
         "provider", "account", "event_type", "delivery_id", name="uq_inbox_delivery"
     ),
-    sa.CheckConstraint("state IN ('pending', 'done', 'failed', 'dead')", name="ck_inbox_state"),
+    sa.CheckConstraint(
+        "state IN (" + ", ".join(f"'{state}'" for state in InboxState.ALL) + ")",
+        name="ck_inbox_state",
+    ),
 )
 # The worker claims pending rows by lane, then id. No index on received_at: every index is
 # paid for on the ingest path, and ids grow with arrival time, so time ranges can be
@@ -95,7 +104,9 @@ class OutboxState:
     DELIVERED = "delivered"
     DRY_RUN = "dry_run"  # recorded, not sent: no Customer.io credentials configured
     DEAD = "dead"
-    ALL = (PENDING, DELIVERED, DRY_RUN, DEAD)
+    # Withheld on purpose by a journey guard (a cart update after the order); final.
+    SUPPRESSED = "suppressed"
+    ALL = (PENDING, DELIVERED, DRY_RUN, DEAD, SUPPRESSED)
 
 
 LANE_LIVE = 0
@@ -118,6 +129,8 @@ outbox = sa.Table(
     sa.Column("occurred_at", UTCDateTime(), nullable=False),
     sa.Column("lane", sa.SmallInteger(), nullable=False, server_default="0"),
     sa.Column("inbox_id", BigId, nullable=True),
+    # The checkout a cart event is about, so the order completing it can suppress it.
+    sa.Column("subject", sa.String(512), nullable=True),
     sa.Column("state", sa.String(16), nullable=False, server_default=OutboxState.PENDING),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
@@ -136,3 +149,75 @@ outbox = sa.Table(
 )
 # Claims scan due rows in delivery order (lane, event time, id).
 sa.Index("ix_outbox_due", outbox.c.state, outbox.c.lane, outbox.c.occurred_at, outbox.c.id)
+# A merge repoints, and a redaction purges, one person's queued operations.
+sa.Index("ix_outbox_person", outbox.c.person_id)
+sa.Index("ix_outbox_subject", outbox.c.subject)
+
+# -- identity and person state (written by the worker's stage 1 only) ----------------
+
+inbox_waits = sa.Table(
+    "inbox_waits",
+    metadata,
+    # An identity key (see webhooks.state.keys) that a waiting inbox row needs linked.
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("inbox_id", BigId, primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+identity_links = sa.Table(
+    "identity_links",
+    metadata,
+    # "stripe:acct_1:customer:cus_9", "email:ann@example.com", "shopify:shop:order:42", ...
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("person_id", sa.String(255), nullable=False),
+    # How strong person_id is: 0 anonymous id, 1 email (guest policy), 2 provider
+    # customer id, 3 the merchant's internal id. A stronger id takes weaker links over.
+    sa.Column("rank", sa.SmallInteger(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+sa.Index("ix_identity_links_person", identity_links.c.person_id)
+
+person_state = sa.Table(
+    "person_state",
+    metadata,
+    sa.Column("person_id", sa.String(255), primary_key=True),
+    # {name: [value, event time]}: each attribute keeps the value of its newest report.
+    sa.Column("attributes", sa.JSON(), nullable=False),
+    # Newest event time of anything known about the person: the identify timestamp.
+    sa.Column("watermark", sa.Integer(), nullable=False),
+    # Hash of the attributes last queued for Customer.io: unchanged ones are not resent.
+    sa.Column("sent_hash", sa.String(64), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+person_facts = sa.Table(
+    "person_facts",
+    metadata,
+    # "order:shopify:shop:42", "refund:stripe:acct:re_1", "subscription:stripe:acct:sub_1"
+    sa.Column("fact_key", sa.String(512), primary_key=True),
+    sa.Column("person_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # Exact decimal as text (no binary floats, same on both backends).
+    sa.Column("amount", sa.String(40), nullable=True),
+    sa.Column("currency", sa.String(3), nullable=True),
+    sa.Column("status", sa.String(32), nullable=True),
+    # Earliest event time reported for the fact (an order's date).
+    sa.Column("first_at", sa.Integer(), nullable=False),
+    # Event time of the report the amount/status came from: an older one never wins.
+    sa.Column("watermark", sa.Integer(), nullable=False),
+    sa.CheckConstraint("kind IN ('order', 'refund', 'subscription')", name="ck_person_facts_kind"),
+)
+sa.Index("ix_person_facts_person", person_facts.c.person_id)
+
+checkouts = sa.Table(
+    "checkouts",
+    metadata,
+    # "shopify:shop:token" or "stripe:acct:cs_..." (the cart_id journeys see).
+    sa.Column("checkout_key", sa.String(512), primary_key=True),
+    # Content hash of what checkout_started reported: an update equal to it is no change.
+    sa.Column("started_hash", sa.String(64), nullable=True),
+    # Event time of the order that completed the checkout; cart events after it are
+    # suppressed.
+    sa.Column("completed_at", sa.Integer(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
