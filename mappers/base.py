@@ -27,6 +27,12 @@ class MapperConfig:
     # payment (from API 2025-03-31 a PaymentIntent no longer names its invoice). Turn
     # it on when your app confirms PaymentIntents itself, without Checkout or Billing.
     stripe_payment_intent_events: bool = False
+    # Where a Shopify payload carries the merchant's own customer id, if anywhere:
+    # a customer metafield "namespace.key" (included in webhooks whose subscription
+    # lists its namespace), or a cart note attribute. Off by default: shoppers can set
+    # note attributes, so only a storefront that writes it server-side should use it.
+    shopify_internal_id_metafield: str | None = None
+    shopify_internal_id_note_attribute: str | None = None
 
 
 @dataclass(frozen=True)

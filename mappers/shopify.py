@@ -27,6 +27,7 @@ from mappers.shopify_fields import (
     first_text,
     gid_id,
     id_list,
+    internal_id,
     line_items,
     opt_currency,
     order_attributes,
@@ -190,7 +191,13 @@ def customer_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Act
     """customers/create and customers/update: identify only."""
     customer_id = text(delivery.payload, "id")
     attributes = customer_attributes(delivery.payload)
-    who = person(delivery, customer_id=customer_id, email=attributes.email, phone=attributes.phone)
+    who = person(
+        delivery,
+        customer_id=customer_id,
+        internal_id=internal_id(config, {}, delivery.payload),
+        email=attributes.email,
+        phone=attributes.phone,
+    )
     return [*identify(delivery, who, attributes)]
 
 

@@ -106,6 +106,31 @@ def cart_token(payload: Any) -> str | None:
     return value.split("?", 1)[0] or None
 
 
+def internal_id(config: MapperConfig, payload: Any, customer: Any) -> str | None:
+    """The merchant's own customer id, from where the merchant configured it, if at all.
+
+    A customer metafield is written by the merchant's backend; a note attribute can be
+    set by any shopper through the storefront's cart API, so it is read only when the
+    merchant opted in (SHOPIFY_INTERNAL_ID_NOTE_ATTRIBUTE).
+    """
+    if config.shopify_internal_id_metafield and isinstance(customer, dict):
+        namespace, _, key = config.shopify_internal_id_metafield.partition(".")
+        for field in customer.get("metafields") or []:
+            if (
+                isinstance(field, dict)
+                and field.get("namespace") == namespace
+                and field.get("key") == key
+            ):
+                return _id(field.get("value"))
+    if config.shopify_internal_id_note_attribute:
+        for note in at(payload, "note_attributes") or []:
+            if isinstance(note, dict) and note.get("name") == (
+                config.shopify_internal_id_note_attribute
+            ):
+                return _id(note.get("value"))
+    return None
+
+
 def commerce_person(
     delivery: StoredDelivery, config: MapperConfig, payload: Any, checkout_token: str | None
 ) -> Person:
@@ -113,9 +138,7 @@ def commerce_person(
     return person(
         delivery,
         customer_id=opt_text(payload, "customer.id"),
-        # Not from note attributes: any shopper can set those through the storefront's
-        # cart API, so an id read there could send one person's data to another's
-        # profile. A merchant id needs a trusted source (identity resolution).
+        internal_id=internal_id(config, payload, at(payload, "customer")),
         email=first_text(payload, "email", "contact_email", "customer.email"),
         phone=first_text(payload, "phone", "customer.phone", "sms_marketing_phone"),
         cart_token=cart_token(payload),

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-TAXONOMY_VERSION = "1.0.0"
+TAXONOMY_VERSION = "1.1.0"
 
 
 def _json_number(value: Decimal) -> int | float:
@@ -142,6 +142,16 @@ class OrderCompleted(CommerceProperties):
         None,
         description="Stripe invoice billing_reason: subscription_create (first payment), "
         "subscription_cycle (renewal), manual, ...",
+    )
+    is_first_order: bool | None = Field(
+        None,
+        description="True for the person's first order by date (welcome vs repeat "
+        "journeys); set by the service from the person's orders, not by the provider.",
+    )
+    order_count: int | None = Field(
+        None,
+        ge=1,
+        description="This order's place among the person's orders by date (1 = first).",
     )
 
 

@@ -181,6 +181,11 @@ def render_markdown() -> str:
         "",
         "## Changes",
         "",
+        "- 1.1.0: `order_completed` gains `is_first_order` and `order_count`, set by the "
+        "service from the person's orders (additive: no journey breaks). Identify "
+        "attributes gain the server-truth set (`order_count`, `lifetime_value`, "
+        "`first_order_date`, `last_order_date`, `subscription_status`); see "
+        "docs/identity.md.",
         "- 1.0.0: first version.",
         "",
     ]

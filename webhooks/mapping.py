@@ -10,6 +10,8 @@ from mappers.base import MapperConfig, StoredDelivery
 from mappers.errors import MappingError
 from webhooks.config import Settings
 from webhooks.providers.base import Delivery
+from webhooks.state.identity import IdentityPolicy
+from webhooks.state.step import StateConfig
 
 
 def mapper_config(settings: Settings) -> MapperConfig:
@@ -18,6 +20,22 @@ def mapper_config(settings: Settings) -> MapperConfig:
         shopify_order_completed_topic=settings.shopify_order_completed_topic,
         internal_id_metadata_key=settings.internal_id_key,
         stripe_payment_intent_events=settings.stripe_payment_intent_events,
+        shopify_internal_id_metafield=settings.shopify_internal_id_metafield,
+        shopify_internal_id_note_attribute=settings.shopify_internal_id_note_attribute,
+    )
+
+
+def state_config(settings: Settings) -> StateConfig:
+    """The identity, person-state and journey choices, from the service's settings."""
+    return StateConfig(
+        identity=IdentityPolicy(
+            stripe_person_id_format=settings.stripe_person_id_format,
+            shopify_person_id_format=settings.shopify_person_id_format,
+            stripe_client_reference_id=settings.stripe_client_reference_id,
+            guest_policy=settings.guest_policy,
+        ),
+        reporting_currency=settings.reporting_currency,
+        cart_update_hold_seconds=settings.cart_update_hold_seconds,
     )
 
 

@@ -1,4 +1,4 @@
-"""Actions to Customer.io operations: ids, shapes and Customer.io's limits."""
+"""Customer.io operations for resolved people: shapes and Customer.io's limits."""
 
 from __future__ import annotations
 
@@ -6,10 +6,19 @@ import time
 
 import pytest
 
-from mappers.actions import Identify, Person, RedactPerson, Track
-from mappers.taxonomy import EventName, OrderCompleted, PersonAttributes
+from mappers.actions import Person, Track
+from mappers.taxonomy import EventName, OrderCompleted
 from webhooks.delivery.customerio import RateLimiter
-from webhooks.delivery.operations import OperationKind, check_limits, person_id, to_operations
+from webhooks.delivery.operations import (
+    OperationKind,
+    check_limits,
+    delete_op,
+    event_op,
+    identify_op,
+    merge_op,
+    unsendable_op,
+)
+from webhooks.state.identity import ANONYMOUS, CUSTOMER, EMAIL, INTERNAL, Identity
 
 STRIPE = Person(source="stripe", account="platform", customer_id="cus_1")
 
@@ -24,60 +33,74 @@ def track(person: Person = STRIPE, **props: object) -> Track:
     )
 
 
-@pytest.mark.parametrize(
-    ("person", "expected"),
-    [
-        (
-            Person(source="stripe", account="platform", customer_id="cus_1", internal_id="u_7"),
-            "u_7",
-        ),
-        (STRIPE, "stripe:cus_1"),
-        (Person(source="stripe", account="acct_9", customer_id="cus_1"), "stripe:acct_9:cus_1"),
-        (
-            Person(source="shopify", account="shop.myshopify.com", customer_id="42"),
-            "shopify:shop.myshopify.com:42",
-        ),
-        (Person(source="stripe", account="platform", internal_id="cio_abc"), "id:cio_abc"),
-        (Person(source="shopify", account="s", email="a@example.test"), None),
-    ],
-)
-def test_person_ids_never_split_on_email_nor_start_with_cio(
-    person: Person, expected: str | None
-) -> None:
-    assert person_id(person) == expected
+ADA = Identity("stripe:cus_1", CUSTOMER)
 
 
-def test_identify_goes_before_the_event_it_introduces() -> None:
-    identify = Identify(
-        person=STRIPE, attributes=PersonAttributes(email="a@example.test"), timestamp=1_764_320_000
+def test_identify_carries_the_attributes_and_the_timestamp_given() -> None:
+    op = identify_op("identify:k:stripe:cus_1", ADA, {"email": "a@example.test"}, 1_764_320_000)
+    assert op.kind == OperationKind.IDENTIFY
+    assert op.payload == {
+        "type": "person",
+        "identifiers": {"id": "stripe:cus_1"},
+        "action": "identify",
+        "attributes": {"email": "a@example.test"},
+        "timestamp": 1_764_320_000,
+    }
+    assert op.problem is None
+
+
+def test_event_is_keyed_by_its_business_fact() -> None:
+    t = track()
+    op = event_op(t, Identity("u_7", INTERNAL), t.payload())
+    assert (op.kind, op.op_key, op.person_id) == (
+        OperationKind.EVENT,
+        "order_completed:stripe:platform:pi_1",
+        "u_7",
     )
-    ops = to_operations([track(), identify], "stripe:platform:x:evt_1")
-    assert [op.kind for op in ops] == [OperationKind.IDENTIFY, OperationKind.EVENT]
-    assert ops[0].payload["timestamp"] == 1_764_320_000
-    assert ops[0].payload["attributes"] == {"email": "a@example.test"}
-    assert ops[1].op_key == "order_completed:stripe:platform:pi_1"
+    assert op.payload["identifiers"] == {"id": "u_7"}
+    assert op.payload["attributes"]["order_id"] == "pi_1"
+
+
+def test_email_keyed_profiles_are_addressed_by_email() -> None:
+    t = track()
+    op = event_op(t, Identity("g@example.test", EMAIL), t.payload())
+    assert op.payload["identifiers"] == {"email": "g@example.test"}
 
 
 def test_guest_event_is_anonymous_by_token() -> None:
     guest = Person(source="shopify", account="s", checkout_token="tok1", email="g@example.test")
-    [op] = to_operations([track(guest)], "k")
+    t = track(guest)
+    op = event_op(t, Identity("shopify:tok1", ANONYMOUS), t.payload())
     assert op.kind == OperationKind.ANONYMOUS_EVENT
     assert op.payload["anonymous_id"] == "shopify:tok1"
     assert "identifiers" not in op.payload
 
 
 def test_event_naming_nobody_is_held_with_a_reason() -> None:
-    [op] = to_operations([track(Person(source="stripe", account="platform", order_id="pi_1"))], "k")
-    assert op.problem == "no person id or token to send it by"
+    t = track(Person(source="stripe", account="platform"))
+    op = unsendable_op(t, t.payload(), "no person id, link or token to send it by")
+    assert (op.person_id, op.problem) == (None, "no person id, link or token to send it by")
 
 
 def test_redaction_becomes_a_delete() -> None:
-    [op] = to_operations([RedactPerson(person=STRIPE, timestamp=5)], "k")
+    op = delete_op(ADA, 5)
     assert (op.kind, op.payload["action"], op.payload["identifiers"]) == (
         OperationKind.DELETE,
         "delete",
         {"id": "stripe:cus_1"},
     )
+
+
+def test_merge_names_the_primary_and_the_secondary() -> None:
+    op = merge_op(Identity("u_7", INTERNAL), Identity("a@example.test", EMAIL), 9)
+    assert op.kind == OperationKind.MERGE
+    assert op.payload == {
+        "type": "person",
+        "action": "merge",
+        "primary": {"id": "u_7"},
+        "secondary": {"email": "a@example.test"},
+    }
+    assert op.op_key == "merge:a@example.test:u_7"
 
 
 @pytest.mark.parametrize(
@@ -100,8 +123,15 @@ def test_customerio_limits_are_enforced_before_sending(
     assert problem in found
 
 
+def test_an_operation_over_a_limit_is_marked_not_sent() -> None:
+    op = identify_op("k", ADA, {"note": "y" * 1001}, 5)
+    assert op.problem is not None
+    assert "value over" in op.problem
+
+
 def test_an_operation_within_the_limits_passes() -> None:
-    [op] = to_operations([track(total=None)], "k")
+    t = track(total=None)
+    op = event_op(t, ADA, t.payload())
     assert op.problem is None
     assert check_limits(op.kind, op.payload, op.person_id) is None
 

@@ -1,20 +1,19 @@
-"""Canonical actions to Customer.io Track API operations, with Customer.io's limits enforced.
+"""Customer.io Track API operations, built for resolved people, with its limits enforced.
 
-Person ids here are an interim rule until identity resolution lands: the merchant's
-internal id when the payload carries it, else the provider customer id with a provider
-prefix (never a bare value that could start with `cio_`). Without either, an event is
-sent as an anonymous event keyed by the checkout/cart token (Customer.io merges it into
-the person once an identify carries the same anonymous_id).
+Who an operation is for is decided before this module (webhooks.state): here an
+identity becomes a Track API identifier, and an operation that breaks one of
+Customer.io's limits is marked with the problem instead of being sent to be refused.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from mappers.actions import Action, Identify, Person, RedactPerson, Track
+from mappers.actions import Track
+from webhooks.state.identity import Identity
 
 # Customer.io Track API limits (customerio.md §3), enforced before sending.
 MAX_ID_BYTES = 150
@@ -33,6 +32,7 @@ class OperationKind:
     EVENT = "event"  # v2 batch, person known
     ANONYMOUS_EVENT = "anonymous_event"  # v1 /api/v1/events
     DELETE = "delete"
+    MERGE = "merge"  # v2 batch: fold a weaker profile into the person's
 
 
 @dataclass(frozen=True)
@@ -44,30 +44,15 @@ class Operation:
     person_id: str | None
     payload: dict[str, Any]
     occurred_at: datetime
-    problem: str | None = None  # a broken limit: dead-lettered instead of sent
+    problem: str | None = None  # a broken limit, or no one to send it to: dead-lettered
+    subject: str | None = None  # the checkout a cart event is about (journey guards)
+    hold_seconds: float = 0.0  # not sent before this long after it is written
+    suppressed: str | None = None  # withheld by a journey guard, and why
 
-
-def person_id(person: Person) -> str | None:
-    """The Customer.io id for a person, or None when the payload names nobody."""
-    if person.internal_id:
-        candidate = person.internal_id
-        if person.source == "stripe" and person.account != "platform":
-            # Connected accounts are other merchants: their ids may collide.
-            candidate = f"{person.account}:{candidate}"
-    elif person.customer_id:
-        candidate = f"{person.source}:{person.account}:{person.customer_id}"
-        if person.source == "stripe" and person.account == "platform":
-            candidate = f"stripe:{person.customer_id}"
-    else:
-        return None
-    # Customer.io reads a leading cio_ as its own immutable id; never send one.
-    return f"id:{candidate}" if candidate.lower().startswith("cio_") else candidate
-
-
-def anonymous_id(person: Person) -> str | None:
-    """An anonymous id from the checkout or cart token, for guests."""
-    token = person.checkout_token or person.cart_token
-    return f"{person.source}:{token}" if token else None
+    def checked(self) -> Operation:
+        """This operation, marked with the first Customer.io limit it breaks."""
+        problem = self.problem or check_limits(self.kind, self.payload, self.person_id)
+        return self if problem == self.problem else replace(self, problem=problem)
 
 
 def _size(value: Any) -> int:
@@ -105,98 +90,74 @@ def check_limits(kind: str, payload: dict[str, Any], pid: str | None) -> str | N
     return None
 
 
-def _at(timestamp: int) -> datetime:
+def at(timestamp: int) -> datetime:
+    """A Unix time as an aware UTC datetime."""
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def to_operations(actions: list[Action], delivery_key: str) -> list[Operation]:
-    """Customer.io operations for one delivery's actions, identify before events."""
-    ops: list[Operation] = []
-    for index, action in enumerate(actions):
-        op = _operation(action, f"{delivery_key}:{index}")
-        if op is not None:
-            problem = check_limits(op.kind, op.payload, op.person_id)
-            ops.append(op if problem is None else _with_problem(op, problem))
-    # A person's identify goes before the event that introduced them.
-    return sorted(ops, key=lambda o: (o.occurred_at, o.kind != OperationKind.IDENTIFY))
-
-
-def _with_problem(op: Operation, problem: str) -> Operation:
-    return Operation(op.op_key, op.kind, op.person_id, op.payload, op.occurred_at, problem)
-
-
-def _operation(action: Action, fallback_key: str) -> Operation | None:
-    if isinstance(action, Identify):
-        return _identify(action, fallback_key)
-    if isinstance(action, Track):
-        return _event(action)
-    if isinstance(action, RedactPerson):
-        pid = person_id(action.person)
-        if pid is None:
-            return None
-        payload = {"type": "person", "identifiers": {"id": pid}, "action": "delete"}
-        key = f"delete:{pid}:{action.timestamp}"
-        return Operation(key, OperationKind.DELETE, pid, payload, _at(action.timestamp))
-    return None  # shop redaction and data export are executed locally, not sent
-
-
-def _identify(action: Identify, fallback_key: str) -> Operation | None:
-    pid = person_id(action.person)
-    if pid is None:
-        return None  # a guest's attributes wait for an id (identity resolution)
-    attributes = action.attributes.model_dump(exclude_none=True)
-    if action.person.email and "email" not in attributes:
-        attributes["email"] = action.person.email
-    anon = anonymous_id(action.person)
-    if anon:
-        attributes["anonymous_id"] = anon  # merges the guest's earlier events
+def identify_op(
+    key: str, identity: Identity, attributes: dict[str, Any], timestamp: int
+) -> Operation:
+    """Set `attributes` on the person; `timestamp` orders updates at Customer.io."""
     payload = {
         "type": "person",
-        "identifiers": {"id": pid},
+        "identifiers": identity.identifier,
         "action": "identify",
         "attributes": attributes,
-        # The event time orders attribute updates that arrive out of order.
-        "timestamp": action.timestamp,
+        "timestamp": timestamp,
     }
-    key = f"identify:{fallback_key}"
-    return Operation(key, OperationKind.IDENTIFY, pid, payload, _at(action.timestamp))
+    return Operation(
+        key, OperationKind.IDENTIFY, identity.person_id, payload, at(timestamp)
+    ).checked()
 
 
-def _event(action: Track) -> Operation | None:
-    pid = person_id(action.person)
-    data = action.payload()
-    if pid is not None:
+def event_op(track: Track, identity: Identity, data: dict[str, Any]) -> Operation:
+    """The event for a person, or an anonymous event for a guest's anonymous id."""
+    if identity.anonymous:
         payload = {
-            "type": "person",
-            "identifiers": {"id": pid},
-            "action": "event",
-            "name": action.event.value,
-            "timestamp": action.timestamp,
-            "attributes": data,
-        }
-        kind = OperationKind.EVENT
-    else:
-        anon = anonymous_id(action.person)
-        if anon is None:
-            return Operation(
-                action.semantic_key,
-                OperationKind.EVENT,
-                None,
-                {"name": action.event.value, "attributes": data},
-                _at(action.timestamp),
-                problem="no person id or token to send it by",
-            )
-        payload = {
-            "name": action.event.value,
-            "anonymous_id": anon,
-            "timestamp": action.timestamp,
+            "name": track.event.value,
+            "anonymous_id": identity.person_id,
+            "timestamp": track.timestamp,
             "data": data,
         }
         kind = OperationKind.ANONYMOUS_EVENT
+    else:
+        payload = {
+            "type": "person",
+            "identifiers": identity.identifier,
+            "action": "event",
+            "name": track.event.value,
+            "timestamp": track.timestamp,
+            "attributes": data,
+        }
+        kind = OperationKind.EVENT
     return Operation(
-        action.semantic_key,
-        kind,
-        pid or payload.get("anonymous_id"),
-        payload,
-        _at(action.timestamp),
+        track.semantic_key, kind, identity.person_id, payload, at(track.timestamp)
+    ).checked()
+
+
+def unsendable_op(track: Track, data: dict[str, Any], problem: str) -> Operation:
+    """An event no one can receive: kept as a dead letter that says why."""
+    payload = {"name": track.event.value, "attributes": data}
+    return Operation(
+        track.semantic_key, OperationKind.EVENT, None, payload, at(track.timestamp), problem
     )
+
+
+def delete_op(identity: Identity, timestamp: int) -> Operation:
+    """Delete the person (a privacy redaction)."""
+    payload = {"type": "person", "identifiers": identity.identifier, "action": "delete"}
+    key = f"delete:{identity.person_id}:{timestamp}"
+    return Operation(key, OperationKind.DELETE, identity.person_id, payload, at(timestamp))
+
+
+def merge_op(primary: Identity, secondary: Identity, timestamp: int) -> Operation:
+    """Fold the secondary profile (and its history) into the primary, which must exist."""
+    payload = {
+        "type": "person",
+        "action": "merge",
+        "primary": primary.identifier,
+        "secondary": secondary.identifier,
+    }
+    key = f"merge:{secondary.person_id}:{primary.person_id}"
+    return Operation(key, OperationKind.MERGE, primary.person_id, payload, at(timestamp))

@@ -1,7 +1,9 @@
 """Stage 1: claim pending inbox rows, map them, and write their outbox operations.
 
-The outbox rows and the inbox row's `done` are written in one transaction, so a crash
-leaves either both or neither; the outbox's unique op_key makes a repeat add nothing.
+Mapping is pure and runs outside any transaction. Then one transaction per batch
+resolves people and updates their state (webhooks.state.step), writes the outbox rows
+and marks the inbox rows done, so a crash leaves all of it or none of it; the outbox's
+unique op_key makes a repeat add nothing.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from mappers.actions import Action
 from mappers.base import MapperConfig
 from mappers.errors import MappingError
 from mappers.registry import map_delivery
 from webhooks.delivery.ids import op_ulid
-from webhooks.delivery.operations import Operation, OperationKind, to_operations
+from webhooks.delivery.operations import Operation, OperationKind
 from webhooks.mapping import stored_delivery
 from webhooks.providers.base import Delivery
+from webhooks.state.step import StateConfig, StateStep
+from webhooks.state.store import lock_state
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
-from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox
+from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
 
 log = structlog.get_logger("webhooks.process")
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
@@ -42,6 +47,7 @@ def process_batch(
     limit: int = 100,
     lease: timedelta = DEFAULT_LEASE,
     dry_run: bool = False,
+    state: StateConfig | None = None,
 ) -> int:
     """Map up to `limit` pending inbox rows (live lane first) in one transaction.
 
@@ -59,15 +65,16 @@ def process_batch(
     )
     if not rows:
         return 0
-    mapped: list[tuple[sa.Row[Any], list[Operation]]] = []
+    mapped: list[tuple[sa.Row[Any], list[Action]]] = []
     failed: list[tuple[sa.Row[Any], str]] = []
     for row in rows:  # pure work first, outside any transaction
         try:
             mapped.append((row, map_row(row, config)))
         except MappingError as exc:
             failed.append((row, exc.reason))
+    state = state or StateConfig()
     try:
-        _store(engine, owner, mapped, failed, dry_run)
+        _store(engine, owner, mapped, failed, dry_run, state)
     except LeaseLost:
         # Another worker took some of these over; it will map them again, and the
         # outbox's unique keys make a repeat harmless. Ours are rolled back.
@@ -75,7 +82,7 @@ def process_batch(
     except SQLAlchemyError:
         # One row the database refuses must not hold up the others: store them one by
         # one, and count the refusal against the row that caused it.
-        _store_one_by_one(engine, owner, mapped, failed, dry_run)
+        _store_one_by_one(engine, owner, mapped, failed, dry_run, state)
     for row, reason in failed:
         log.warning(
             "mapping_failed",
@@ -102,41 +109,52 @@ def _delivery(row: sa.Row[Any]) -> Delivery:
     )
 
 
-def map_row(row: sa.Row[Any], config: MapperConfig) -> list[Operation]:
-    """The Customer.io operations of one inbox row (pure; raises MappingError)."""
-    key = f"{row.provider}:{row.account}:{row.event_type}:{row.delivery_id}"
-    return to_operations(map_delivery(stored_delivery(_delivery(row)), config), key)
+def map_row(row: sa.Row[Any], config: MapperConfig) -> list[Action]:
+    """The canonical actions of one inbox row (pure; raises MappingError)."""
+    return map_delivery(stored_delivery(_delivery(row), row.enrichment), config)
+
+
+def delivery_key(row: sa.Row[Any]) -> str:
+    """The inbox row's identity, from which per-delivery operation keys derive."""
+    return f"{row.provider}:{row.account}:{row.event_type}:{row.delivery_id}"
 
 
 def _store(
     engine: Engine,
     owner: str,
-    mapped: list[tuple[sa.Row[Any], list[Operation]]],
+    mapped: list[tuple[sa.Row[Any], list[Action]]],
     failed: list[tuple[sa.Row[Any], str]],
     dry_run: bool = False,
+    state: StateConfig | None = None,
 ) -> None:
-    """Outbox rows and inbox states of a whole batch: all of it or none of it."""
+    """State, outbox rows and inbox states of a whole batch: all of it or none of it."""
     now = utcnow()
-    # One fact reported twice within the batch is written once (the first report).
-    by_key: dict[str, dict[str, Any]] = {}
-    for row, ops in mapped:
-        for op in ops:
-            item = _values(op, row, now, dry_run)
-            by_key.setdefault(item["op_key"], item)
-    values = list(by_key.values())
-    redacted = [
-        op.person_id
-        for _, ops in mapped
-        for op in ops
-        if op.kind == OperationKind.DELETE and op.person_id
-    ]
     with engine.begin() as conn:
+        lock_state(conn)
+        step = StateStep(conn, state or StateConfig())
+        outcomes = step.run([(delivery_key(row), actions) for row, actions in mapped])
+        # One fact reported twice within the batch is written once (the first report).
+        by_key: dict[str, dict[str, Any]] = {}
+        waiting: list[tuple[sa.Row[Any], str]] = []
+        for (row, _), outcome in zip(mapped, outcomes, strict=True):
+            if outcome.wait_on is not None:
+                waiting.append((row, outcome.wait_on))
+            for op in outcome.ops:
+                item = _values(op, row, now, dry_run)
+                by_key.setdefault(item["op_key"], item)
+        values = list(by_key.values())
         if values:
             conn.execute(_upsert(conn.dialect.name), values)
-        for pid in redacted:
+        for pid in step.redacted:
             _purge_pending(conn, pid)
-        done = [row.id for row, _ in mapped]
-        released = release(
+        step.save()
+        done = [
+            row.id
+            for (row, _), outcome in zip(mapped, outcomes, strict=True)
+            if outcome.wait_on is None
+        ]
+        released = _release_waiting(conn, owner, waiting, now)
+        released += release(
             conn,
             inbox,
             done,
@@ -158,6 +176,36 @@ def _store(
             )
         if released != len(mapped) + len(failed):
             raise LeaseLost(released)
+        woken = step.wake()
+        if woken:
+            log.info("deliveries_woken", rows=woken)
+
+
+def _release_waiting(
+    conn: Connection, owner: str, waiting: list[tuple[sa.Row[Any], str]], now: datetime
+) -> int:
+    """Park rows whose person is not known yet, each under the key it waits for."""
+    released = 0
+    for row, key in waiting:
+        released += release(
+            conn,
+            inbox,
+            [row.id],
+            owner,
+            state=InboxState.WAITING,
+            last_error=f"waits for an event naming the person of {key.split(':', 2)[-1]}",
+        )
+        conn.execute(
+            _insert_ignore(conn.dialect.name),
+            {"key": key, "inbox_id": row.id, "created_at": now},
+        )
+    return released
+
+
+@cache
+def _insert_ignore(dialect_name: str) -> sa.Insert:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(inbox_waits).on_conflict_do_nothing()
 
 
 def _purge_pending(conn: Connection, pid: str) -> None:
@@ -178,13 +226,14 @@ def _purge_pending(conn: Connection, pid: str) -> None:
 def _store_one_by_one(
     engine: Engine,
     owner: str,
-    mapped: list[tuple[sa.Row[Any], list[Operation]]],
+    mapped: list[tuple[sa.Row[Any], list[Action]]],
     failed: list[tuple[sa.Row[Any], str]],
     dry_run: bool,
+    state: StateConfig,
 ) -> None:
-    for row, ops in mapped:
+    for row, actions in mapped:
         try:
-            _store(engine, owner, [(row, ops)], [], dry_run)
+            _store(engine, owner, [(row, actions)], [], dry_run, state)
         except LeaseLost:
             continue
         except SQLAlchemyError as exc:
@@ -203,7 +252,7 @@ def _store_one_by_one(
             log.error("store_failed", inbox_id=row.id, error=type(exc).__name__, state=state)
     for row, reason in failed:
         try:
-            _store(engine, owner, [], [(row, reason)])
+            _store(engine, owner, [], [(row, reason)], dry_run, state)
         except (LeaseLost, SQLAlchemyError):
             log.error("store_failed", inbox_id=row.id)
 
@@ -230,13 +279,21 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> di
         "occurred_at": op.occurred_at,
         "lane": row.lane,
         "inbox_id": row.id,
-        "next_attempt_at": now,
+        "subject": op.subject,
+        # A held cart update waits, so an order that follows can still suppress it.
+        "next_attempt_at": now + timedelta(seconds=op.hold_seconds),
         "created_at": now,
-        "state": OutboxState.DEAD
-        if op.problem
-        else (OutboxState.DRY_RUN if dry_run else OutboxState.PENDING),
-        "last_error": op.problem,
+        "state": _state(op, dry_run),
+        "last_error": op.suppressed or op.problem,
     }
+
+
+def _state(op: Operation, dry_run: bool) -> str:
+    if op.suppressed:
+        return OutboxState.SUPPRESSED
+    if op.problem:
+        return OutboxState.DEAD
+    return OutboxState.DRY_RUN if dry_run else OutboxState.PENDING
 
 
 # Replaced when a fact is mapped again while its operation is dead.
@@ -250,6 +307,7 @@ _REVIVED = (
     "occurred_at",
     "lane",
     "inbox_id",
+    "subject",
     "next_attempt_at",
     "created_at",
 )

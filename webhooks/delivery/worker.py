@@ -19,7 +19,7 @@ from webhooks.delivery.customerio import CustomerIO, DeliveryError
 from webhooks.delivery.deliver import deliver_batch
 from webhooks.delivery.process import process_batch
 from webhooks.delivery.retry import outage_pause
-from webhooks.mapping import mapper_config
+from webhooks.mapping import mapper_config, state_config
 
 log = structlog.get_logger("webhooks.worker")
 AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credentials fail
@@ -42,6 +42,7 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stopping = threading.Event()
         self._config = mapper_config(settings)
+        self._state = state_config(settings)
         self._max_age = timedelta(hours=settings.delivery_max_age_hours)
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
         self._auth_pause = 0.0  # current length of the credentials pause; 0 = none
@@ -94,6 +95,7 @@ class Worker:
             limit=MAP_BATCH,
             lease=self._lease,
             dry_run=self.cio is None,
+            state=self._state,
         )
         backlog = mapped >= MAP_BATCH
         if time.monotonic() < self._paused_until:

@@ -1,0 +1,201 @@
+"""Server-truth person attributes, computed the same whatever order webhooks arrive in.
+
+Two kinds of state, both order-independent by construction:
+- reported attributes (email, names, phone, consent, ...): each keeps the value of its
+  newest report by event time (ties broken by value, so never by arrival);
+- facts (orders, refunds, subscriptions), one row per business object: order count,
+  first/last order date and lifetime value are aggregates over them, and a
+  subscription's status comes from its newest report (a per-object watermark).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from mappers.actions import Track
+from mappers.taxonomy import EventName, PersonAttributes
+
+# The order in which a person's subscriptions decide `subscription_status`: one live
+# subscription makes the person a subscriber, whatever happened to the others.
+STATUS_PRIORITY = (
+    "active",
+    "trialing",
+    "past_due",
+    "unpaid",
+    "paused",
+    "incomplete",
+    "canceled",
+    "incomplete_expired",
+    "expired",
+)
+# What a subscription event means when the payload carries no status.
+EVENT_STATUS = {
+    EventName.SUBSCRIPTION_CREATED: "active",
+    EventName.SUBSCRIPTION_PAUSED: "paused",
+    EventName.SUBSCRIPTION_RESUMED: "active",
+    EventName.SUBSCRIPTION_CANCELED: "canceled",
+    EventName.TRIAL_ENDING: "trialing",
+}
+
+
+def _order_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass
+class PersonRecord:
+    """One person's reported attributes: {name: [value, event time]}."""
+
+    person_id: str
+    attributes: dict[str, list[Any]] = field(default_factory=dict)
+    watermark: int = 0  # newest event time known of the person: the identify timestamp
+    sent_hash: str | None = None
+
+    def report(self, attributes: PersonAttributes, timestamp: int) -> None:
+        """Apply one report: each attribute keeps its newest value."""
+        for name, value in attributes.model_dump(mode="json", exclude_none=True).items():
+            current = self.attributes.get(name)
+            if current is None or (timestamp, _order_key(value)) > (
+                current[1],
+                _order_key(current[0]),
+            ):
+                self.attributes[name] = [value, timestamp]
+        self.touch(timestamp)
+
+    def touch(self, timestamp: int) -> None:
+        """Something about the person happened at `timestamp`."""
+        self.watermark = max(self.watermark, timestamp)
+
+    def absorb(self, other: PersonRecord) -> None:
+        """Fold another record of the same human (a merged profile) into this one."""
+        for name, (value, timestamp) in other.attributes.items():
+            current = self.attributes.get(name)
+            if current is None or (timestamp, _order_key(value)) > (
+                current[1],
+                _order_key(current[0]),
+            ):
+                self.attributes[name] = [value, timestamp]
+        self.touch(other.watermark)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One business object of a person: an order, a refund or a subscription."""
+
+    fact_key: str
+    person_id: str
+    kind: str  # order | refund | subscription
+    first_at: int  # earliest event time reported (an order's date)
+    watermark: int  # event time of the report amount/status came from
+    amount: Decimal | None = None
+    currency: str | None = None
+    status: str | None = None
+
+    def combine(self, newer: Fact) -> Fact:
+        """This fact with another report of it: earliest date, newest values."""
+        first_at = min(self.first_at, newer.first_at)
+        if _rank(newer) > _rank(self):
+            return replace(newer, first_at=first_at, person_id=self.person_id)
+        return replace(self, first_at=first_at)
+
+
+def _rank(fact: Fact) -> tuple[int, int, str]:
+    # Newest report wins; at the same second the later status in a lifecycle does
+    # (canceled after active), then the value, so arrival order never decides.
+    status = STATUS_PRIORITY[::-1].index(fact.status) if fact.status in STATUS_PRIORITY else -1
+    return (fact.watermark, -status, f"{fact.amount}|{fact.currency}|{fact.status}")
+
+
+def fact_of(track: Track, person_id: str) -> Fact | None:
+    """The fact an event reports about its person, if it reports one."""
+    props = track.properties
+    scope = f"{track.person.source}:{track.person.account}"
+    at = track.timestamp
+    if track.event is EventName.ORDER_COMPLETED:
+        return Fact(
+            f"order:{scope}:{props.order_id}",  # type: ignore[attr-defined]
+            person_id,
+            "order",
+            at,
+            at,
+            amount=props.total,  # type: ignore[attr-defined]
+            currency=props.currency,  # type: ignore[attr-defined]
+        )
+    if track.event is EventName.REFUND_ISSUED:
+        return Fact(
+            f"refund:{scope}:{props.refund_id}",  # type: ignore[attr-defined]
+            person_id,
+            "refund",
+            at,
+            at,
+            amount=props.amount,  # type: ignore[attr-defined]
+            currency=props.currency,  # type: ignore[attr-defined]
+        )
+    if track.event in EVENT_STATUS:
+        status = getattr(props, "status", None) or EVENT_STATUS[track.event]
+        if track.event is EventName.SUBSCRIPTION_CANCELED and getattr(
+            props, "cancel_at_period_end", False
+        ):
+            # A scheduled cancel: still a subscriber until the period ends.
+            status = getattr(props, "status", None) or "active"
+        return Fact(
+            f"subscription:{scope}:{props.subscription_id}",  # type: ignore[attr-defined]
+            person_id,
+            "subscription",
+            at,
+            at,
+            status=status,
+        )
+    return None
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def derived_attributes(facts: list[Fact], reporting_currency: str) -> dict[str, Any]:
+    """Attributes computed from a person's facts (dates as Unix seconds)."""
+    orders = [fact for fact in facts if fact.kind == "order"]
+    refunds = [fact for fact in facts if fact.kind == "refund"]
+    value = sum(
+        (f.amount for f in orders if f.amount is not None and f.currency == reporting_currency),
+        Decimal(0),
+    ) - sum(
+        (f.amount for f in refunds if f.amount is not None and f.currency == reporting_currency),
+        Decimal(0),
+    )
+    attributes: dict[str, Any] = {
+        "order_count": len(orders),
+        "lifetime_value": _number(value),
+    }
+    if orders:
+        attributes["first_order_date"] = min(f.first_at for f in orders)
+        attributes["last_order_date"] = max(f.first_at for f in orders)
+    statuses = [f.status for f in facts if f.kind == "subscription" and f.status]
+    if statuses:
+        attributes["subscription_status"] = min(
+            statuses,
+            key=lambda s: (STATUS_PRIORITY.index(s) if s in STATUS_PRIORITY else 99, s),
+        )
+    return attributes
+
+
+def order_position(facts: list[Fact], fact_key: str) -> int:
+    """1-based position of an order among the person's orders by date (ties by key)."""
+    orders = sorted((f.first_at, f.fact_key) for f in facts if f.kind == "order")
+    for index, (_, key) in enumerate(orders, start=1):
+        if key == fact_key:
+            return index
+    return len(orders)
+
+
+def attributes_of(
+    record: PersonRecord, facts: list[Fact], reporting_currency: str
+) -> dict[str, Any]:
+    """Every attribute to identify the person with: reported, then computed."""
+    attributes = {name: value for name, (value, _) in sorted(record.attributes.items())}
+    attributes.update(derived_attributes(facts, reporting_currency))
+    return attributes

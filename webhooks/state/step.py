@@ -1,0 +1,445 @@
+"""Stage 1's stateful step: resolve people, update their state, guard journeys.
+
+Runs inside stage 1's transaction, for a whole batch of mapped deliveries in arrival
+order: (1) load the links of every identifier the batch shows, (2) resolve each
+delivery's people and learn new links, (3) load those people's state, (4) fold merged
+profiles together, (5) apply each delivery's reports and facts and build its
+Customer.io operations, (6) after the outbox rows are written, save the state and
+carry out what the batch implies for rows already queued (suppress cart events of
+completed checkouts, repoint a merged person's operations, wake waiting deliveries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection
+
+from mappers.actions import Action, ExportPersonData, Identify, Person, RedactPerson, Track
+from mappers.taxonomy import EventName
+from webhooks.delivery.operations import (
+    Operation,
+    OperationKind,
+    delete_op,
+    event_op,
+    identify_op,
+    merge_op,
+    unsendable_op,
+)
+from webhooks.state import store
+from webhooks.state.guards import CART_EVENTS, Checkout, content_digest, verdict
+from webhooks.state.identity import (
+    ANONYMOUS,
+    EMAIL,
+    Identity,
+    IdentityPolicy,
+    Resolution,
+    anonymous_id,
+    learn,
+    resolve,
+)
+from webhooks.state.keys import checkout_key, person_keys, track_keys
+from webhooks.state.person import Fact, PersonRecord, attributes_of, fact_of, order_position
+from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
+
+log = structlog.get_logger("webhooks.state")
+COMPLETED = "its checkout was already completed by an order"
+QUEUED = (OutboxState.PENDING, OutboxState.DRY_RUN)
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """The operator's choices the step needs (from settings)."""
+
+    identity: IdentityPolicy = field(default_factory=IdentityPolicy)
+    reporting_currency: str = "USD"
+    cart_update_hold_seconds: float = 120.0
+
+
+@dataclass
+class Outcome:
+    """One delivery's operations, or the identity key it waits for."""
+
+    ops: list[Operation] = field(default_factory=list)
+    wait_on: str | None = None
+
+
+@dataclass
+class _Plan:
+    resolutions: dict[int, Resolution] = field(default_factory=dict)
+    keys: dict[int, list[str]] = field(default_factory=dict)
+    merges: list[tuple[Identity, Identity]] = field(default_factory=list)
+    wait_on: str | None = None
+
+
+def _person(action: Action) -> Person | None:
+    return getattr(action, "person", None)
+
+
+class StateStep:
+    """The step for one batch, bound to stage 1's connection (see the module doc)."""
+
+    def __init__(self, conn: Connection, config: StateConfig) -> None:
+        self.conn = conn
+        self.config = config
+        self.links: dict[str, Identity] = {}
+        self.new_links: dict[str, Identity] = {}
+        self.parent: dict[str, Identity] = {}  # merged id -> the identity it became
+        self.merges: list[tuple[Identity, Identity]] = []
+        self.records: dict[str, PersonRecord] = {}
+        self.facts: dict[str, Fact] = {}
+        self.carts: dict[str, Checkout] = {}
+        self.dirty_records: set[str] = set()
+        self.dirty_facts: set[str] = set()
+        self.dirty_carts: set[str] = set()
+        self.completed: set[str] = set()  # checkouts completed in this batch
+        self.started: dict[str, str] = {}  # checkouts started in this batch: digest
+        self.redacted: list[str] = []
+
+    # -- identity ------------------------------------------------------------------
+
+    def final(self, identity: Identity) -> Identity:
+        """The identity after every merge of this batch."""
+        while identity.person_id in self.parent:
+            identity = self.parent[identity.person_id]
+        return identity
+
+    def _keys(self, action: Action) -> list[str]:
+        who = _person(action)
+        if who is None:
+            return []
+        keys = person_keys(who)
+        if isinstance(action, Track):
+            keys += [key for key in track_keys(action) if key not in keys]
+        return keys
+
+    def _plan(self, actions: list[Action], keys: list[list[str]]) -> _Plan:
+        plan = _Plan()
+        for index, action in enumerate(actions):
+            who = _person(action)
+            if who is None:
+                continue
+            found = resolve(who, keys[index], self.links, self.config.identity)
+            if found.identity is not None:
+                found = replace(found, identity=self.final(found.identity))
+            if found.wait_on is not None:
+                # Nothing of the delivery is applied until its person is known, so
+                # waking it later applies everything exactly once.
+                return _Plan(wait_on=found.wait_on)
+            plan.resolutions[index] = found
+            plan.keys[index] = keys[index]
+        for index, found in plan.resolutions.items():
+            if found.identity is None or isinstance(
+                actions[index], RedactPerson | ExportPersonData
+            ):
+                continue  # a privacy request must not teach links to a person
+            self._learn(plan, plan.keys[index], self.final(found.identity))
+        return plan
+
+    def _learn(self, plan: _Plan, keys: list[str], identity: Identity) -> None:
+        learned = learn(keys, identity, self.links)
+        for key, who in learned.links.items():
+            if key not in self.links:
+                self.new_links[key] = who
+            self.links[key] = who
+        for old, new in learned.merges:
+            old, new = self.final(old), self.final(new)
+            if old.person_id == new.person_id:
+                continue
+            self.parent[old.person_id] = new
+            self.merges.append((old, new))
+            plan.merges.append((old, new))
+            for key, who in self.links.items():  # every loaded link of the old id
+                if who.person_id == old.person_id:
+                    self.links[key] = new
+                    self.new_links.setdefault(key, new)
+            log.info("identity_merged", old_rank=old.rank, new_rank=new.rank)
+        if learned.conflicts:
+            log.warning("identity_conflict", keys=len(learned.conflicts), rank=identity.rank)
+
+    # -- person state ----------------------------------------------------------------
+
+    def _record(self, person_id: str) -> PersonRecord:
+        record = self.records.get(person_id)
+        if record is None:
+            record = self.records[person_id] = PersonRecord(person_id)
+        self.dirty_records.add(person_id)
+        return record
+
+    def _fold(self, old: Identity, new: Identity) -> None:
+        """Move a merged person's attributes and facts to the person they became."""
+        gone = self.records.pop(old.person_id, None)
+        self.dirty_records.discard(old.person_id)
+        if gone is not None:
+            self._record(new.person_id).absorb(gone)
+        for key, fact in list(self.facts.items()):
+            if fact.person_id == old.person_id:
+                self.facts[key] = replace(fact, person_id=new.person_id)
+                self.dirty_facts.add(key)
+
+    def _add_fact(self, fact: Fact) -> Fact:
+        known = self.facts.get(fact.fact_key)
+        combined = fact if known is None else known.combine(fact)
+        if combined != known:
+            self.facts[fact.fact_key] = combined
+            self.dirty_facts.add(fact.fact_key)
+        return combined
+
+    def _facts_of(self, person_id: str) -> list[Fact]:
+        return [fact for fact in self.facts.values() if fact.person_id == person_id]
+
+    # -- the batch -------------------------------------------------------------------
+
+    def run(self, deliveries: Sequence[tuple[str, list[Action]]]) -> list[Outcome]:
+        """Operations for each delivery (in order); see the module doc for the steps."""
+        keys = [[self._keys(action) for action in actions] for _, actions in deliveries]
+        self.links = store.load_links(self.conn, {k for row in keys for ks in row for k in ks})
+        plans = [
+            self._plan(actions, row) for (_, actions), row in zip(deliveries, keys, strict=True)
+        ]
+        people = {
+            self.final(found.identity).person_id
+            for plan in plans
+            for found in plan.resolutions.values()
+            if found.identity is not None
+        } | {old.person_id for old, _ in self.merges}
+        tracks = [a for _, actions in deliveries for a in actions if isinstance(a, Track)]
+        self.records = store.load_records(self.conn, people)
+        self.facts = store.load_facts(
+            self.conn, people, {f.fact_key for t in tracks if (f := fact_of(t, ""))}
+        )
+        self.carts = store.load_checkouts(self.conn, {s for t in tracks if (s := _subject(t))})
+        for old, new in self.merges:
+            self._fold(old, self.final(new))
+        return [
+            Outcome(wait_on=plan.wait_on)
+            if plan.wait_on
+            else Outcome(self._operations(key, actions, plan))
+            for (key, actions), plan in zip(deliveries, plans, strict=True)
+        ]
+
+    def _operations(self, delivery_key: str, actions: list[Action], plan: _Plan) -> list[Operation]:
+        events: list[Operation] = []
+        touched: dict[str, Identity] = {}
+        tokens: dict[str, set[str]] = {}
+        for index, action in enumerate(actions):
+            found = plan.resolutions.get(index)
+            if found is None:
+                continue
+            if found.identity is None:
+                if isinstance(action, Track) and found.skip is None:
+                    problem = "no person id, link or token to send it by"
+                    events.append(unsendable_op(action, action.payload(), problem))
+                continue
+            who = self.final(found.identity)
+            if isinstance(action, RedactPerson):
+                if not who.anonymous:
+                    events.append(delete_op(who, action.timestamp))
+                    self.redacted.append(who.person_id)
+                continue
+            if isinstance(action, Identify):
+                self._record(who.person_id).report(action.attributes, action.timestamp)
+            elif isinstance(action, Track):
+                events.append(self._event(action, who))
+            else:
+                continue
+            touched[who.person_id] = who
+            anon = anonymous_id(action.person)
+            if anon and not who.anonymous:
+                tokens.setdefault(who.person_id, set()).add(anon)
+        forced: set[str] = set()
+        merges: list[Operation] = []
+        for old, new in plan.merges:
+            new = self.final(new)
+            if new.anonymous:
+                continue
+            touched[new.person_id] = new
+            if old.rank == ANONYMOUS:
+                tokens.setdefault(new.person_id, set()).add(old.person_id)
+            elif old.rank >= EMAIL:
+                forced.add(new.person_id)  # the primary must exist before the merge
+                merges.append(merge_op(new, old, self._record(new.person_id).watermark))
+        identifies = [
+            op
+            for who in touched.values()
+            if who.person_id not in self.redacted
+            for op in self._identify(delivery_key, who, tokens.get(who.person_id, set()), forced)
+        ]
+        return identifies + merges + events
+
+    def _identify(
+        self, delivery_key: str, who: Identity, tokens: set[str], forced: set[str]
+    ) -> list[Operation]:
+        if who.anonymous:
+            return []  # an anonymous id has no profile to set attributes on
+        record = self._record(who.person_id)
+        attributes = attributes_of(
+            record, self._facts_of(who.person_id), self.config.reporting_currency
+        )
+        anonymous = sorted(tokens)
+        if anonymous:
+            # Customer.io merges a guest's anonymous events into the person whose
+            # identify carries their anonymous_id.
+            attributes["anonymous_id"] = anonymous[0]
+        digest = hashlib.sha256(json.dumps(attributes, sort_keys=True).encode()).hexdigest()
+        ops: list[Operation] = []
+        if digest != record.sent_hash or who.person_id in forced:
+            record.sent_hash = digest
+            key = f"identify:{delivery_key}:{who.person_id}"
+            # The person's newest event time, not this delivery's: the attributes are
+            # the whole current truth, and an older timestamp would let Customer.io
+            # discard them as stale when a late webhook corrects a count.
+            ops.append(identify_op(key, who, attributes, record.watermark))
+        for extra in anonymous[1:]:
+            key = f"identify:{delivery_key}:{who.person_id}:{extra}"
+            ops.append(identify_op(key, who, {"anonymous_id": extra}, record.watermark))
+        return ops
+
+    def _event(self, track: Track, who: Identity) -> Operation:
+        record = self._record(who.person_id)
+        record.touch(track.timestamp)
+        fact = fact_of(track, who.person_id)
+        if fact is not None:
+            fact = self._add_fact(fact)
+        if track.event is EventName.ORDER_COMPLETED and fact is not None:
+            position = order_position(self._facts_of(fact.person_id), fact.fact_key)
+            # Welcome vs repeat journeys: the order's place among the person's orders
+            # by date (a late-arriving earlier order is counted where it belongs).
+            track = track.model_copy(
+                update={
+                    "properties": track.properties.model_copy(
+                        update={"is_first_order": position == 1, "order_count": position}
+                    )
+                }
+            )
+        data = track.payload()
+        op = event_op(track, who, data)
+        subject = _subject(track)
+        if subject is None:
+            return op
+        cart = self.carts.setdefault(subject, Checkout())
+        if track.event is EventName.ORDER_COMPLETED:
+            if cart.completed_at is None or track.timestamp < cart.completed_at:
+                cart.completed_at = track.timestamp
+                self.dirty_carts.add(subject)
+            self.completed.add(subject)
+            return op
+        digest = content_digest(data)
+        reason = verdict(track.event, cart, digest)
+        if reason is None and track.event is EventName.CHECKOUT_STARTED and not cart.started_hash:
+            cart.started_hash = digest
+            self.started[subject] = digest
+            self.dirty_carts.add(subject)
+        hold = self.config.cart_update_hold_seconds
+        return replace(
+            op,
+            subject=subject,
+            suppressed=reason,
+            hold_seconds=hold if track.event is EventName.CART_UPDATED else 0.0,
+        )
+
+    # -- after the outbox rows are written -------------------------------------------
+
+    def save(self) -> None:
+        """Write the state this batch changed, and apply it to rows already queued."""
+        merged = [(old.person_id, self.final(new)) for old, new in self.merges]
+        store.save(
+            self.conn,
+            {key: self.final(who) for key, who in self.new_links.items()},
+            [self.records[pid] for pid in self.dirty_records if pid in self.records],
+            [self.facts[key] for key in self.dirty_facts],
+            {key: self.carts[key] for key in self.dirty_carts},
+            merged,
+        )
+        for old, new in merged:
+            self._repoint(old, new)
+        self._suppress_completed()
+        self._suppress_unchanged()
+        for person_id in self.redacted:
+            store.forget(self.conn, person_id)
+
+    def _repoint(self, old: str, new: Identity) -> None:
+        """A merged person's queued operations go to the person they became."""
+        rows = self.conn.execute(
+            sa.select(outbox.c.id, outbox.c.kind, outbox.c.payload).where(
+                outbox.c.person_id == old,
+                outbox.c.state.in_(QUEUED),
+                outbox.c.kind.in_((OperationKind.IDENTIFY, OperationKind.EVENT)),
+            )
+        ).all()
+        for row in rows:
+            payload = dict(row.payload, identifiers=new.identifier)
+            self.conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(person_id=new.person_id, payload=payload)
+            )
+
+    def _suppress_completed(self) -> None:
+        if not self.completed:
+            return
+        self.conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.subject.in_(sorted(self.completed)), outbox.c.state.in_(QUEUED))
+            .values(state=OutboxState.SUPPRESSED, last_error=COMPLETED)
+        )
+
+    def _suppress_unchanged(self) -> None:
+        """Cart updates queued before their checkout_started, and equal to it."""
+        for subject, digest in self.started.items():
+            rows = self.conn.execute(
+                sa.select(outbox.c.id, outbox.c.payload).where(
+                    outbox.c.subject == subject,
+                    outbox.c.state.in_(QUEUED),
+                    outbox.c.op_key.startswith(EventName.CART_UPDATED.value + ":"),
+                )
+            ).all()
+            same = [
+                row.id
+                for row in rows
+                if content_digest(row.payload.get("attributes", row.payload.get("data", {})))
+                == digest
+            ]
+            if same:
+                self.conn.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.id.in_(same))
+                    .values(
+                        state=OutboxState.SUPPRESSED,
+                        last_error="no material change since checkout_started",
+                    )
+                )
+
+    def wake(self) -> int:
+        """Waiting deliveries whose key this batch linked go back to pending; how many."""
+        if not self.new_links:
+            return 0
+        if self.conn.execute(sa.select(inbox_waits.c.inbox_id).limit(1)).first() is None:
+            return 0
+        ids: set[int] = set()
+        for chunk in store.chunks(self.new_links):
+            query = sa.select(inbox_waits.c.inbox_id).where(inbox_waits.c.key.in_(chunk))
+            ids.update(self.conn.execute(query).scalars())
+        if ids:
+            self.conn.execute(
+                sa.update(inbox)
+                .where(inbox.c.id.in_(sorted(ids)), inbox.c.state == InboxState.WAITING)
+                .values(state=InboxState.PENDING, last_error=None)
+            )
+            self.conn.execute(sa.delete(inbox_waits).where(inbox_waits.c.inbox_id.in_(sorted(ids))))
+        return len(ids)
+
+
+def _subject(track: Track) -> str | None:
+    """The checkout a cart or order event is about (journey guards), if any."""
+    if track.event not in (*CART_EVENTS, EventName.ORDER_COMPLETED):
+        return None
+    cart_id = getattr(track.properties, "cart_id", None)
+    if not cart_id:
+        return None
+    return checkout_key(track.person.source, track.person.account, cart_id)

@@ -1,0 +1,212 @@
+"""Reading and writing the identity and person-state tables, a batch at a time.
+
+Every read is one query per table for the whole batch (chunked IN lists), and every
+write one executemany upsert: stage 1 must keep up with a backlog of thousands of
+webhooks a second, so nothing here runs a query per webhook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from webhooks.state.guards import Checkout
+from webhooks.state.identity import Identity
+from webhooks.state.person import Fact, PersonRecord
+from webhooks.storage.queue import utcnow
+from webhooks.storage.schema import checkouts, identity_links, person_facts, person_state
+
+CHUNK = 500  # bound parameters per IN list (SQLite allows 32,766; PostgreSQL 65,535)
+# Any constant: stage-1 transactions of several workers take it in turn on PostgreSQL,
+# since resolving identity reads links another worker may be writing.
+STATE_LOCK_ID = 0x57EB400C
+
+
+def lock_state(conn: Connection) -> None:
+    """Serialise identity and state updates across workers for this transaction.
+
+    SQLite needs nothing: it has one writer at a time, and a worker reads the state
+    tables only it writes (ingest writes the inbox alone).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": STATE_LOCK_ID})
+
+
+def chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    unique = sorted(set(values))
+    for start in range(0, len(unique), CHUNK):
+        yield unique[start : start + CHUNK]
+
+
+def load_links(conn: Connection, keys: Iterable[str]) -> dict[str, Identity]:
+    """The person each of `keys` is linked to, for those linked."""
+    found: dict[str, Identity] = {}
+    table = identity_links
+    for chunk in chunks(keys):
+        query = sa.select(table.c.key, table.c.person_id, table.c.rank).where(
+            table.c.key.in_(chunk)
+        )
+        for row in conn.execute(query):
+            found[row.key] = Identity(row.person_id, row.rank)
+    return found
+
+
+def load_records(conn: Connection, person_ids: Iterable[str]) -> dict[str, PersonRecord]:
+    """The stored attribute records of these people."""
+    found: dict[str, PersonRecord] = {}
+    for chunk in chunks(person_ids):
+        query = sa.select(person_state).where(person_state.c.person_id.in_(chunk))
+        for row in conn.execute(query):
+            found[row.person_id] = PersonRecord(
+                row.person_id, dict(row.attributes), row.watermark, row.sent_hash
+            )
+    return found
+
+
+def _facts(conn: Connection, where: sa.ColumnElement[bool]) -> dict[str, Fact]:
+    return {
+        row.fact_key: Fact(
+            row.fact_key,
+            row.person_id,
+            row.kind,
+            row.first_at,
+            row.watermark,
+            Decimal(row.amount) if row.amount is not None else None,
+            row.currency,
+            row.status,
+        )
+        for row in conn.execute(sa.select(person_facts).where(where))
+    }
+
+
+def load_facts(
+    conn: Connection, person_ids: Iterable[str], fact_keys: Iterable[str] = ()
+) -> dict[str, Fact]:
+    """Every fact of these people, and these facts whoever holds them, by fact key."""
+    found: dict[str, Fact] = {}
+    for chunk in chunks(person_ids):
+        found.update(_facts(conn, person_facts.c.person_id.in_(chunk)))
+    for chunk in chunks(key for key in fact_keys if key not in found):
+        found.update(_facts(conn, person_facts.c.fact_key.in_(chunk)))
+    return found
+
+
+def load_checkouts(conn: Connection, keys: Iterable[str]) -> dict[str, Checkout]:
+    """What the guards remember of these checkouts."""
+    found: dict[str, Checkout] = {}
+    for chunk in chunks(keys):
+        query = sa.select(checkouts).where(checkouts.c.checkout_key.in_(chunk))
+        for row in conn.execute(query):
+            found[row.checkout_key] = Checkout(row.started_hash, row.completed_at)
+    return found
+
+
+@cache
+def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
+    table = {t.name: t for t in (identity_links, person_state, person_facts, checkouts)}[table_name]
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    keys = {col.name for col in table.primary_key.columns}
+    return statement.on_conflict_do_update(
+        index_elements=sorted(keys),
+        set_={
+            col.name: getattr(statement.excluded, col.name)
+            for col in table.columns
+            if col.name not in keys
+        },
+    )
+
+
+def _write(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_upsert(conn.dialect.name, table.name), list(rows))
+
+
+def save(
+    conn: Connection,
+    links: dict[str, Identity],
+    records: Iterable[PersonRecord],
+    facts: Iterable[Fact],
+    carts: dict[str, Checkout],
+    merged: Sequence[tuple[str, Identity]],
+) -> None:
+    """Write what a batch changed; fold merged people's rows into their new person."""
+    now = utcnow()
+    for old, new in merged:
+        # Links and facts of the merged id that this batch did not load move too.
+        conn.execute(
+            sa.update(identity_links)
+            .where(identity_links.c.person_id == old)
+            .values(person_id=new.person_id, rank=new.rank, updated_at=now)
+        )
+        conn.execute(
+            sa.update(person_facts)
+            .where(person_facts.c.person_id == old)
+            .values(person_id=new.person_id)
+        )
+        conn.execute(sa.delete(person_state).where(person_state.c.person_id == old))
+    _write(
+        conn,
+        identity_links,
+        [
+            {"key": key, "person_id": who.person_id, "rank": who.rank, "updated_at": now}
+            for key, who in links.items()
+        ],
+    )
+    _write(
+        conn,
+        person_facts,
+        [
+            {
+                "fact_key": fact.fact_key,
+                "person_id": fact.person_id,
+                "kind": fact.kind,
+                "amount": str(fact.amount) if fact.amount is not None else None,
+                "currency": fact.currency,
+                "status": fact.status,
+                "first_at": fact.first_at,
+                "watermark": fact.watermark,
+            }
+            for fact in facts
+        ],
+    )
+    _write(
+        conn,
+        person_state,
+        [
+            {
+                "person_id": record.person_id,
+                "attributes": record.attributes,
+                "watermark": record.watermark,
+                "sent_hash": record.sent_hash,
+                "updated_at": now,
+            }
+            for record in records
+        ],
+    )
+    _write(
+        conn,
+        checkouts,
+        [
+            {
+                "checkout_key": key,
+                "started_hash": cart.started_hash,
+                "completed_at": cart.completed_at,
+                "updated_at": now,
+            }
+            for key, cart in carts.items()
+        ],
+    )
+
+
+def forget(conn: Connection, person_id: str) -> None:
+    """Erase everything kept about a person (a privacy redaction)."""
+    conn.execute(sa.delete(identity_links).where(identity_links.c.person_id == person_id))
+    conn.execute(sa.delete(person_facts).where(person_facts.c.person_id == person_id))
+    conn.execute(sa.delete(person_state).where(person_state.c.person_id == person_id))
