@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from webhooks.config import DEFAULT_DATABASE_URL, TWO_MIB, load_settings
+from webhooks.config import DEFAULT_DATABASE_URL, TWO_MIB, Settings, load_settings
 from webhooks.errors import ConfigError
 
 
@@ -151,3 +152,38 @@ def test_customerio_region_and_override(monkeypatch: pytest.MonkeyPatch) -> None
     settings = load_settings()
     assert settings.customerio_url == "http://127.0.0.1:9009"
     assert not settings.dry_run
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_env_example_sets_exactly_the_settings() -> None:
+    assert set(_env_example()) == SETTING_NAMES
+
+
+def test_readme_documents_every_setting() -> None:
+    section = (ROOT / "README.md").read_text().split("## Configuration\n", 1)[1].split("\n## ")[0]
+    first_cells = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| `")]
+    documented = {name for cell in first_cells for name in re.findall(r"`([A-Z0-9_]+)`", cell)}
+    assert SETTING_NAMES - documented == set()
+
+
+def test_env_example_values_are_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A copied .env.example changes nothing until it is edited.
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    example = _env_example()
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    settings = load_settings()
+    for name, field in Settings.model_fields.items():
+        if example[name.upper()]:  # an empty value means unset
+            default = field.get_default(call_default_factory=True)
+            assert getattr(settings, name) == default, name

@@ -150,7 +150,7 @@ def test_valid_batch_is_accepted_and_recorded(fake: FakeCustomerIO, api: httpx.C
         (identify(**{f"a{i}": i for i in range(301)}), "attributes"),
         ({**identify(), "identifiers": {"id": "x", "email": "x@example.com"}}, "identifiers"),
         ({**identify(), "identifiers": {"phone": "+15555550100"}}, "identifiers.phone"),
-        ({**identify(), "action": "merge"}, "action"),
+        ({**identify(), "action": "add_device"}, "action"),
         ({**identify(), "type": "object"}, "type"),
         ("not an object", ""),
     ],

@@ -14,6 +14,7 @@ from webhooks.fakecio.validation import (
     validate_batch_item,
     validate_v1_event,
     validate_v1_identify,
+    validate_v1_merge,
 )
 
 BATCH = "POST /api/v2/batch"
@@ -23,6 +24,7 @@ IDENTIFY = "PUT /api/v1/customers/{identifier}"
 DELETE = "DELETE /api/v1/customers/{identifier}"
 SUPPRESS = "POST /api/v1/customers/{identifier}/suppress"
 UNSUPPRESS = "POST /api/v1/customers/{identifier}/unsuppress"
+MERGE = "POST /api/v1/merge_customers"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ def _route(method: str, segments: list[str]) -> tuple[str, str | None] | None:
             return BATCH, None
         case "POST", ["api", "v1", "events"]:
             return ANONYMOUS_EVENT, None
+        case "POST", ["api", "v1", "merge_customers"]:
+            return MERGE, None
         case "PUT", ["api", "v1", "customers", raw]:
             return IDENTIFY, unquote(raw)
         case "DELETE", ["api", "v1", "customers", raw]:
@@ -130,6 +134,9 @@ def _v1(endpoint: str, identifier: str | None, body: bytes, recorder: Recorder) 
     elif endpoint == IDENTIFY:
         payload = _parse(body, empty={})
         errors += validate_v1_identify(payload)
+    elif endpoint == MERGE:
+        payload = _parse(body)
+        errors += validate_v1_merge(payload)
     elif body.strip():
         # delete and suppress take no body; one that is sent must at least be JSON.
         payload = _parse(body)

@@ -38,6 +38,10 @@ class FakeCustomerIOClient:
         """Counters: requests, operations, duplicates ignored, requests by status."""
         return dict(self._get("stats"))
 
+    def people(self) -> dict[str, Any]:
+        """`{"people": [...], "anonymous_events": [...]}`: what the operations add up to."""
+        return dict(self._get("people"))
+
     def faults(self) -> dict[str, Any]:
         """The faults in force."""
         return dict(self._get("faults"))

@@ -228,6 +228,8 @@ class Handler(BaseHTTPRequestHandler):
                 return api.Reply(200, fake.requests())
             case "GET", "/_fake/stats":
                 return api.Reply(200, fake.stats())
+            case "GET", "/_fake/people":
+                return api.Reply(200, fake.people())
             case "GET", "/_fake/faults":
                 return api.Reply(200, fake.recorder.faults().as_dict())
             case "POST", "/_fake/reset":

@@ -9,6 +9,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from webhooks.fakecio.handler import Server
+from webhooks.fakecio.people import fold_people
 from webhooks.fakecio.state import Faults, Recorder
 
 DEFAULT_SITE_ID = "fake-site"
@@ -101,6 +102,10 @@ class FakeCustomerIO:
     def stats(self) -> dict[str, Any]:
         """Counters: requests, operations, duplicates ignored, requests by status."""
         return self.recorder.stats()
+
+    def people(self) -> dict[str, Any]:
+        """The people the accepted operations add up to (see webhooks.fakecio.people)."""
+        return fold_people(self.recorder.operations())
 
     def set_faults(self, **faults: Any) -> None:
         """Replace the faults: latency_ms, status, retry_after, times, timeout, down."""

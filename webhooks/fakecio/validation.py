@@ -23,7 +23,9 @@ MAX_TIMESTAMP = 10**11
 # Crockford base32 without I, L, O, U; a 128-bit value leaves at most 3 bits in the first char.
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}", re.IGNORECASE)
 IDENTIFIER_KEYS = frozenset({"id", "email", "cio_id"})
-PERSON_ACTIONS = frozenset({"identify", "event", "delete", "suppress", "unsuppress"})
+PERSON_ACTIONS = frozenset({"identify", "event", "delete", "suppress", "unsuppress", "merge"})
+# A merge names two people, each with exactly one identifier, instead of `identifiers`.
+MERGE_SIDES = ("primary", "secondary")
 EVENT_TYPES = frozenset({"event", "page", "screen"})
 # Identify fields whose values are structures, not attributes, so the value limit does not apply.
 _STRUCTURED_ATTRIBUTES = frozenset({"cio_relationships", "cio_subscription_preferences"})
@@ -133,23 +135,31 @@ def _check_person_id(value: Any, field: str) -> list[FieldError]:
     return []
 
 
-def check_identifiers(value: Any) -> list[FieldError]:
-    """v2 `identifiers`: exactly one of id, email, cio_id, and an id never prefixed `cio_`."""
+def check_identifiers(value: Any, field: str = "identifiers") -> list[FieldError]:
+    """v2 `identifiers` (or a merge side): exactly one of id, email, cio_id; no `cio_` id."""
     if not isinstance(value, dict) or len(value) != 1:
-        return [FieldError("identifiers", "invalid", "exactly one of id, email, cio_id")]
+        return [FieldError(field, "invalid", "exactly one of id, email, cio_id")]
     ((key, item),) = value.items()
     if key not in IDENTIFIER_KEYS:
-        return [FieldError(f"identifiers.{key}", "invalid", "use one of id, email, cio_id")]
+        return [FieldError(f"{field}.{key}", "invalid", "use one of id, email, cio_id")]
     if key == "id":
         if isinstance(item, str) and item.startswith("cio_"):
             message = "an id cannot start with cio_ (that addresses a cio_id)"
-            return [FieldError("identifiers.id", "invalid", message)]
-        return _check_person_id(item, "identifiers.id")
+            return [FieldError(f"{field}.id", "invalid", message)]
+        return _check_person_id(item, f"{field}.id")
     if key == "email" and (not isinstance(item, str) or "@" not in item):
-        return [FieldError("identifiers.email", "invalid", "not an email address")]
+        return [FieldError(f"{field}.email", "invalid", "not an email address")]
     if key == "cio_id" and (not isinstance(item, str) or not item):
-        return [FieldError("identifiers.cio_id", "invalid", "a cio_id must be a non-empty string")]
+        return [FieldError(f"{field}.cio_id", "invalid", "a cio_id must be a non-empty string")]
     return []
+
+
+def check_merge(body: dict[str, Any]) -> list[FieldError]:
+    """The two sides of a merge (v1 `merge_customers` body or v2 item), one identifier each."""
+    errors: list[FieldError] = []
+    for side in MERGE_SIDES:
+        errors += check_identifiers(body.get(side), side)
+    return errors
 
 
 def check_path_identifier(identifier: str) -> list[FieldError]:
@@ -173,6 +183,8 @@ def validate_batch_item(item: Any) -> list[FieldError]:
     action = item.get("action")
     if action not in PERSON_ACTIONS:
         return [FieldError("action", "unsupported", f"unsupported action {action!r}")]
+    if action == "merge":
+        return check_merge(item)
     errors = check_identifiers(item.get("identifiers"))
     if action == "identify":
         errors += check_attributes(item.get("attributes"), "attributes")
@@ -209,3 +221,10 @@ def validate_v1_identify(body: Any) -> list[FieldError]:
     errors = check_attributes(attributes, "attributes")
     errors += check_timestamp(body.get("_timestamp"), "_timestamp")
     return errors
+
+
+def validate_v1_merge(body: Any) -> list[FieldError]:
+    """Every problem with a `POST /api/v1/merge_customers` body."""
+    if not isinstance(body, dict):
+        return [FieldError("", "invalid", "the body must be a JSON object")]
+    return check_merge(body)
