@@ -1,0 +1,112 @@
+"""Person state: newest report wins, facts aggregate, nothing depends on arrival order."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+from mappers.taxonomy import PersonAttributes
+from webhooks.state.person import (
+    Fact,
+    PersonRecord,
+    attributes_of,
+    derived_attributes,
+    order_position,
+)
+
+
+def test_each_attribute_keeps_its_newest_report() -> None:
+    record = PersonRecord("p")
+    record.report(PersonAttributes(email="new@example.test", first_name="Ann"), 200)
+    record.report(PersonAttributes(email="old@example.test", last_name="Lee"), 100)
+    assert attributes_of(record, [], "USD") == {
+        "email": "new@example.test",
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "order_count": 0,
+        "lifetime_value": 0,
+    }
+    assert record.watermark == 200
+
+
+def test_reports_in_any_order_give_the_same_attributes() -> None:
+    reports = [
+        (PersonAttributes(email="a@example.test", email_consent=False), 100),
+        (PersonAttributes(email="b@example.test"), 300),
+        (PersonAttributes(email_consent=True, phone="+15550100"), 200),
+        (PersonAttributes(phone="+15550199"), 200),  # a tie: the value decides, not arrival
+    ]
+    outcomes = set()
+    for order in itertools.permutations(reports):
+        record = PersonRecord("p")
+        for attributes, at in order:
+            record.report(attributes, at)
+        outcomes.add(repr(sorted(record.attributes.items())))
+    assert len(outcomes) == 1
+
+
+def order(key: str, at: int, total: str, currency: str = "USD", seen_at: int | None = None) -> Fact:
+    return Fact(f"order:{key}", "p", "order", at, seen_at or at, Decimal(total), currency)
+
+
+def test_lifetime_value_is_orders_minus_refunds_in_the_reporting_currency() -> None:
+    facts = [
+        order("1", 100, "40.50"),
+        order("2", 300, "10"),
+        order("3", 200, "99", currency="EUR"),  # left out: another currency
+        Fact("refund:r1", "p", "refund", 400, 400, Decimal("5.25"), "USD"),
+    ]
+    derived = derived_attributes(facts, "USD")
+    assert derived == {
+        "order_count": 3,
+        "lifetime_value": 45.25,
+        "first_order_date": 100,
+        "last_order_date": 300,
+    }
+
+
+def test_a_late_old_order_moves_first_order_date_back_and_last_never_back() -> None:
+    facts = [order("2", 300, "10")]
+    assert derived_attributes(facts, "USD")["first_order_date"] == 300
+    facts.append(order("1", 100, "10"))
+    derived = derived_attributes(facts, "USD")
+    assert (derived["first_order_date"], derived["last_order_date"]) == (100, 300)
+    assert order_position(facts, "order:1") == 1
+    assert order_position(facts, "order:2") == 2
+
+
+def test_a_second_report_of_an_order_keeps_its_date_and_takes_the_newer_total() -> None:
+    first = order("1", 200, "10")
+    paid_later = order("1", 250, "12")
+    created_late = order("1", 180, "10")
+    combined = first.combine(paid_later).combine(created_late)
+    assert (combined.first_at, combined.amount) == (180, Decimal("12"))
+    assert created_late.combine(paid_later).combine(first) == combined
+
+
+def subscription(key: str, status: str, at: int) -> Fact:
+    return Fact(f"subscription:{key}", "p", "subscription", at, at, status=status)
+
+
+def test_an_older_subscription_event_never_regresses_the_status() -> None:
+    newest = subscription("s1", "canceled", 300)
+    older = subscription("s1", "active", 200)
+    assert newest.combine(older).status == "canceled"
+    assert older.combine(newest).status == "canceled"
+
+
+def test_one_live_subscription_makes_the_person_a_subscriber() -> None:
+    facts = [subscription("s1", "canceled", 300), subscription("s2", "active", 100)]
+    assert derived_attributes(facts, "USD")["subscription_status"] == "active"
+    assert derived_attributes(facts[:1], "USD")["subscription_status"] == "canceled"
+
+
+def test_a_merged_profile_brings_its_newer_attributes() -> None:
+    known = PersonRecord("u_1")
+    known.report(PersonAttributes(email="k@example.test", first_name="Kim"), 100)
+    guest = PersonRecord("shopify:tok")
+    guest.report(PersonAttributes(first_name="Kimberly", phone="+15550100"), 150)
+    known.absorb(guest)
+    assert attributes_of(known, [], "USD")["first_name"] == "Kimberly"
+    assert attributes_of(known, [], "USD")["phone"] == "+15550100"
+    assert known.watermark == 150
