@@ -65,6 +65,8 @@ def _attribute_problem(attributes: dict[str, Any]) -> str | None:
     for name, value in attributes.items():
         if len(name.encode("utf-8")) > MAX_ATTRIBUTE_NAME_BYTES:
             return f"attribute name over {MAX_ATTRIBUTE_NAME_BYTES} bytes"
+        if isinstance(value, bool | int | float) or value is None:
+            continue  # a number is never 1000 bytes; serialising each cost stage 1 time
         text = value if isinstance(value, str) else json.dumps(value)
         if len(text.encode("utf-8")) > MAX_ATTRIBUTE_VALUE_BYTES:
             return f"attribute {name!r} value over {MAX_ATTRIBUTE_VALUE_BYTES} bytes"

@@ -93,6 +93,7 @@ class StateStep:
         self.merges: list[tuple[Identity, Identity]] = []
         self.records: dict[str, PersonRecord] = {}
         self.facts: dict[str, Fact] = {}
+        self.by_person: dict[str, set[str]] = {}  # person id -> their fact keys
         self.carts: dict[str, Checkout] = {}
         self.dirty_records: set[str] = set()
         self.dirty_facts: set[str] = set()
@@ -120,11 +121,13 @@ class StateStep:
 
     def _plan(self, actions: list[Action], keys: list[list[str]]) -> _Plan:
         plan = _Plan()
+        seen: dict[Person, Resolution] = {}  # an identify and its event share one Person
         for index, action in enumerate(actions):
             who = _person(action)
             if who is None:
                 continue
-            found = resolve(who, keys[index], self.links, self.config.identity)
+            found = seen.get(who) or resolve(who, keys[index], self.links, self.config.identity)
+            seen[who] = found
             if found.identity is not None:
                 found = replace(found, identity=self.final(found.identity))
             if found.wait_on is not None:
@@ -133,12 +136,16 @@ class StateStep:
                 return _Plan(wait_on=found.wait_on)
             plan.resolutions[index] = found
             plan.keys[index] = keys[index]
+        taught: set[tuple[Person, Identity]] = set()
         for index, found in plan.resolutions.items():
             if found.identity is None or isinstance(
                 actions[index], RedactPerson | ExportPersonData
             ):
                 continue  # a privacy request must not teach links to a person
-            self._learn(plan, plan.keys[index], self.final(found.identity))
+            who = self.final(found.identity)
+            if isinstance(actions[index], Track) or (actions[index].person, who) not in taught:
+                taught.add((actions[index].person, who))  # type: ignore[union-attr]
+                self._learn(plan, plan.keys[index], who)
         return plan
 
     def _learn(self, plan: _Plan, keys: list[str], identity: Identity) -> None:
@@ -177,21 +184,26 @@ class StateStep:
         self.dirty_records.discard(old.person_id)
         if gone is not None:
             self._record(new.person_id).absorb(gone)
-        for key, fact in list(self.facts.items()):
-            if fact.person_id == old.person_id:
-                self.facts[key] = replace(fact, person_id=new.person_id)
-                self.dirty_facts.add(key)
+        for key in self.by_person.pop(old.person_id, set()):
+            self._put(replace(self.facts[key], person_id=new.person_id))
+
+    def _put(self, fact: Fact) -> None:
+        known = self.facts.get(fact.fact_key)
+        if known is not None:
+            self.by_person.get(known.person_id, set()).discard(fact.fact_key)
+        self.facts[fact.fact_key] = fact
+        self.by_person.setdefault(fact.person_id, set()).add(fact.fact_key)
+        self.dirty_facts.add(fact.fact_key)
 
     def _add_fact(self, fact: Fact) -> Fact:
         known = self.facts.get(fact.fact_key)
         combined = fact if known is None else known.combine(fact)
         if combined != known:
-            self.facts[fact.fact_key] = combined
-            self.dirty_facts.add(fact.fact_key)
+            self._put(combined)
         return combined
 
     def _facts_of(self, person_id: str) -> list[Fact]:
-        return [fact for fact in self.facts.values() if fact.person_id == person_id]
+        return [self.facts[key] for key in self.by_person.get(person_id, ())]
 
     # -- the batch -------------------------------------------------------------------
 
@@ -213,6 +225,8 @@ class StateStep:
         self.facts = store.load_facts(
             self.conn, people, {f.fact_key for t in tracks if (f := fact_of(t, ""))}
         )
+        for key, fact in self.facts.items():
+            self.by_person.setdefault(fact.person_id, set()).add(key)
         self.carts = store.load_checkouts(self.conn, {s for t in tracks if (s := _subject(t))})
         for old, new in self.merges:
             self._fold(old, self.final(new))
