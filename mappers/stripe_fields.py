@@ -53,6 +53,25 @@ def metadata_id(config: MapperConfig, *sources: Any) -> str | None:
     return None
 
 
+def own_internal_id(
+    config: MapperConfig, resource: dict[str, Any], extra_metadata: Any = None
+) -> str | None:
+    """The internal id in the payload: its own, extra or an expanded customer's metadata."""
+    return metadata_id(
+        config, resource.get("metadata"), extra_metadata, read.at(resource, "customer.metadata")
+    )
+
+
+def enriched_internal_id(
+    delivery: StoredDelivery, config: MapperConfig, customer_id: str | None
+) -> str | None:
+    """The internal id in the metadata of the customer the worker looked up, if it is this one."""
+    customer = delivery.enrichment.get("customer")
+    if not customer_id or not isinstance(customer, dict) or customer.get("id") != customer_id:
+        return None
+    return metadata_id(config, customer.get("metadata"))
+
+
 def person(
     delivery: StoredDelivery,
     config: MapperConfig,
@@ -63,11 +82,14 @@ def person(
     checkout_token: str | None = None,
 ) -> Person:
     """Identity hints of a Stripe resource: customer, metadata id, emails, session."""
+    customer_id = read.ref(resource, "customer")
     return Person(
         source="stripe",
         account=delivery.account,
-        customer_id=read.ref(resource, "customer"),
-        internal_id=metadata_id(config, resource.get("metadata"), extra_metadata),
+        customer_id=customer_id,
+        # The payload's own metadata first: it is the event's, the lookup is today's.
+        internal_id=own_internal_id(config, resource, extra_metadata)
+        or enriched_internal_id(delivery, config, customer_id),
         client_reference_id=read.opt_text(resource, "client_reference_id"),
         email=email,
         checkout_token=checkout_token,

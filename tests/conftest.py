@@ -19,6 +19,7 @@ from werkzeug.test import TestResponse
 
 from webhooks.app import create_app
 from webhooks.config import Settings
+from webhooks.fakestripe import FakeStripe
 from webhooks.providers import shopify, stripe
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import inbox
@@ -244,3 +245,10 @@ def stripe_sender(client: FlaskClient) -> StripeSender:
 def shopify_sender(client: FlaskClient) -> ShopifySender:
     """Signed Shopify requests against the test app."""
     return ShopifySender(client)
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    """A fake Stripe API on a free port, served from a thread for this test."""
+    with FakeStripe() as fake:
+        yield fake

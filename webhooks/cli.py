@@ -182,3 +182,21 @@ def fake_customerio(host: str, port: int, site_id: str, api_key: str) -> None:
         serve_until_signalled(FakeCustomerIO(host, port, site_id, api_key), click.echo)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+@dev.command("fake-stripe")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=9010, show_default=True, help="Port to bind (0: any free port).")
+@click.option("--api-key", default="sk_test_fake", show_default=True, help="API key it accepts.")
+def fake_stripe(host: str, port: int, api_key: str) -> None:
+    """Run a fake Stripe API (line items, customers) until SIGTERM or Ctrl-C.
+
+    Point the worker at it with STRIPE_API_BASE=http://HOST:PORT and the same
+    STRIPE_API_KEY; load objects and faults through its control API under /_fake/.
+    """
+    from webhooks.fakestripe.server import FakeStripe, serve_until_signalled
+
+    try:
+        serve_until_signalled(FakeStripe(host, port, api_key), click.echo)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -49,8 +49,9 @@ def test_outage_pause_honours_retry_after(engine: Engine, cio: ScriptedCustomerI
 
 
 def test_dry_run_says_so_loudly_at_start(engine: Engine) -> None:
+    runner = worker(engine, None)
     with capture_logs() as logs:
-        worker(engine, None).check_credentials()
+        runner.check_credentials()
     [entry] = logs
     assert (entry["event"], entry["log_level"]) == ("dry_run", "warning")
     assert "NOT sent" in entry["message"]

@@ -233,3 +233,54 @@ def test_unmappable_payload_raises_the_mapping_error_with_a_reason(
     with pytest.raises(MappingError) as caught:
         map_delivery(delivery)
     assert reason in caught.value.reason
+
+
+def _subscription_without_metadata_id(**changes: Any) -> StoredDelivery:
+    """subscription_created_basil without the merchant's id in its metadata."""
+    delivery = load("subscription_created_basil")
+    sub = {**delivery.payload["data"]["object"], "metadata": {"tier": "gold"}, **changes}
+    payload = {**delivery.payload, "data": {"object": sub}}
+    return load("subscription_created_basil", payload=payload)
+
+
+ADA_LOOKED_UP = {"id": "cus_TestAda01", "metadata": {"customer_id": "user_8842"}}
+
+
+@pytest.mark.parametrize(
+    ("looked_up", "config", "internal_id"),
+    [
+        (None, MapperConfig(), None),
+        (ADA_LOOKED_UP, MapperConfig(), "user_8842"),
+        # The lookup of another customer (a stale or misfiled enrichment) names nobody here.
+        ({"id": "cus_Other", "metadata": {"customer_id": "user_1"}}, MapperConfig(), None),
+        ({"id": "cus_TestAda01", "metadata": {}}, MapperConfig(), None),
+        (
+            {"id": "cus_TestAda01", "metadata": {"customer_id": "x", "app_user": "u7"}},
+            MapperConfig(internal_id_metadata_key="app_user"),
+            "u7",
+        ),
+    ],
+)
+def test_internal_id_from_the_looked_up_customer_when_the_payload_lacks_it(
+    looked_up: dict[str, Any] | None, config: MapperConfig, internal_id: str | None
+) -> None:
+    delivery = _subscription_without_metadata_id()
+    if looked_up is not None:
+        delivery = StoredDelivery(**{**delivery.__dict__, "enrichment": {"customer": looked_up}})
+    [created] = tracks(delivery, config)
+    assert created.person.internal_id == internal_id
+    assert created.person.customer_id == "cus_TestAda01"
+
+
+def test_the_payloads_own_metadata_wins_over_the_lookup() -> None:
+    # The event's metadata is as of the event; the lookup is as of today.
+    later = {"id": "cus_TestAda01", "metadata": {"customer_id": "later"}}
+    [created] = tracks(load("subscription_created_basil", enrichment={"customer": later}))
+    assert created.person.internal_id == "user_8842"
+
+
+def test_an_expanded_customers_metadata_names_the_person() -> None:
+    customer = {"id": "cus_TestAda01", "object": "customer", "metadata": {"customer_id": "e1"}}
+    [created] = tracks(_subscription_without_metadata_id(customer=customer))
+    assert created.person.internal_id == "e1"
+    assert created.person.customer_id == "cus_TestAda01"

@@ -23,6 +23,7 @@ from mappers.actions import Action
 from mappers.base import MapperConfig
 from mappers.errors import MappingError
 from mappers.registry import map_delivery
+from webhooks.delivery.enrich import enrich_rows
 from webhooks.delivery.ids import op_ulid
 from webhooks.delivery.operations import Operation, OperationKind
 from webhooks.mapping import stored_delivery
@@ -31,6 +32,7 @@ from webhooks.state.step import StateConfig, StateStep
 from webhooks.state.store import lock_state
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
+from webhooks.stripe_api import StripeAPI
 
 log = structlog.get_logger("webhooks.process")
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
@@ -48,6 +50,7 @@ def process_batch(
     lease: timedelta = DEFAULT_LEASE,
     dry_run: bool = False,
     state: StateConfig | None = None,
+    stripe: StripeAPI | None = None,
 ) -> int:
     """Map up to `limit` pending inbox rows (live lane first) in one transaction.
 
@@ -65,11 +68,17 @@ def process_batch(
     )
     if not rows:
         return 0
+    # Stripe data the payloads lack (line items, customer metadata), fetched and stored
+    # with the rows; a row Stripe could not answer for yet keeps its lease until later.
+    enriched = enrich_rows(engine, owner, rows, stripe, config)
+    deferred = set(enriched.deferred)
     mapped: list[tuple[sa.Row[Any], list[Action]]] = []
     failed: list[tuple[sa.Row[Any], str]] = []
     for row in rows:  # pure work first, outside any transaction
+        if row.id in deferred:
+            continue
         try:
-            mapped.append((row, map_row(row, config)))
+            mapped.append((row, map_row(row, config, enriched.enrichment.get(row.id))))
         except MappingError as exc:
             failed.append((row, exc.reason))
     state = state or StateConfig()
@@ -109,9 +118,16 @@ def _delivery(row: sa.Row[Any]) -> Delivery:
     )
 
 
-def map_row(row: sa.Row[Any], config: MapperConfig) -> list[Action]:
-    """The canonical actions of one inbox row (pure; raises MappingError)."""
-    return map_delivery(stored_delivery(_delivery(row), row.enrichment), config)
+def map_row(
+    row: sa.Row[Any], config: MapperConfig, enrichment: dict[str, Any] | None = None
+) -> list[Action]:
+    """The canonical actions of one inbox row (pure; raises MappingError).
+
+    `enrichment` is what enrich_rows fetched or found stored; without it, what the row
+    had stored when it was claimed.
+    """
+    data = enrichment if enrichment is not None else row.enrichment
+    return map_delivery(stored_delivery(_delivery(row), data), config)
 
 
 def delivery_key(row: sa.Row[Any]) -> str:

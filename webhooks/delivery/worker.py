@@ -20,6 +20,7 @@ from webhooks.delivery.deliver import deliver_batch
 from webhooks.delivery.process import process_batch
 from webhooks.delivery.retry import outage_pause
 from webhooks.mapping import mapper_config, state_config
+from webhooks.stripe_api import stripe_api_client
 
 log = structlog.get_logger("webhooks.worker")
 AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credentials fail
@@ -43,6 +44,7 @@ class Worker:
         self.stopping = threading.Event()
         self._config = mapper_config(settings)
         self._state = state_config(settings)
+        self._stripe = stripe_api_client(settings)  # None without STRIPE_API_KEY
         self._max_age = timedelta(hours=settings.delivery_max_age_hours)
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
         self._auth_pause = 0.0  # current length of the credentials pause; 0 = none
@@ -96,6 +98,7 @@ class Worker:
             lease=self._lease,
             dry_run=self.cio is None,
             state=self._state,
+            stripe=self._stripe,
         )
         backlog = mapped >= MAP_BATCH
         if time.monotonic() < self._paused_until:
@@ -143,7 +146,12 @@ class Worker:
 
     def run(self) -> None:
         """Loop until stop(): a full pass again at once while busy, a short wait when idle."""
-        log.info("worker_started", owner=self.owner, dry_run=self.cio is None)
+        log.info(
+            "worker_started",
+            owner=self.owner,
+            dry_run=self.cio is None,
+            stripe_enrichment=self._stripe is not None,
+        )
         try:
             self.check_credentials()
         except Exception as exc:  # an odd answer must not keep the worker from starting
@@ -164,6 +172,8 @@ class Worker:
                 # batches (a few write transactions a second) instead of one pass per
                 # webhook competing with ingest for the database; a backlog loops at once.
                 self.stopping.wait(self.settings.worker_poll_interval)
+        if self._stripe is not None:
+            self._stripe.close()
         log.info("worker_stopped", owner=self.owner)
 
     def stop(self, *_: object) -> None:
