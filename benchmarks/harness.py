@@ -87,6 +87,8 @@ class EventFactory:
         obj.update(customer=f"cus_bench{person:06d}", payment_intent=f"pi_bench{suffix}")
         if index % 2:
             obj.update(id=f"in_bench{suffix}", charge=f"ch_bench{suffix}")
+            # One subscription per person: a shared one would link every person to it.
+            obj.update(subscription=f"sub_bench{person:06d}")
             obj.update(customer_email=f"user{person}@example.test")
             obj["subscription_details"]["metadata"]["customer_id"] = f"user_{person}"
             order_id = obj["id"]

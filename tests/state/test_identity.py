@@ -139,6 +139,14 @@ def test_an_email_link_moves_to_a_stronger_id_without_merging() -> None:
     assert learned.merges == []
 
 
+def test_an_email_keyed_guest_profile_is_merged_into_the_customer_with_that_email() -> None:
+    # GUEST_POLICY=email: the guest's profile is keyed by this very address.
+    key = email_key("g@example.test")
+    guest = Identity("g@example.test", EMAIL)
+    learned = learn([key], Identity(f"shopify:{SHOP}:42", CUSTOMER), {key: guest})
+    assert learned.merges == [(guest, Identity(f"shopify:{SHOP}:42", CUSTOMER))]
+
+
 def test_a_weaker_id_never_takes_a_link_over() -> None:
     key = f"shopify:{SHOP}:checkout:tok"
     learned = learn([key], Identity("shopify:tok", ANONYMOUS), {key: Identity("u_1", INTERNAL)})

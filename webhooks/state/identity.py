@@ -179,11 +179,12 @@ def learn(keys: list[str], identity: Identity, links: Mapping[str, Identity]) ->
             continue
         if old is None or old.rank < identity.rank:
             learned.links[key] = identity
-            # Only a shared object (customer, checkout, order, ...) proves two ids are
-            # one human; a shared email does not (family accounts, a typo), so an email
-            # link moves to the stronger id but never merges the two profiles.
-            shared_object = not key.startswith("email:")
-            if shared_object and old is not None and old not in (m[0] for m in learned.merges):
+            # A shared object (customer, checkout, order, ...) proves two ids are one
+            # human; a shared email does not (family accounts, a typo), so an email link
+            # moves to the stronger id without merging, unless the old profile is keyed
+            # by that very email (GUEST_POLICY=email): then it is the same profile.
+            proves = not key.startswith("email:") or (old is not None and old.rank == EMAIL)
+            if proves and old is not None and old not in (m[0] for m in learned.merges):
                 learned.merges.append((old, identity))
         elif old.rank == identity.rank and identity.person_id < old.person_id:
             learned.links[key] = identity

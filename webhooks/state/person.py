@@ -57,13 +57,17 @@ class PersonRecord:
     def report(self, attributes: PersonAttributes, timestamp: int) -> None:
         """Apply one report: each attribute keeps its newest value."""
         for name, value in attributes.model_dump(mode="json", exclude_none=True).items():
-            current = self.attributes.get(name)
-            if current is None or (timestamp, _order_key(value)) > (
-                current[1],
-                _order_key(current[0]),
-            ):
-                self.attributes[name] = [value, timestamp]
+            self._offer(name, value, timestamp)
         self.touch(timestamp)
+
+    def _offer(self, name: str, value: Any, timestamp: int) -> None:
+        current = self.attributes.get(name)
+        if (
+            current is None
+            or timestamp > current[1]
+            or (timestamp == current[1] and _order_key(value) > _order_key(current[0]))
+        ):
+            self.attributes[name] = [value, timestamp]
 
     def touch(self, timestamp: int) -> None:
         """Something about the person happened at `timestamp`."""
@@ -72,12 +76,7 @@ class PersonRecord:
     def absorb(self, other: PersonRecord) -> None:
         """Fold another record of the same human (a merged profile) into this one."""
         for name, (value, timestamp) in other.attributes.items():
-            current = self.attributes.get(name)
-            if current is None or (timestamp, _order_key(value)) > (
-                current[1],
-                _order_key(current[0]),
-            ):
-                self.attributes[name] = [value, timestamp]
+            self._offer(name, value, timestamp)
         self.touch(other.watermark)
 
 

@@ -379,15 +379,18 @@ class StateStep:
 
     def _repoint(self, old: str, new: Identity) -> None:
         """A merged person's queued operations go to the person they became."""
+        kinds = (OperationKind.IDENTIFY, OperationKind.EVENT, OperationKind.MERGE)
         rows = self.conn.execute(
             sa.select(outbox.c.id, outbox.c.kind, outbox.c.payload).where(
                 outbox.c.person_id == old,
                 outbox.c.state.in_(QUEUED),
-                outbox.c.kind.in_((OperationKind.IDENTIFY, OperationKind.EVENT)),
+                outbox.c.kind.in_(kinds),
             )
         ).all()
         for row in rows:
-            payload = dict(row.payload, identifiers=new.identifier)
+            # A queued merge into the old id now merges into the new one.
+            field = "primary" if row.kind == OperationKind.MERGE else "identifiers"
+            payload = dict(row.payload, **{field: new.identifier})
             self.conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.id == row.id)
