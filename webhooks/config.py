@@ -67,8 +67,10 @@ class Settings(BaseSettings):
         description="Stripe metadata key holding your own customer id.",
     )
     stripe_client_reference_id: bool = Field(
-        True,
-        description="Treat a Checkout Session's client_reference_id as your customer id.",
+        False,
+        description="Treat a Checkout Session's client_reference_id as your customer id. "
+        "Buyers can set it on Payment Links (?client_reference_id=): only for sessions "
+        "your server creates.",
     )
     shopify_internal_id_metafield: str | None = Field(
         None,
@@ -108,6 +110,14 @@ class Settings(BaseSettings):
         ge=0,
         le=86_400,
         description="Hold cart_updated this long, so an order that follows suppresses it.",
+    )
+    merge_delay_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Send a profile merge this long after it is queued, alone, so the "
+        "primary's identify has been applied (Customer.io ignores a merge into a profile "
+        "that does not exist yet).",
     )
     stripe_api_key: SecretStr | None = Field(
         None,

@@ -36,11 +36,12 @@ def shopify(**hints: str) -> Person:
     [
         (stripe(customer_id="cus_1", internal_id="u_7"), POLICY, Identity("u_7", INTERNAL)),
         (stripe(customer_id="cus_1"), POLICY, Identity("stripe:cus_1", CUSTOMER)),
-        (stripe(client_reference_id="u_8"), POLICY, Identity("u_8", INTERNAL)),
+        # Off by default: buyers can set it on Payment Links.
+        (stripe(client_reference_id="u_8"), POLICY, None),
         (
             stripe(client_reference_id="u_8"),
-            IdentityPolicy(stripe_client_reference_id=False),
-            None,
+            IdentityPolicy(stripe_client_reference_id=True),
+            Identity("u_8", INTERNAL),
         ),
         (
             Person(source="stripe", account="acct_9", customer_id="cus_1"),
@@ -145,6 +146,20 @@ def test_an_email_keyed_guest_profile_is_merged_into_the_customer_with_that_emai
     guest = Identity("g@example.test", EMAIL)
     learned = learn([key], Identity(f"shopify:{SHOP}:42", CUSTOMER), {key: guest})
     assert learned.merges == [(guest, Identity(f"shopify:{SHOP}:42", CUSTOMER))]
+
+
+def test_a_guest_met_by_email_follows_the_person_without_their_typed_attributes() -> None:
+    key = email_key("g@example.test")
+    guest = Identity("shopify:tok", ANONYMOUS)
+    learned = learn([key], Identity("u_1", INTERNAL), {key: guest})
+    assert learned.merges == [(guest, Identity("u_1", INTERNAL))]
+    assert learned.typed == {"shopify:tok"}
+
+
+def test_connected_accounts_keep_their_buyers_emails_apart() -> None:
+    platform = stripe(email="a@example.test")
+    merchant = Person(source="stripe", account="acct_9", email="a@example.test")
+    assert email_key("a@example.test", platform) != email_key("a@example.test", merchant)
 
 
 def test_a_weaker_id_never_takes_a_link_over() -> None:

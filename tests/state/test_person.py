@@ -110,3 +110,21 @@ def test_a_merged_profile_brings_its_newer_attributes() -> None:
     assert attributes_of(known, [], "USD")["first_name"] == "Kimberly"
     assert attributes_of(known, [], "USD")["phone"] == "+15550100"
     assert known.watermark == 150
+
+
+def test_provider_spellings_of_a_status_are_one_status() -> None:
+    from mappers.actions import Person, Track
+    from mappers.taxonomy import EventName, SubscriptionCanceled
+    from webhooks.state.person import fact_of
+
+    shopify = Person(source="shopify", account="s", customer_id="1")
+    track = Track(
+        person=shopify,
+        event=EventName.SUBSCRIPTION_CANCELED,
+        properties=SubscriptionCanceled(source="shopify", subscription_id="c1", status="CANCELLED"),
+        timestamp=10,
+        semantic_key="subscription_canceled:shopify:s:c1",
+    )
+    fact = fact_of(track, "p")
+    assert fact is not None
+    assert fact.status == "canceled"

@@ -17,7 +17,7 @@ from webhooks.delivery.deliver import deliver_batch
 from webhooks.delivery.process import process_batch
 from webhooks.state.step import StateConfig
 from webhooks.storage.inbox import store_delivery
-from webhooks.storage.schema import identity_links, person_facts, person_state
+from webhooks.storage.schema import identity_links, outbox, person_facts, person_state
 
 CONFIG = MapperConfig()
 SHOP = "example-shop.myshopify.com"
@@ -165,6 +165,16 @@ def test_an_invoice_before_its_customer_is_merged_into_the_internal_id(
     assert {i["identifiers"]["id"] for i in sent(cio, "event")} == {"stripe:cus_TestAda01"}
     ingest(engine, "stripe", "customer_created")  # shows cus_TestAda01 beside user_8842
     run(engine, cio)
+    # Held, so the primary's identify is applied before Customer.io sees the merge.
+    assert sent(cio, "merge") == []
+    [held] = [row for row in outbox_rows(engine) if row.kind == "merge"]
+    assert (held.state, held.solo) == ("pending", True)
+    assert held.next_attempt_at > datetime.now(UTC)
+    with engine.begin() as conn:  # the delay passes
+        conn.execute(sa.update(outbox).values(next_attempt_at=datetime.now(UTC)))
+    run(engine, cio)
+    [alone] = [b["batch"] for b in cio.bodies() if any(i["action"] == "merge" for i in b["batch"])]
+    assert len(alone) == 1  # a merge travels alone
     [merge] = sent(cio, "merge")
     assert (merge["primary"], merge["secondary"]) == (
         {"id": "user_8842"},
@@ -193,6 +203,9 @@ def test_a_merge_repoints_operations_still_queued(engine: Engine, cio: ScriptedC
 def test_a_redaction_forgets_everything_kept_about_the_person(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
+    # A guest checkout before the account existed left an anonymous profile too.
+    guest = _guest_checkout("tok-guest", "grace.buyer@example.test", phone="+15550001111")
+    ingest_as(engine, "checkout_create_guest", guest, "g0", "2026-05-01T10:00:00Z")
     ingest(engine, "shopify", "order_create")
     run(engine, cio)
     ingest(engine, "shopify", "customers_redact")
@@ -202,9 +215,83 @@ def test_a_redaction_forgets_everything_kept_about_the_person(
         for table in (person_state, person_facts):
             assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
         assert GRACE not in set(conn.execute(sa.select(identity_links.c.person_id)).scalars())
+        keys = set(conn.execute(sa.select(identity_links.c.key)).scalars())
+    assert "email:grace.buyer@example.test" not in keys
+
+
+def test_a_shop_redaction_erases_the_shops_state(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "stripe", "customer_created")  # another source's person stays
+    run(engine, cio)
+    ingest(engine, "shopify", "shop_redact")
+    run(engine, cio)
+    with engine.connect() as conn:
+        keys = set(conn.execute(sa.select(identity_links.c.key)).scalars())
+        people = set(conn.execute(sa.select(person_state.c.person_id)).scalars())
+        facts = conn.execute(sa.select(sa.func.count()).select_from(person_facts)).scalar()
+    assert not any(key.startswith(f"shopify:{SHOP}:") for key in keys)
+    assert people == {"user_8842"}
+    assert facts == 0
 
 
 def _strip_metadata(event: dict[str, Any]) -> None:
     """An invoice that names only its customer (no internal id anywhere in it)."""
     text = json.dumps(event["data"]["object"]).replace('"user_8842"', "null")
     event["data"]["object"] = json.loads(text)
+
+
+def _guest_checkout(token: str, email: str, phone: str | None = None) -> dict[str, Any]:
+    guest = body("shopify", "checkout_create_guest")
+    guest.update(token=token, email=email, phone=phone)
+    return guest
+
+
+def test_a_link_taken_over_by_a_customer_is_kept_for_later_guests(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # The email is first seen on a guest checkout (linked to the anonymous id), then on
+    # the customer account: a later guest checkout with it is the customer's.
+    email = "lin.newcomer@example.test"
+    ingest_as(
+        engine,
+        "checkout_create_guest",
+        _guest_checkout("tok1", email),
+        "g1",
+        "2026-05-01T10:00:00Z",
+    )
+    run(engine, cio)
+    ingest(engine, "shopify", "customers_create")
+    run(engine, cio)
+    ingest_as(
+        engine,
+        "checkout_create_guest",
+        _guest_checkout("tok2", email),
+        "g2",
+        "2026-05-02T10:00:00Z",
+    )
+    run(engine, cio)
+    customer = f"shopify:{SHOP}:8100000000005"
+    [second] = [i for i in sent(cio, "event") if i["attributes"]["cart_id"] == "tok2"]
+    assert second["identifiers"] == {"id": customer}
+
+
+def test_a_guest_typing_a_customers_email_changes_none_of_their_attributes(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "customers_create")
+    run(engine, cio)
+    before = state_of(engine, f"shopify:{SHOP}:8100000000005")
+    intruder = _guest_checkout("tok9", "lin.newcomer@example.test", phone="+15559999999")
+    intruder["billing_address"] = {"first_name": "Mallory", "last_name": "X"}
+    ingest_as(engine, "checkout_create_guest", intruder, "g9", "2026-06-01T10:00:00Z")
+    run(engine, cio)
+    # The checkout event reaches the customer (the email is theirs), the name, phone
+    # and consent the intruder typed do not.
+    assert state_of(engine, f"shopify:{SHOP}:8100000000005") == before
+    with engine.connect() as conn:
+        linked = conn.execute(
+            sa.select(identity_links.c.person_id).where(
+                identity_links.c.key == f"shopify:{SHOP}:checkout:tok9"
+            )
+        ).scalar()
+    assert linked is None  # the intruder's checkout token is not the customer's

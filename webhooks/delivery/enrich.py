@@ -145,7 +145,7 @@ def enrich_rows(
     if not todo:
         return result
     now = now or utcnow()
-    batch = _Batch(api, clock, clock() + budget)
+    batch = _Batch(api, clock, clock() + budget, config.internal_id_metadata_key)
     stored: list[dict[str, Any]] = []
     deferred: list[dict[str, Any]] = []
     for row, need in todo:
@@ -217,8 +217,15 @@ class _Batch:
     An outage then costs one retried call per pass, not one per row.
     """
 
-    def __init__(self, api: StripeAPI, clock: Callable[[], float], stop_at: float) -> None:
+    def __init__(
+        self,
+        api: StripeAPI,
+        clock: Callable[[], float],
+        stop_at: float,
+        keep: str | None = None,
+    ) -> None:
         self.api = api
+        self.keep = keep  # the metadata key holding the merchant's id
         self.clock = clock
         self.stop_at = stop_at
         self.halted: StripeUnavailable | StripeAuthError | None = None
@@ -238,8 +245,20 @@ class _Batch:
             if failed is not None:
                 problem = problem or failed
             elif value is not None:
-                found[name] = value
+                found[name] = self._kept(name, value)
         return found, problem
+
+    def _kept(self, name: str, value: Any) -> Any:
+        """Only what mapping needs: of a customer's metadata, the internal-id key alone.
+
+        Merchants keep all sorts of things in metadata (addresses, notes); the inbox
+        keeps this for as long as the delivery, so nothing else of it is stored.
+        """
+        if name != "customer" or self.keep is None:
+            return value
+        metadata = value.get("metadata") or {}
+        kept = {self.keep: metadata[self.keep]} if self.keep in metadata else {}
+        return {"id": value.get("id"), "metadata": kept}
 
     def _call(
         self, call: Callable[[str, str], Any], ident: str, account: str

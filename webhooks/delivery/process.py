@@ -254,18 +254,18 @@ def _store_one_by_one(
             continue
         except SQLAlchemyError as exc:
             attempts = row.attempts + 1
-            state = InboxState.DEAD if attempts >= MAX_STORE_ATTEMPTS else InboxState.FAILED
+            outcome = InboxState.DEAD if attempts >= MAX_STORE_ATTEMPTS else InboxState.FAILED
             with engine.begin() as conn:
                 release(
                     conn,
                     inbox,
                     [row.id],
                     owner,
-                    state=state,
+                    state=outcome,
                     attempts=attempts,
                     last_error=f"storing its operations failed: {type(exc).__name__}",
                 )
-            log.error("store_failed", inbox_id=row.id, error=type(exc).__name__, state=state)
+            log.error("store_failed", inbox_id=row.id, error=type(exc).__name__, state=outcome)
     for row, reason in failed:
         try:
             _store(engine, owner, [], [(row, reason)], dry_run, state)
@@ -296,6 +296,8 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> di
         "lane": row.lane,
         "inbox_id": row.id,
         "subject": op.subject,
+        # A merge travels alone: its primary's identify must have been applied first.
+        "solo": op.kind == OperationKind.MERGE,
         # A held cart update waits, so an order that follows can still suppress it.
         "next_attempt_at": now + timedelta(seconds=op.hold_seconds),
         "created_at": now,

@@ -39,7 +39,7 @@ class IdentityPolicy:
 
     stripe_person_id_format: str = "stripe:{customer_id}"
     shopify_person_id_format: str = "shopify:{account}:{customer_id}"
-    stripe_client_reference_id: bool = True
+    stripe_client_reference_id: bool = False
     guest_policy: GuestPolicy = "anonymous"
 
 
@@ -68,6 +68,9 @@ class Resolution:
     identity: Identity | None = None
     wait_on: str | None = None  # a key that, once linked, will name the person
     skip: str | None = None  # the guest policy says: send nothing (reason)
+    # Found only through an email anyone can type at a guest checkout: the events go to
+    # the person, but what the payload says about them (name, phone, consent) does not.
+    by_email: bool = False
 
 
 def safe_id(candidate: str) -> str:
@@ -112,12 +115,14 @@ def anonymous_id(person: Person) -> str | None:
     return safe_id(f"{person.source}:{token}") if token else None
 
 
-def _strongest(keys: Iterable[str], links: Mapping[str, Identity]) -> Identity | None:
-    best: Identity | None = None
+def _strongest(
+    keys: Iterable[str], links: Mapping[str, Identity]
+) -> tuple[str, Identity] | tuple[None, None]:
+    best: tuple[str, Identity] | tuple[None, None] = (None, None)
     for key in keys:  # strongest key kind first: the first of equal rank wins
         found = links.get(key)
-        if found is not None and (best is None or found.rank > best.rank):
-            best = found
+        if found is not None and (best[1] is None or found.rank > best[1].rank):
+            best = (key, found)
     return best
 
 
@@ -132,14 +137,14 @@ def resolve(
     if direct is not None:
         # A link may upgrade a customer id to the internal id an earlier event showed
         # beside it. Never through an email: two customers may share one address.
-        email = email_key(person.email) if person.email else None
-        linked = _strongest((key for key in keys if key != email), links)
+        email = email_key(person.email, person) if person.email else None
+        _, linked = _strongest((key for key in keys if key != email), links)
         if linked is not None and linked.rank > direct.rank:
             return Resolution(linked)
         return Resolution(direct)
-    linked = _strongest(keys, links)
+    key, linked = _strongest(keys, links)
     if linked is not None and (linked.rank > ANONYMOUS or policy.guest_policy == "anonymous"):
-        return Resolution(linked)
+        return Resolution(linked, by_email=bool(key and key.startswith("email:")))
     if policy.guest_policy == "skip" and (person.email or anonymous_id(person)):
         return Resolution(skip="a guest, and GUEST_POLICY=skip")
     if policy.guest_policy == "email" and person.email:
@@ -162,6 +167,9 @@ class Learned:
     links: dict[str, Identity] = field(default_factory=dict)
     merges: list[tuple[Identity, Identity]] = field(default_factory=list)  # (old, new)
     conflicts: list[str] = field(default_factory=list)
+    # Anonymous ids merged only through a typed email: their attributes are not the
+    # person's (see Resolution.by_email), their events and facts are.
+    typed: set[str] = field(default_factory=set)
 
 
 def learn(keys: list[str], identity: Identity, links: Mapping[str, Identity]) -> Learned:
@@ -180,12 +188,16 @@ def learn(keys: list[str], identity: Identity, links: Mapping[str, Identity]) ->
         if old is None or old.rank < identity.rank:
             learned.links[key] = identity
             # A shared object (customer, checkout, order, ...) proves two ids are one
-            # human; a shared email does not (family accounts, a typo), so an email link
-            # moves to the stronger id without merging, unless the old profile is keyed
-            # by that very email (GUEST_POLICY=email): then it is the same profile.
-            proves = not key.startswith("email:") or (old is not None and old.rank == EMAIL)
+            # human. A shared email does not prove two customers are one (family
+            # accounts, a typo): that link moves without a merge. A guest's email does
+            # lead to the person, as it would have had the person been known first:
+            # the guest's anonymous events and orders follow, not what they typed.
+            by_email = key.startswith("email:")
+            proves = not by_email or (old is not None and old.rank in (ANONYMOUS, EMAIL))
             if proves and old is not None and old not in (m[0] for m in learned.merges):
                 learned.merges.append((old, identity))
+                if by_email and old.rank == ANONYMOUS:
+                    learned.typed.add(old.person_id)
         elif old.rank == identity.rank and identity.person_id < old.person_id:
             learned.links[key] = identity
             learned.conflicts.append(key)

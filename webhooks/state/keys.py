@@ -31,9 +31,16 @@ def bounded(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
-def email_key(email: str) -> str:
-    """The key of an email address (case-insensitive, as mailboxes are in practice)."""
-    return bounded("email:" + email.strip().lower())
+def email_key(email: str, person: Person | None = None) -> str:
+    """The key of an email address (case-insensitive, as mailboxes are in practice).
+
+    Global, except on a Stripe connected account: that is another merchant, whose
+    buyers must never resolve to the platform's or a third merchant's people.
+    """
+    address = email.strip().lower()
+    if person is not None and person.source == "stripe" and person.account != "platform":
+        return bounded(f"email:{person.account}:{address}")
+    return bounded("email:" + address)
 
 
 def customer_key(person: Person) -> str | None:
@@ -58,7 +65,7 @@ def person_keys(person: Person) -> list[str]:
     if person.subscription_id:
         keys.append(_scoped(person, "subscription", person.subscription_id))
     if person.email:
-        keys.append(email_key(person.email))
+        keys.append(email_key(person.email, person))
     return [key for key in keys if key]
 
 

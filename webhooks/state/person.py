@@ -134,12 +134,12 @@ def fact_of(track: Track, person_id: str) -> Fact | None:
             currency=props.currency,  # type: ignore[attr-defined]
         )
     if track.event in EVENT_STATUS:
-        status = getattr(props, "status", None) or EVENT_STATUS[track.event]
+        status = _status(getattr(props, "status", None)) or EVENT_STATUS[track.event]
         if track.event is EventName.SUBSCRIPTION_CANCELED and getattr(
             props, "cancel_at_period_end", False
         ):
             # A scheduled cancel: still a subscriber until the period ends.
-            status = getattr(props, "status", None) or "active"
+            status = _status(getattr(props, "status", None)) or "active"
         return Fact(
             f"subscription:{scope}:{props.subscription_id}",  # type: ignore[attr-defined]
             person_id,
@@ -149,6 +149,17 @@ def fact_of(track: Track, person_id: str) -> Fact | None:
             status=status,
         )
     return None
+
+
+# Provider spellings of one status, so a segment on `canceled` finds every canceller.
+SPELLINGS = {"cancelled": "canceled", "cancel": "canceled", "ended": "canceled"}
+
+
+def _status(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    status = raw.strip().lower()
+    return SPELLINGS.get(status, status)
 
 
 def _number(value: Decimal) -> int | float:

@@ -20,7 +20,15 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
 
-from mappers.actions import Action, ExportPersonData, Identify, Person, RedactPerson, Track
+from mappers.actions import (
+    Action,
+    ExportPersonData,
+    Identify,
+    Person,
+    RedactPerson,
+    RedactShop,
+    Track,
+)
 from mappers.taxonomy import EventName
 from webhooks.delivery.operations import (
     Operation,
@@ -59,6 +67,7 @@ class StateConfig:
     identity: IdentityPolicy = field(default_factory=IdentityPolicy)
     reporting_currency: str = "USD"
     cart_update_hold_seconds: float = 120.0
+    merge_delay_seconds: float = 60.0
 
 
 @dataclass
@@ -91,6 +100,7 @@ class StateStep:
         self.new_links: dict[str, Identity] = {}
         self.parent: dict[str, Identity] = {}  # merged id -> the identity it became
         self.merges: list[tuple[Identity, Identity]] = []
+        self.typed: set[str] = set()  # merged through a typed email: attributes dropped
         self.records: dict[str, PersonRecord] = {}
         self.facts: dict[str, Fact] = {}
         self.by_person: dict[str, set[str]] = {}  # person id -> their fact keys
@@ -100,7 +110,9 @@ class StateStep:
         self.dirty_carts: set[str] = set()
         self.completed: set[str] = set()  # checkouts completed in this batch
         self.started: dict[str, str] = {}  # checkouts started in this batch: digest
-        self.redacted: list[str] = []
+        self.redacted: list[str] = []  # people whose state is erased
+        self.redacted_keys: set[str] = set()  # identifiers (emails, tokens) erased
+        self.redacted_shops: list[str] = []
 
     # -- identity ------------------------------------------------------------------
 
@@ -142,6 +154,8 @@ class StateStep:
                 actions[index], RedactPerson | ExportPersonData
             ):
                 continue  # a privacy request must not teach links to a person
+            if found.by_email:
+                continue  # nor a typed email: its checkout must not become the person's
             who = self.final(found.identity)
             if isinstance(actions[index], Track) or (actions[index].person, who) not in taught:
                 taught.add((actions[index].person, who))  # type: ignore[union-attr]
@@ -151,9 +165,11 @@ class StateStep:
     def _learn(self, plan: _Plan, keys: list[str], identity: Identity) -> None:
         learned = learn(keys, identity, self.links)
         for key, who in learned.links.items():
-            if key not in self.links:
-                self.new_links[key] = who
+            # Every change is saved: a new link, and one taken over by a stronger id or
+            # won by the smaller id of a conflict.
+            self.new_links[key] = who
             self.links[key] = who
+        self.typed |= learned.typed
         for old, new in learned.merges:
             old, new = self.final(old), self.final(new)
             if old.person_id == new.person_id:
@@ -182,7 +198,7 @@ class StateStep:
         """Move a merged person's attributes and facts to the person they became."""
         gone = self.records.pop(old.person_id, None)
         self.dirty_records.discard(old.person_id)
-        if gone is not None:
+        if gone is not None and old.person_id not in self.typed:
             self._record(new.person_id).absorb(gone)
         for key in self.by_person.pop(old.person_id, set()):
             self._put(replace(self.facts[key], person_id=new.person_id))
@@ -242,6 +258,9 @@ class StateStep:
         touched: dict[str, Identity] = {}
         tokens: dict[str, set[str]] = {}
         for index, action in enumerate(actions):
+            if isinstance(action, RedactShop):
+                self.redacted_shops.append(action.account)
+                continue
             found = plan.resolutions.get(index)
             if found is None:
                 continue
@@ -254,9 +273,11 @@ class StateStep:
             if isinstance(action, RedactPerson):
                 if not who.anonymous:
                     events.append(delete_op(who, action.timestamp))
-                    self.redacted.append(who.person_id)
+                self._redact(who, plan.keys.get(index, []))
                 continue
             if isinstance(action, Identify):
+                if found.by_email and not who.anonymous:
+                    continue  # a typed email proves nothing about name, phone or consent
                 self._record(who.person_id).report(action.attributes, action.timestamp)
             elif isinstance(action, Track):
                 events.append(self._event(action, who))
@@ -277,7 +298,10 @@ class StateStep:
                 tokens.setdefault(new.person_id, set()).add(old.person_id)
             elif old.rank >= EMAIL:
                 forced.add(new.person_id)  # the primary must exist before the merge
-                merges.append(merge_op(new, old, self._record(new.person_id).watermark))
+                merge = merge_op(new, old, self._record(new.person_id).watermark)
+                # Customer.io ignores a merge into a primary it does not have yet, and
+                # answers 200: send it later than, and apart from, the identify.
+                merges.append(replace(merge, hold_seconds=self.config.merge_delay_seconds))
         identifies = [
             op
             for who in touched.values()
@@ -357,6 +381,20 @@ class StateStep:
             hold_seconds=hold if track.event is EventName.CART_UPDATED else 0.0,
         )
 
+    def _redact(self, who: Identity, keys: list[str]) -> None:
+        """Erase the person, the guest profiles their identifiers lead to, and the keys.
+
+        A guest checkout before the account existed left an anonymous profile (name,
+        phone) and an email link; other known people sharing an identifier are not
+        touched, only the shared key is.
+        """
+        self.redacted.append(who.person_id)
+        for key in keys:
+            linked = self.links.get(key)
+            if linked is not None and linked.anonymous:
+                self.redacted.append(linked.person_id)
+        self.redacted_keys.update(keys)
+
     # -- after the outbox rows are written -------------------------------------------
 
     def save(self) -> None:
@@ -376,6 +414,9 @@ class StateStep:
         self._suppress_unchanged()
         for person_id in self.redacted:
             store.forget(self.conn, person_id)
+        store.forget_keys(self.conn, self.redacted_keys)
+        for shop in self.redacted_shops:
+            store.forget_shop(self.conn, shop)
 
     def _repoint(self, old: str, new: Identity) -> None:
         """A merged person's queued operations go to the person they became."""

@@ -26,16 +26,25 @@ CHUNK = 500  # bound parameters per IN list (SQLite allows 32,766; PostgreSQL 65
 # Any constant: stage-1 transactions of several workers take it in turn on PostgreSQL,
 # since resolving identity reads links another worker may be writing.
 STATE_LOCK_ID = 0x57EB400C
+STATE_WAIT_SECONDS = 30  # below the default 60 s lease
 
 
 def lock_state(conn: Connection) -> None:
     """Serialise identity and state updates across workers for this transaction.
 
-    SQLite needs nothing: it has one writer at a time, and a worker reads the state
-    tables only it writes (ingest writes the inbox alone).
+    The step reads links and state and writes them back, so two workers must not
+    interleave. PostgreSQL: a transaction-level advisory lock, with this transaction's
+    waits raised above the request path's 2 s (a queue of workers on the lock is
+    normal, not a failure to count against the rows). SQLite: take the write lock before
+    the first read (BEGIN IMMEDIATE); pysqlite would otherwise begin only at the first
+    write, after the reads.
     """
     if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{STATE_WAIT_SECONDS}s'")
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATE_WAIT_SECONDS}s'")
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": STATE_LOCK_ID})
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def chunks(values: Iterable[str]) -> Iterator[list[str]]:
@@ -120,6 +129,8 @@ def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
             for col in table.columns
             if col.name not in keys
         },
+        # A link is never taken over by a weaker id, whatever another worker wrote.
+        where=table.c.rank <= statement.excluded.rank if table is identity_links else None,
     )
 
 
@@ -210,3 +221,24 @@ def forget(conn: Connection, person_id: str) -> None:
     conn.execute(sa.delete(identity_links).where(identity_links.c.person_id == person_id))
     conn.execute(sa.delete(person_facts).where(person_facts.c.person_id == person_id))
     conn.execute(sa.delete(person_state).where(person_state.c.person_id == person_id))
+
+
+def forget_keys(conn: Connection, keys: Iterable[str]) -> None:
+    """Erase these identifiers (an email, a token) whoever they were linked to."""
+    for chunk in chunks(keys):
+        conn.execute(sa.delete(identity_links).where(identity_links.c.key.in_(chunk)))
+
+
+def forget_shop(conn: Connection, shop: str) -> None:
+    """Erase what is kept of a Shopify shop (shop/redact, 48 hours after uninstall).
+
+    Links, facts and checkouts are scoped by the shop in their keys. Person state is
+    keyed by person id: the shop's customers under the default id format
+    (shopify:<shop>:<id>) are erased; people known by your own ids may also buy
+    elsewhere, so their attributes stay (their facts of this shop do not).
+    """
+    scoped = f"shopify:{shop}:%"
+    conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped)))
+    conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like(f"%:{scoped}")))
+    conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped)))
+    conn.execute(sa.delete(person_state).where(person_state.c.person_id.like(scoped)))

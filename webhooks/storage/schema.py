@@ -184,7 +184,7 @@ person_state = sa.Table(
     # {name: [value, event time]}: each attribute keeps the value of its newest report.
     sa.Column("attributes", sa.JSON(), nullable=False),
     # Newest event time of anything known about the person: the identify timestamp.
-    sa.Column("watermark", sa.Integer(), nullable=False),
+    sa.Column("watermark", sa.BigInteger(), nullable=False),
     # Hash of the attributes last queued for Customer.io: unchanged ones are not resent.
     sa.Column("sent_hash", sa.String(64), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
@@ -202,9 +202,9 @@ person_facts = sa.Table(
     sa.Column("currency", sa.String(3), nullable=True),
     sa.Column("status", sa.String(32), nullable=True),
     # Earliest event time reported for the fact (an order's date).
-    sa.Column("first_at", sa.Integer(), nullable=False),
+    sa.Column("first_at", sa.BigInteger(), nullable=False),
     # Event time of the report the amount/status came from: an older one never wins.
-    sa.Column("watermark", sa.Integer(), nullable=False),
+    sa.Column("watermark", sa.BigInteger(), nullable=False),
     sa.CheckConstraint("kind IN ('order', 'refund', 'subscription')", name="ck_person_facts_kind"),
 )
 sa.Index("ix_person_facts_person", person_facts.c.person_id)
@@ -218,6 +218,6 @@ checkouts = sa.Table(
     sa.Column("started_hash", sa.String(64), nullable=True),
     # Event time of the order that completed the checkout; cart events after it are
     # suppressed.
-    sa.Column("completed_at", sa.Integer(), nullable=True),
+    sa.Column("completed_at", sa.BigInteger(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -52,7 +52,7 @@ def upgrade() -> None:
         "person_state",
         sa.Column("person_id", sa.String(255), primary_key=True),
         sa.Column("attributes", sa.JSON(), nullable=False),
-        sa.Column("watermark", sa.Integer(), nullable=False),
+        sa.Column("watermark", sa.BigInteger(), nullable=False),
         sa.Column("sent_hash", sa.String(64), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
@@ -64,8 +64,8 @@ def upgrade() -> None:
         sa.Column("amount", sa.String(40), nullable=True),
         sa.Column("currency", sa.String(3), nullable=True),
         sa.Column("status", sa.String(32), nullable=True),
-        sa.Column("first_at", sa.Integer(), nullable=False),
-        sa.Column("watermark", sa.Integer(), nullable=False),
+        sa.Column("first_at", sa.BigInteger(), nullable=False),
+        sa.Column("watermark", sa.BigInteger(), nullable=False),
         sa.CheckConstraint(
             "kind IN ('order', 'refund', 'subscription')", name="ck_person_facts_kind"
         ),
@@ -75,7 +75,7 @@ def upgrade() -> None:
         "checkouts",
         sa.Column("checkout_key", sa.String(512), primary_key=True),
         sa.Column("started_hash", sa.String(64), nullable=True),
-        sa.Column("completed_at", sa.Integer(), nullable=True),
+        sa.Column("completed_at", sa.BigInteger(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
 
