@@ -9,6 +9,7 @@ from mappers.taxonomy import PersonAttributes
 from webhooks.state.person import (
     Fact,
     PersonRecord,
+    Totals,
     attributes_of,
     derived_attributes,
     order_position,
@@ -19,7 +20,7 @@ def test_each_attribute_keeps_its_newest_report() -> None:
     record = PersonRecord("p")
     record.report(PersonAttributes(email="new@example.test", first_name="Ann"), 200)
     record.report(PersonAttributes(email="old@example.test", last_name="Lee"), 100)
-    assert attributes_of(record, [], "USD") == {
+    assert attributes_of(record, []) == {
         "email": "new@example.test",
         "first_name": "Ann",
         "last_name": "Lee",
@@ -107,8 +108,8 @@ def test_a_merged_profile_brings_its_newer_attributes() -> None:
     guest = PersonRecord("shopify:tok")
     guest.report(PersonAttributes(first_name="Kimberly", phone="+15550100"), 150)
     known.absorb(guest)
-    assert attributes_of(known, [], "USD")["first_name"] == "Kimberly"
-    assert attributes_of(known, [], "USD")["phone"] == "+15550100"
+    assert attributes_of(known, [])["first_name"] == "Kimberly"
+    assert attributes_of(known, [])["phone"] == "+15550100"
     assert known.watermark == 150
 
 
@@ -128,3 +129,36 @@ def test_provider_spellings_of_a_status_are_one_status() -> None:
     fact = fact_of(track, "p")
     assert fact is not None
     assert fact.status == "canceled"
+
+
+def test_totals_kept_fact_by_fact_equal_totals_counted_from_all_facts() -> None:
+    first = order("1", 200, "10")
+    facts = [
+        first,
+        order("2", 100, "20"),
+        Fact("refund:r", "p", "refund", 300, 300, Decimal("3"), "USD"),
+        order("3", 150, "7", currency="EUR"),
+    ]
+    expected = Totals.of(facts, "USD")
+    for permutation in itertools.permutations(facts):
+        totals = Totals(currency="USD")
+        for fact in permutation:
+            totals.add(None, fact)
+        assert (totals.order_count, totals.value, totals.first_order_at, totals.last_order_at) == (
+            expected.order_count,
+            expected.value,
+            expected.first_order_at,
+            expected.last_order_at,
+        )
+    # A second report of order 1 (paid, with a new total) counts only its difference.
+    totals = Totals.of(facts, "USD")
+    totals.add(first, first.combine(order("1", 250, "12")))
+    assert (totals.order_count, totals.value) == (3, Decimal("29"))
+
+
+def test_the_latest_order_moving_earlier_makes_the_totals_stale() -> None:
+    paid = order("1", 300, "10")
+    totals = Totals.of([order("2", 100, "5"), paid], "USD")
+    created_earlier = order("1", 200, "10")
+    totals.add(paid, paid.combine(created_earlier))
+    assert totals.stale

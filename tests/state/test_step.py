@@ -295,3 +295,33 @@ def test_a_guest_typing_a_customers_email_changes_none_of_their_attributes(
             )
         ).scalar()
     assert linked is None  # the intruder's checkout token is not the customer's
+
+
+def test_an_earlier_order_arriving_late_takes_its_place_by_date(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    later = body("shopify", "order_create")
+    later.update(id=6200000000002, checkout_token=None)
+    ingest_as(engine, "order_create", later, "wh-later", "2026-06-01T14:00:00Z")
+    run(engine, cio)  # a separate batch: the totals are stored before the late one
+    ingest(engine, "shopify", "order_create")  # placed 2026-05-04, arrives last
+    run(engine, cio)
+    orders = {
+        i["attributes"]["order_id"]: i["attributes"]
+        for i in sent(cio, "event")
+        if i["name"] == "order_completed"
+    }
+    # The late one is the person's first by date, whatever the other event said.
+    assert orders["6200000000001"]["order_count"] == 1
+    assert orders["6200000000001"]["is_first_order"] is True
+    assert orders["6200000000002"]["order_count"] == 1  # sent when it was the only one
+    last = sent(cio, "identify")[-1]["attributes"]
+    assert (last["order_count"], last["first_order_date"]) == (2, orders_date("2026-05-04"))
+
+
+def orders_date(day: str) -> int:
+    """The Unix time order_create's event carries (its triggered-at header)."""
+    fixture = json.loads((FIXTURES / "shopify" / "order_create.json").read_text())
+    at = fixture["headers"]["X-Shopify-Triggered-At"]
+    assert at.startswith(day)
+    return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())

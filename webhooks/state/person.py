@@ -45,14 +45,77 @@ def _order_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def _contribution(fact: Fact | None, currency: str) -> Decimal:
+    """What a fact adds to lifetime value in `currency` (refunds subtract)."""
+    if fact is None or fact.amount is None or fact.currency != currency:
+        return Decimal(0)
+    return fact.amount if fact.kind == "order" else -fact.amount
+
+
+@dataclass
+class Totals:
+    """Order count, dates and lifetime value, kept up to date fact by fact.
+
+    Each fact contributes once (a repeat report contributes only its difference), and
+    sums, minimums and maximums do not care about order, so the totals are the same
+    whatever order facts arrive in. The one move a maximum cannot undo (an order's date
+    moving earlier when it was the latest) marks the totals stale, to be recomputed from
+    every fact.
+    """
+
+    order_count: int = 0
+    first_order_at: int | None = None
+    last_order_at: int | None = None
+    value: Decimal = Decimal(0)
+    currency: str | None = None  # what `value` is counted in
+    stale: bool = False
+
+    @classmethod
+    def of(cls, facts: list[Fact], currency: str) -> Totals:
+        """The totals of a complete list of facts."""
+        totals = cls(currency=currency)
+        for fact in facts:
+            totals.add(None, fact)
+        return totals
+
+    def add(self, old: Fact | None, new: Fact) -> None:
+        """Account for a new fact, or for `new` replacing its earlier report `old`."""
+        if new.kind == "order":
+            if old is None:
+                self.order_count += 1
+            elif old.first_at > new.first_at and old.first_at == self.last_order_at:
+                self.stale = True  # the latest order moved earlier: the max must be redone
+            self.first_order_at = _min(self.first_order_at, new.first_at)
+            self.last_order_at = max(self.last_order_at or new.first_at, new.first_at)
+        currency = self.currency or ""
+        self.value += _contribution(new, currency) - _contribution(old, currency)
+
+    def attributes(self) -> dict[str, Any]:
+        """The attributes these totals give (dates as Unix seconds)."""
+        attributes: dict[str, Any] = {
+            "order_count": self.order_count,
+            "lifetime_value": _number(self.value),
+        }
+        if self.first_order_at is not None:
+            attributes["first_order_date"] = self.first_order_at
+        if self.last_order_at is not None:
+            attributes["last_order_date"] = self.last_order_at
+        return attributes
+
+
+def _min(current: int | None, value: int) -> int:
+    return value if current is None else min(current, value)
+
+
 @dataclass
 class PersonRecord:
-    """One person's reported attributes: {name: [value, event time]}."""
+    """One person's reported attributes ({name: [value, event time]}) and totals."""
 
     person_id: str
     attributes: dict[str, list[Any]] = field(default_factory=dict)
     watermark: int = 0  # newest event time known of the person: the identify timestamp
     sent_hash: str | None = None
+    totals: Totals = field(default_factory=Totals)
 
     def report(self, attributes: PersonAttributes, timestamp: int) -> None:
         """Apply one report: each attribute keeps its newest value."""
@@ -166,30 +229,22 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def derived_attributes(facts: list[Fact], reporting_currency: str) -> dict[str, Any]:
-    """Attributes computed from a person's facts (dates as Unix seconds)."""
-    orders = [fact for fact in facts if fact.kind == "order"]
-    refunds = [fact for fact in facts if fact.kind == "refund"]
-    value = sum(
-        (f.amount for f in orders if f.amount is not None and f.currency == reporting_currency),
-        Decimal(0),
-    ) - sum(
-        (f.amount for f in refunds if f.amount is not None and f.currency == reporting_currency),
-        Decimal(0),
-    )
-    attributes: dict[str, Any] = {
-        "order_count": len(orders),
-        "lifetime_value": _number(value),
-    }
-    if orders:
-        attributes["first_order_date"] = min(f.first_at for f in orders)
-        attributes["last_order_date"] = max(f.first_at for f in orders)
+def subscription_status(facts: list[Fact]) -> str | None:
+    """The liveliest status among a person's subscriptions, if they have any."""
     statuses = [f.status for f in facts if f.kind == "subscription" and f.status]
-    if statuses:
-        attributes["subscription_status"] = min(
-            statuses,
-            key=lambda s: (STATUS_PRIORITY.index(s) if s in STATUS_PRIORITY else 99, s),
-        )
+    if not statuses:
+        return None
+    return min(
+        statuses, key=lambda s: (STATUS_PRIORITY.index(s) if s in STATUS_PRIORITY else 99, s)
+    )
+
+
+def derived_attributes(facts: list[Fact], reporting_currency: str) -> dict[str, Any]:
+    """Attributes computed from a complete list of a person's facts."""
+    attributes = Totals.of(facts, reporting_currency).attributes()
+    status = subscription_status(facts)
+    if status is not None:
+        attributes["subscription_status"] = status
     return attributes
 
 
@@ -202,10 +257,11 @@ def order_position(facts: list[Fact], fact_key: str) -> int:
     return len(orders)
 
 
-def attributes_of(
-    record: PersonRecord, facts: list[Fact], reporting_currency: str
-) -> dict[str, Any]:
+def attributes_of(record: PersonRecord, subscriptions: list[Fact]) -> dict[str, Any]:
     """Every attribute to identify the person with: reported, then computed."""
     attributes = {name: value for name, (value, _) in sorted(record.attributes.items())}
-    attributes.update(derived_attributes(facts, reporting_currency))
+    attributes.update(record.totals.attributes())
+    status = subscription_status(subscriptions)
+    if status is not None:
+        attributes["subscription_status"] = status
     return attributes

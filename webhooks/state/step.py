@@ -52,7 +52,7 @@ from webhooks.state.identity import (
     resolve,
 )
 from webhooks.state.keys import checkout_key, person_keys, track_keys
-from webhooks.state.person import Fact, PersonRecord, attributes_of, fact_of, order_position
+from webhooks.state.person import Fact, PersonRecord, Totals, attributes_of, fact_of
 from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
 
 log = structlog.get_logger("webhooks.state")
@@ -103,7 +103,8 @@ class StateStep:
         self.typed: set[str] = set()  # merged through a typed email: attributes dropped
         self.records: dict[str, PersonRecord] = {}
         self.facts: dict[str, Fact] = {}
-        self.by_person: dict[str, set[str]] = {}  # person id -> their fact keys
+        self.by_person: dict[str, set[str]] = {}  # person id -> their fact keys loaded
+        self.absorbed: dict[str, set[str]] = {}  # person id -> ids merged into them
         self.carts: dict[str, Checkout] = {}
         self.dirty_records: set[str] = set()
         self.dirty_facts: set[str] = set()
@@ -190,7 +191,8 @@ class StateStep:
     def _record(self, person_id: str) -> PersonRecord:
         record = self.records.get(person_id)
         if record is None:
-            record = self.records[person_id] = PersonRecord(person_id)
+            totals = Totals(currency=self.config.reporting_currency)
+            record = self.records[person_id] = PersonRecord(person_id, totals=totals)
         self.dirty_records.add(person_id)
         return record
 
@@ -198,8 +200,14 @@ class StateStep:
         """Move a merged person's attributes and facts to the person they became."""
         gone = self.records.pop(old.person_id, None)
         self.dirty_records.discard(old.person_id)
+        record = self._record(new.person_id)
         if gone is not None and old.person_id not in self.typed:
-            self._record(new.person_id).absorb(gone)
+            record.absorb(gone)
+        # The old person's stored facts move to the new one when the batch is saved;
+        # until then the new person's totals are counted again from both.
+        record.totals.stale = True
+        absorbed = self.absorbed.setdefault(new.person_id, set())
+        absorbed |= {old.person_id} | self.absorbed.pop(old.person_id, set())
         for key in self.by_person.pop(old.person_id, set()):
             self._put(replace(self.facts[key], person_id=new.person_id))
 
@@ -212,14 +220,49 @@ class StateStep:
         self.dirty_facts.add(fact.fact_key)
 
     def _add_fact(self, fact: Fact) -> Fact:
+        """Record one report of a fact and count it in its holder's totals, once."""
         known = self.facts.get(fact.fact_key)
         combined = fact if known is None else known.combine(fact)
         if combined != known:
             self._put(combined)
+            self._record(combined.person_id).totals.add(known, combined)
         return combined
 
     def _facts_of(self, person_id: str) -> list[Fact]:
         return [self.facts[key] for key in self.by_person.get(person_id, ())]
+
+    def _holders(self, person_id: str) -> list[str]:
+        """The person and everyone merged into them in this batch (not yet saved)."""
+        return [person_id, *sorted(self.absorbed.get(person_id, ()))]
+
+    def _refresh(self, record: PersonRecord) -> Totals:
+        """The record's totals, counted again from every fact if they went stale."""
+        wanted = self.config.reporting_currency
+        if record.totals.stale or record.totals.currency != wanted:
+            stored = store.load_facts(self.conn, self._holders(record.person_id), kinds=None)
+            facts = {k: replace(f, person_id=record.person_id) for k, f in stored.items()}
+            facts.update({f.fact_key: f for f in self._facts_of(record.person_id)})
+            record.totals = Totals.of(list(facts.values()), wanted)
+        return record.totals
+
+    def _position(self, order: Fact) -> int:
+        """An order's place among its holder's orders by date (1 = first)."""
+        totals = self._refresh(self._record(order.person_id))
+        if order.first_at >= (totals.last_order_at or order.first_at):
+            return totals.order_count  # the latest order: the common case, no query
+        mine = [f for f in self._facts_of(order.person_id) if f.kind == "order"]
+        before = store.orders_before(
+            self.conn,
+            self._holders(order.person_id),
+            order.first_at,
+            order.fact_key,
+            skip={f.fact_key for f in mine},
+        )
+        return (
+            1
+            + before
+            + sum((f.first_at, f.fact_key) < (order.first_at, order.fact_key) for f in mine)
+        )
 
     # -- the batch -------------------------------------------------------------------
 
@@ -237,12 +280,14 @@ class StateStep:
             if found.identity is not None
         } | {old.person_id for old, _ in self.merges}
         tracks = [a for _, actions in deliveries for a in actions if isinstance(a, Track)]
-        self.records = store.load_records(self.conn, people)
         self.facts = store.load_facts(
             self.conn, people, {f.fact_key for t in tracks if (f := fact_of(t, ""))}
         )
         for key, fact in self.facts.items():
             self.by_person.setdefault(fact.person_id, set()).add(key)
+        # A reported fact may be held by someone else (an equal-rank conflict): its
+        # holder's totals change, so their record is loaded too.
+        self.records = store.load_records(self.conn, people | set(self.by_person))
         self.carts = store.load_checkouts(self.conn, {s for t in tracks if (s := _subject(t))})
         for old, new in self.merges:
             self._fold(old, self.final(new))
@@ -316,9 +361,8 @@ class StateStep:
         if who.anonymous:
             return []  # an anonymous id has no profile to set attributes on
         record = self._record(who.person_id)
-        attributes = attributes_of(
-            record, self._facts_of(who.person_id), self.config.reporting_currency
-        )
+        self._refresh(record)
+        attributes = attributes_of(record, self._facts_of(who.person_id))
         anonymous = sorted(tokens)
         if anonymous:
             # Customer.io merges a guest's anonymous events into the person whose
@@ -345,7 +389,7 @@ class StateStep:
         if fact is not None:
             fact = self._add_fact(fact)
         if track.event is EventName.ORDER_COMPLETED and fact is not None:
-            position = order_position(self._facts_of(fact.person_id), fact.fact_key)
+            position = self._position(fact)
             # Welcome vs repeat journeys: the order's place among the person's orders
             # by date (a late-arriving earlier order is counted where it belongs).
             track = track.model_copy(
@@ -400,6 +444,9 @@ class StateStep:
     def save(self) -> None:
         """Write the state this batch changed, and apply it to rows already queued."""
         merged = [(old.person_id, self.final(new)) for old, new in self.merges]
+        for person_id in self.dirty_records:
+            if person_id in self.records:
+                self._refresh(self.records[person_id])
         store.save(
             self.conn,
             {key: self.final(who) for key, who in self.new_links.items()},

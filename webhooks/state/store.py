@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from webhooks.state.guards import Checkout
 from webhooks.state.identity import Identity
-from webhooks.state.person import Fact, PersonRecord
+from webhooks.state.person import Fact, PersonRecord, Totals
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import checkouts, identity_links, person_facts, person_state
 
@@ -72,8 +72,15 @@ def load_records(conn: Connection, person_ids: Iterable[str]) -> dict[str, Perso
     for chunk in chunks(person_ids):
         query = sa.select(person_state).where(person_state.c.person_id.in_(chunk))
         for row in conn.execute(query):
+            totals = Totals(
+                row.order_count,
+                row.first_order_at,
+                row.last_order_at,
+                Decimal(row.lifetime_value),
+                row.value_currency,
+            )
             found[row.person_id] = PersonRecord(
-                row.person_id, dict(row.attributes), row.watermark, row.sent_hash
+                row.person_id, dict(row.attributes), row.watermark, row.sent_hash, totals
             )
     return found
 
@@ -95,15 +102,45 @@ def _facts(conn: Connection, where: sa.ColumnElement[bool]) -> dict[str, Fact]:
 
 
 def load_facts(
-    conn: Connection, person_ids: Iterable[str], fact_keys: Iterable[str] = ()
+    conn: Connection,
+    person_ids: Iterable[str],
+    fact_keys: Iterable[str] = (),
+    kinds: Sequence[str] | None = ("subscription",),
 ) -> dict[str, Fact]:
-    """Every fact of these people, and these facts whoever holds them, by fact key."""
+    """These people's facts of `kinds` (None: all), and these facts whoever holds them.
+
+    Orders and refunds are summed into each person's totals as they arrive, so a batch
+    loads only the facts it reports and the people's subscriptions (a few each), never
+    every order a person ever placed.
+    """
     found: dict[str, Fact] = {}
     for chunk in chunks(person_ids):
-        found.update(_facts(conn, person_facts.c.person_id.in_(chunk)))
+        where = person_facts.c.person_id.in_(chunk)
+        if kinds is not None:
+            where = sa.and_(where, person_facts.c.kind.in_(kinds))
+        found.update(_facts(conn, where))
     for chunk in chunks(key for key in fact_keys if key not in found):
         found.update(_facts(conn, person_facts.c.fact_key.in_(chunk)))
     return found
+
+
+def orders_before(
+    conn: Connection, person_ids: Sequence[str], first_at: int, fact_key: str, skip: set[str]
+) -> int:
+    """How many stored orders of these people come before (first_at, fact_key).
+
+    `skip`: facts the caller holds newer copies of. Only for an order that arrives
+    after a later one, the rare case its place cannot come from the totals.
+    """
+    table = person_facts
+    earlier = sa.or_(
+        table.c.first_at < first_at,
+        sa.and_(table.c.first_at == first_at, table.c.fact_key < fact_key),
+    )
+    query = sa.select(table.c.fact_key).where(
+        table.c.person_id.in_(list(person_ids)), table.c.kind == "order", earlier
+    )
+    return sum(1 for key in conn.execute(query).scalars() if key not in skip)
 
 
 def load_checkouts(conn: Connection, keys: Iterable[str]) -> dict[str, Checkout]:
@@ -196,6 +233,11 @@ def save(
                 "attributes": record.attributes,
                 "watermark": record.watermark,
                 "sent_hash": record.sent_hash,
+                "order_count": record.totals.order_count,
+                "first_order_at": record.totals.first_order_at,
+                "last_order_at": record.totals.last_order_at,
+                "lifetime_value": str(record.totals.value),
+                "value_currency": record.totals.currency,
                 "updated_at": now,
             }
             for record in records

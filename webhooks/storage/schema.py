@@ -187,6 +187,13 @@ person_state = sa.Table(
     sa.Column("watermark", sa.BigInteger(), nullable=False),
     # Hash of the attributes last queued for Customer.io: unchanged ones are not resent.
     sa.Column("sent_hash", sa.String(64), nullable=True),
+    # Totals over the person's facts, kept as each fact arrives, so an event never needs
+    # all of a person's orders loaded (webhooks.state.person.Totals).
+    sa.Column("order_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("first_order_at", sa.BigInteger(), nullable=True),
+    sa.Column("last_order_at", sa.BigInteger(), nullable=True),
+    sa.Column("lifetime_value", sa.String(40), nullable=False, server_default="0"),
+    sa.Column("value_currency", sa.String(3), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 

@@ -54,6 +54,11 @@ def upgrade() -> None:
         sa.Column("attributes", sa.JSON(), nullable=False),
         sa.Column("watermark", sa.BigInteger(), nullable=False),
         sa.Column("sent_hash", sa.String(64), nullable=True),
+        sa.Column("order_count", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("first_order_at", sa.BigInteger(), nullable=True),
+        sa.Column("last_order_at", sa.BigInteger(), nullable=True),
+        sa.Column("lifetime_value", sa.String(40), nullable=False, server_default="0"),
+        sa.Column("value_currency", sa.String(3), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
