@@ -388,18 +388,14 @@ class StateStep:
         fact = fact_of(track, who.person_id)
         if fact is not None:
             fact = self._add_fact(fact)
+        data = track.payload()
         if track.event is EventName.ORDER_COMPLETED and fact is not None:
             position = self._position(fact)
             # Welcome vs repeat journeys: the order's place among the person's orders
-            # by date (a late-arriving earlier order is counted where it belongs).
-            track = track.model_copy(
-                update={
-                    "properties": track.properties.model_copy(
-                        update={"is_first_order": position == 1, "order_count": position}
-                    )
-                }
-            )
-        data = track.payload()
+            # by date (a late-arriving earlier order is counted where it belongs). The
+            # fields are OrderCompleted's own; set on the JSON to spare a model copy.
+            data["is_first_order"] = position == 1
+            data["order_count"] = position
         op = event_op(track, who, data)
         subject = _subject(track)
         if subject is None:
