@@ -41,11 +41,16 @@ def claim(
     with engine.connect() as conn:
         if conn.execute(candidates.limit(1)).first() is None:
             return []
+    chosen: sa.ColumnElement[bool] = table.c.id.in_(candidates.scalar_subquery())
     if engine.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        # = ANY(ARRAY(subquery)) runs the subquery once. As IN (subquery), PostgreSQL
+        # may run it again per row, each time skipping the rows this statement just
+        # locked, and so lease the whole backlog whatever the limit.
+        locked = candidates.with_for_update(skip_locked=True).scalar_subquery()
+        chosen = table.c.id == sa.any_(sa.func.array(locked))
     statement = (
         sa.update(table)
-        .where(table.c.id.in_(candidates.scalar_subquery()), *due, free)
+        .where(chosen, *due, free)
         .values(lease_owner=owner, lease_until=now + lease)
         .returning(*table.c)
     )

@@ -1,0 +1,86 @@
+"""A claim leases at most `limit` rows, on every backend (webhooks/storage/queue.py).
+
+Found while writing tests/state/test_permutations.py, and not fixed here (this change
+adds tests only). On PostgreSQL, `UPDATE ... WHERE id IN (SELECT id ... LIMIT n FOR UPDATE
+SKIP LOCKED)` is planned as a Nested Loop Semi Join that runs `Limit -> LockRows` again
+for every outer row; each run re-checks `lease_until` on the rows this very statement
+has just leased, skips them, and hands out the next one. So every due row is leased,
+whatever the limit: stage 1 maps a whole backlog in one transaction (and in one state
+batch), stage 2 claims the whole outbox, and a second worker finds nothing to take.
+A CTE (`WITH picked AS (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED) UPDATE ... FROM
+picked`) or `id = ANY(ARRAY(SELECT ...))` evaluates the pick once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from mappers.base import MapperConfig
+from webhooks.delivery.process import process_batch
+from webhooks.providers.base import Delivery
+from webhooks.storage import migrate
+from webhooks.storage.db import create_db_engine
+from webhooks.storage.inbox import store_delivery
+from webhooks.storage.queue import claim
+from webhooks.storage.schema import InboxState, inbox
+
+PENDING = 5
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A migrated database of each backend holding PENDING pending deliveries."""
+    eng = create_db_engine(database_url, timeout=5)
+    migrate.upgrade(eng)
+    for n in range(PENDING):
+        store_delivery(
+            eng,
+            Delivery(
+                provider="stripe",
+                account="platform",
+                event_type="customer.created",
+                delivery_id=f"evt_{n}",
+                event_id=f"evt_{n}",
+                api_version="2025-03-31.basil",
+                occurred_at=datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
+                headers={},
+                body=b'{"id": "evt_%d", "data": {"object": {"id": "cus_%d"}}}' % (n, n),
+            ),
+        )
+    yield eng
+    eng.dispose()
+
+
+def leased(engine: Engine) -> int:
+    """How many inbox rows some worker holds a lease on."""
+    with engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(inbox.c.lease_owner.is_not(None))
+        return int(conn.execute(query).scalar_one())
+
+
+def test_a_claim_leases_no_more_than_its_limit(engine: Engine) -> None:
+    rows = claim(
+        engine,
+        inbox,
+        "w1",
+        2,
+        timedelta(seconds=60),
+        due=[inbox.c.state == InboxState.PENDING],
+        order_by=[inbox.c.lane, inbox.c.id],
+    )
+    # All 5 on PostgreSQL today: one worker holds every row for a lease, the others idle.
+    assert [row.delivery_id for row in rows] == ["evt_0", "evt_1"]
+    assert leased(engine) == 2
+
+
+def test_stage_one_maps_no_more_than_its_batch(engine: Engine) -> None:
+    # 5 on PostgreSQL today: the batch size does not bound a stage-1 transaction.
+    assert process_batch(engine, "w1", MapperConfig(), limit=1) == 1
+    with engine.connect() as conn:
+        states = list(conn.execute(sa.select(inbox.c.state).order_by(inbox.c.id)).scalars())
+    assert states.count(InboxState.PENDING) == PENDING - 1
