@@ -203,6 +203,8 @@ class StateStep:
         record = self._record(new.person_id)
         if gone is not None and old.person_id not in self.typed:
             record.absorb(gone)
+        elif gone is not None:
+            record.touch(gone.watermark)  # their events are the person's, not their words
         # The old person's stored facts move to the new one when the batch is saved;
         # until then the new person's totals are counted again from both.
         record.totals.stale = True
@@ -219,14 +221,20 @@ class StateStep:
         self.by_person.setdefault(fact.person_id, set()).add(fact.fact_key)
         self.dirty_facts.add(fact.fact_key)
 
-    def _add_fact(self, fact: Fact) -> Fact:
-        """Record one report of a fact and count it in its holder's totals, once."""
+    def _add_fact(self, fact: Fact) -> tuple[Fact, int | None]:
+        """Record one report of a fact and count it in its holder's totals, once.
+
+        Returns the fact as now known, and the holder's latest order date before it.
+        """
         known = self.facts.get(fact.fact_key)
         combined = fact if known is None else known.combine(fact)
+        # Counted again first if a merge made them stale: `latest` must be the truth.
+        totals = self._refresh(self._record(combined.person_id))
+        latest = totals.last_order_at
         if combined != known:
             self._put(combined)
-            self._record(combined.person_id).totals.add(known, combined)
-        return combined
+            totals.add(known, combined)
+        return combined, latest
 
     def _facts_of(self, person_id: str) -> list[Fact]:
         return [self.facts[key] for key in self.by_person.get(person_id, ())]
@@ -245,11 +253,15 @@ class StateStep:
             record.totals = Totals.of(list(facts.values()), wanted)
         return record.totals
 
-    def _position(self, order: Fact) -> int:
-        """An order's place among its holder's orders by date (1 = first)."""
+    def _position(self, order: Fact, latest: int | None) -> int:
+        """An order's place among its holder's orders by date (1 = first).
+
+        `latest`: the holder's latest order date before this report.
+        """
         totals = self._refresh(self._record(order.person_id))
-        if order.first_at >= (totals.last_order_at or order.first_at):
-            return totals.order_count  # the latest order: the common case, no query
+        if latest is None or order.first_at > latest:
+            return totals.order_count  # later than every other: the common case
+        # Earlier than the latest, or tied with it to the second (ties go by key).
         mine = [f for f in self._facts_of(order.person_id) if f.kind == "order"]
         before = store.orders_before(
             self.conn,
@@ -321,8 +333,12 @@ class StateStep:
                 self._redact(who, plan.keys.get(index, []))
                 continue
             if isinstance(action, Identify):
-                if found.by_email and not who.anonymous:
-                    continue  # a typed email proves nothing about name, phone or consent
+                typed = found.by_email or found.identity.person_id in self.typed
+                if typed and not who.anonymous:
+                    # A typed email proves nothing about name, phone or consent: not
+                    # when it found the person, nor when it merged the guest into them
+                    # later in this batch (a later batch drops them in _fold).
+                    continue
                 self._record(who.person_id).report(action.attributes, action.timestamp)
             elif isinstance(action, Track):
                 events.append(self._event(action, who))
@@ -386,11 +402,12 @@ class StateStep:
         record = self._record(who.person_id)
         record.touch(track.timestamp)
         fact = fact_of(track, who.person_id)
+        latest = None
         if fact is not None:
-            fact = self._add_fact(fact)
+            fact, latest = self._add_fact(fact)
         data = track.payload()
         if track.event is EventName.ORDER_COMPLETED and fact is not None:
-            position = self._position(fact)
+            position = self._position(fact, latest)
             # Welcome vs repeat journeys: the order's place among the person's orders
             # by date (a late-arriving earlier order is counted where it belongs). The
             # fields are OrderCompleted's own; set on the JSON to spare a model copy.
