@@ -79,6 +79,17 @@ class Track(_Action):
         return self.properties.model_dump(mode="json", exclude_none=True)
 
 
+class SubscriptionState(_Action):
+    """A subscription's status changed without a taxonomy event (Stripe: a trial
+    converting to active, a payment falling past_due); updates person state only."""
+
+    kind: Literal["subscription_state"] = "subscription_state"
+    person: Person
+    subscription_id: str = Field(min_length=1)
+    status: str = Field(min_length=1, description="Provider status after the change.")
+    timestamp: int = Field(ge=0)
+
+
 class RedactPerson(_Action):
     """Shopify customers/redact: erase this person's data (executed by a later stage)."""
 
@@ -106,7 +117,7 @@ class ExportPersonData(_Action):
     timestamp: int = Field(ge=0)
 
 
-Action = Identify | Track | RedactPerson | RedactShop | ExportPersonData
+Action = Identify | Track | SubscriptionState | RedactPerson | RedactShop | ExportPersonData
 
 
 def to_json(action: Action) -> dict[str, Any]:

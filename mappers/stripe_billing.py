@@ -6,7 +6,7 @@ from typing import Any
 
 from mappers import read
 from mappers import stripe_fields as f
-from mappers.actions import Action, Person
+from mappers.actions import Action, Person, SubscriptionState
 from mappers.base import MapperConfig, StoredDelivery
 from mappers.common import identify, track
 from mappers.errors import MappingError
@@ -192,7 +192,24 @@ def subscription_updated(delivery: StoredDelivery, config: MapperConfig) -> list
                     now,
                 )
             )
+    status = read.opt_text(sub, "status")
+    if "status" in before and status and fields_id(sub):
+        # trialing -> active, active -> past_due, ...: no journey event of its own, but
+        # subscription_status must follow (dunning and win-back segments read it).
+        actions.append(
+            SubscriptionState(
+                person=who,
+                subscription_id=fields_id(sub),
+                status=status,
+                timestamp=delivery.timestamp(),
+            )
+        )
     return actions
+
+
+def fields_id(sub: dict[str, Any]) -> str:
+    """The subscription's id ("" when absent)."""
+    return read.opt_text(sub, "id") or ""
 
 
 def subscription_paused(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mappers.actions import Track
+from mappers.actions import SubscriptionState, Track
 from mappers.base import MapperConfig, StoredDelivery
 from mappers.errors import MappingError
 from mappers.money import stripe_amount
@@ -284,3 +284,18 @@ def test_an_expanded_customers_metadata_names_the_person() -> None:
     [created] = tracks(_subscription_without_metadata_id(customer=customer))
     assert created.person.internal_id == "e1"
     assert created.person.customer_id == "cus_TestAda01"
+
+
+def test_a_status_only_update_reports_the_new_status_and_no_event() -> None:
+    delivery = load("subscription_updated_pause_collection")
+    event = json.loads(json.dumps(delivery.payload))
+    event["data"]["object"]["status"] = "past_due"
+    event["data"]["previous_attributes"] = {"status": "active"}
+    actions = map_delivery(load("subscription_updated_pause_collection", payload=event))
+    [change] = [a for a in actions if isinstance(a, SubscriptionState)]
+    assert (change.subscription_id, change.status) == (
+        event["data"]["object"]["id"],
+        "past_due",
+    )
+    assert change.timestamp == event["created"]
+    assert [a for a in actions if isinstance(a, Track)] == []

@@ -691,12 +691,6 @@ def status_change(name: str, event_id: str, at: int, status: str, before: str) -
     return Hook(name, "stripe", {}, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="subscription_status is learnt only from subscription events; a "
-    "customer.subscription.updated that only changes the status maps to no event, so a "
-    "converted trial reads 'trialing' forever and past_due never shows",
-)
 def test_subscription_status_follows_a_trial_that_converts_then_falls_past_due(
     engine: Engine, fake: FakeCustomerIO, customerio: CustomerIO
 ) -> None:

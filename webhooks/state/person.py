@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from mappers.actions import Track
+from mappers.actions import SubscriptionState, Track
 from mappers.taxonomy import EventName, PersonAttributes
 
 # The order in which a person's subscriptions decide `subscription_status`: one live
@@ -212,6 +212,13 @@ def fact_of(track: Track, person_id: str) -> Fact | None:
             status=status,
         )
     return None
+
+
+def status_fact(change: SubscriptionState, person_id: str) -> Fact:
+    """The subscription fact of a status change that has no event of its own."""
+    at = change.timestamp
+    key = f"subscription:{change.person.source}:{change.person.account}:{change.subscription_id}"
+    return Fact(key, person_id, "subscription", at, at, status=_status(change.status))
 
 
 # Provider spellings of one status, so a segment on `canceled` finds every canceller.

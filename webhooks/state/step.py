@@ -27,6 +27,7 @@ from mappers.actions import (
     Person,
     RedactPerson,
     RedactShop,
+    SubscriptionState,
     Track,
 )
 from mappers.taxonomy import EventName
@@ -52,7 +53,14 @@ from webhooks.state.identity import (
     resolve,
 )
 from webhooks.state.keys import checkout_key, person_keys, track_keys
-from webhooks.state.person import Fact, PersonRecord, Totals, attributes_of, fact_of
+from webhooks.state.person import (
+    Fact,
+    PersonRecord,
+    Totals,
+    attributes_of,
+    fact_of,
+    status_fact,
+)
 from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
 
 log = structlog.get_logger("webhooks.state")
@@ -332,6 +340,10 @@ class StateStep:
                     events.append(delete_op(who, action.timestamp))
                 self._redact(who, plan.keys.get(index, []))
                 continue
+            if isinstance(action, SubscriptionState):
+                self._status(action, who)
+                touched[who.person_id] = who
+                continue
             if isinstance(action, Identify):
                 typed = found.by_email or found.identity.person_id in self.typed
                 if typed and not who.anonymous:
@@ -397,6 +409,11 @@ class StateStep:
             key = f"identify:{delivery_key}:{who.person_id}:{extra}"
             ops.append(identify_op(key, who, {"anonymous_id": extra}, record.watermark))
         return ops
+
+    def _status(self, change: SubscriptionState, who: Identity) -> None:
+        """A status change with no event: the subscription's fact, watermarked."""
+        self._record(who.person_id).touch(change.timestamp)
+        self._add_fact(status_fact(change, who.person_id))
 
     def _event(self, track: Track, who: Identity) -> Operation:
         record = self._record(who.person_id)
