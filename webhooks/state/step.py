@@ -16,7 +16,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import structlog
 from sqlalchemy.engine import Connection
 
 from mappers.actions import (
@@ -53,8 +52,6 @@ from webhooks.state.person import (
     status_fact,
 )
 from webhooks.state.resolver import Plan, Resolver
-
-log = structlog.get_logger("webhooks.state")
 
 
 @dataclass(frozen=True)
