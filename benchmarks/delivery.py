@@ -93,8 +93,11 @@ def prefill(engine: Engine, events: int, persons: int) -> set[str]:
     factory, provider = EventFactory(persons), StripeProvider([STRIPE_SECRET])
     orders: set[str] = set()
     started = time.perf_counter()
+    # One event a second, ending now: a person's orders (every `persons`-th event) are
+    # minutes apart, as real orders are, never two in one second.
+    first = int(time.time()) - events
     for index in range(events):
-        event = factory.make(index, int(time.time()))
+        event = factory.make(index, first + index)
         headers = {"stripe-signature": sign(event.body, STRIPE_SECRET)}
         provider.verify(event.body, headers)
         if not store_delivery(engine, provider.parse(event.body, headers)):
