@@ -325,3 +325,22 @@ def orders_date(day: str) -> int:
     at = fixture["headers"]["X-Shopify-Triggered-At"]
     assert at.startswith(day)
     return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+
+
+def test_state_saved_by_another_worker_meanwhile_makes_a_worker_compute_again(
+    engine: Engine,
+) -> None:
+    import pytest
+
+    from webhooks.state.store import StateChanged, begin_state, begin_writes
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL serialises the step with an advisory lock instead")
+    with engine.begin() as slow:
+        seen = begin_state(slow)  # reads state without the write lock
+        ingest(engine, "shopify", "order_create")
+        assert process_batch(engine, "fast", CONFIG) == 1  # another worker saves state
+        with pytest.raises(StateChanged):
+            begin_writes(slow, seen)
+    with engine.begin() as again:  # computing again from fresh reads succeeds
+        begin_writes(again, begin_state(again))

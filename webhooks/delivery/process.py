@@ -29,13 +29,14 @@ from webhooks.delivery.operations import Operation, OperationKind
 from webhooks.mapping import stored_delivery
 from webhooks.providers.base import Delivery
 from webhooks.state.step import StateConfig, StateStep
-from webhooks.state.store import lock_state
+from webhooks.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
 from webhooks.stripe_api import StripeAPI
 
 log = structlog.get_logger("webhooks.process")
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
+STATE_ATTEMPTS = 3  # computing a batch again after another worker saved state meanwhile
 
 
 class LeaseLost(Exception):
@@ -88,6 +89,10 @@ def process_batch(
         # Another worker took some of these over; it will map them again, and the
         # outbox's unique keys make a repeat harmless. Ours are rolled back.
         log.warning("lease_lost", stage="process", rows=len(rows))
+    except StateChanged:
+        # Other workers kept saving state while this one computed (SQLite, several
+        # workers): nothing was written; the rows are mapped again when the lease ends.
+        log.warning("state_contended", rows=len(rows))
     except SQLAlchemyError:
         # One row the database refuses must not hold up the others: store them one by
         # one, and count the refusal against the row that caused it.
@@ -144,9 +149,26 @@ def _store(
     state: StateConfig | None = None,
 ) -> None:
     """State, outbox rows and inbox states of a whole batch: all of it or none of it."""
+    for _ in range(STATE_ATTEMPTS - 1):
+        try:
+            return _store_once(engine, owner, mapped, failed, dry_run, state)
+        except StateChanged:
+            # Another worker saved state while we computed (SQLite); compute again.
+            log.info("state_changed_meanwhile", rows=len(mapped))
+    return _store_once(engine, owner, mapped, failed, dry_run, state)
+
+
+def _store_once(
+    engine: Engine,
+    owner: str,
+    mapped: list[tuple[sa.Row[Any], list[Action]]],
+    failed: list[tuple[sa.Row[Any], str]],
+    dry_run: bool,
+    state: StateConfig | None,
+) -> None:
     now = utcnow()
     with engine.begin() as conn:
-        lock_state(conn)
+        seen = begin_state(conn)
         step = StateStep(conn, state or StateConfig())
         outcomes = step.run([(delivery_key(row), actions) for row, actions in mapped])
         # One fact reported twice within the batch is written once (the first report).
@@ -158,6 +180,8 @@ def _store(
             for op in outcome.ops:
                 item = _values(op, row, now, dry_run)
                 by_key.setdefault(item["op_key"], item)
+        # Everything above only read; from here the batch writes, briefly.
+        begin_writes(conn, seen)
         values = list(by_key.values())
         if values:
             conn.execute(_upsert(conn.dialect.name), values)
@@ -250,7 +274,7 @@ def _store_one_by_one(
     for row, actions in mapped:
         try:
             _store(engine, owner, [(row, actions)], [], dry_run, state)
-        except LeaseLost:
+        except (LeaseLost, StateChanged):
             continue
         except SQLAlchemyError as exc:
             attempts = row.attempts + 1
@@ -269,7 +293,7 @@ def _store_one_by_one(
     for row, reason in failed:
         try:
             _store(engine, owner, [], [(row, reason)], dry_run, state)
-        except (LeaseLost, SQLAlchemyError):
+        except (LeaseLost, StateChanged, SQLAlchemyError):
             log.error("store_failed", inbox_id=row.id)
 
 

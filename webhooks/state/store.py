@@ -20,7 +20,13 @@ from webhooks.state.guards import Checkout
 from webhooks.state.identity import Identity
 from webhooks.state.person import Fact, PersonRecord, Totals
 from webhooks.storage.queue import utcnow
-from webhooks.storage.schema import checkouts, identity_links, person_facts, person_state
+from webhooks.storage.schema import (
+    checkouts,
+    identity_links,
+    person_facts,
+    person_state,
+    state_epoch,
+)
 
 CHUNK = 500  # bound parameters per IN list (SQLite allows 32,766; PostgreSQL 65,535)
 # Any constant: stage-1 transactions of several workers take it in turn on PostgreSQL,
@@ -29,22 +35,44 @@ STATE_LOCK_ID = 0x57EB400C
 STATE_WAIT_SECONDS = 30  # below the default 60 s lease
 
 
-def lock_state(conn: Connection) -> None:
-    """Serialise identity and state updates across workers for this transaction.
+class StateChanged(Exception):
+    """Another worker saved state while this one was computing: compute again."""
 
-    The step reads links and state and writes them back, so two workers must not
-    interleave. PostgreSQL: a transaction-level advisory lock, with this transaction's
-    waits raised above the request path's 2 s (a queue of workers on the lock is
-    normal, not a failure to count against the rows). SQLite: take the write lock before
-    the first read (BEGIN IMMEDIATE); pysqlite would otherwise begin only at the first
-    write, after the reads.
+
+def begin_state(conn: Connection) -> int | None:
+    """Start a batch's state step; returns what `begin_writes` checks.
+
+    PostgreSQL: a transaction-level advisory lock serialises the step across workers
+    (with this transaction's waits raised above the request path's 2 s: a queue of
+    workers on the lock is normal). Readers and ingest's inserts are not blocked by it.
+    SQLite: no lock yet. Its single write lock would keep ingest waiting for the whole
+    step; instead the step reads the state epoch now and `begin_writes` checks that no
+    other worker committed state since (optimistic, and free with one worker).
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{STATE_WAIT_SECONDS}s'")
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATE_WAIT_SECONDS}s'")
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": STATE_LOCK_ID})
+        return None
+    return conn.execute(sa.select(state_epoch.c.epoch).where(state_epoch.c.id == 1)).scalar()
+
+
+def begin_writes(conn: Connection, seen: int | None) -> None:
+    """Take the write lock (SQLite) and make sure the state read is still current."""
+    if conn.dialect.name == "postgresql":
+        return  # the advisory lock has been held since begin_state
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if seen is None:
+        statement = sqlite.insert(state_epoch).on_conflict_do_nothing()
+        changed = conn.execute(statement, {"id": 1, "epoch": 1}).rowcount
     else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        changed = conn.execute(
+            sa.update(state_epoch)
+            .where(state_epoch.c.id == 1, state_epoch.c.epoch == seen)
+            .values(epoch=seen + 1)
+        ).rowcount
+    if changed != 1:
+        raise StateChanged()
 
 
 def chunks(values: Iterable[str]) -> Iterator[list[str]]:

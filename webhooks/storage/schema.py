@@ -216,6 +216,16 @@ person_facts = sa.Table(
 )
 sa.Index("ix_person_facts_person", person_facts.c.person_id)
 
+# One row, bumped by every stage-1 commit: a worker that read state while another
+# committed sees the epoch moved and computes its batch again (SQLite, where the step
+# reads without holding the write lock so ingest is not kept waiting).
+state_epoch = sa.Table(
+    "state_epoch",
+    metadata,
+    sa.Column("id", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+)
+
 checkouts = sa.Table(
     "checkouts",
     metadata,

@@ -77,6 +77,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_person_facts_person", "person_facts", ["person_id"])
     op.create_table(
+        "state_epoch",
+        sa.Column("id", sa.SmallInteger(), primary_key=True, autoincrement=False),
+        sa.Column("epoch", sa.BigInteger(), nullable=False),
+    )
+    op.create_table(
         "checkouts",
         sa.Column("checkout_key", sa.String(512), primary_key=True),
         sa.Column("started_hash", sa.String(64), nullable=True),
@@ -88,6 +93,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drop the state tables and the new columns and states."""
     op.drop_table("checkouts")
+    op.drop_table("state_epoch")
     op.drop_index("ix_person_facts_person", table_name="person_facts")
     op.drop_table("person_facts")
     op.drop_table("person_state")
