@@ -17,7 +17,6 @@ from structlog.testing import capture_logs
 
 from mappers.actions import Track
 from mappers.base import MapperConfig
-from mappers.registry import map_delivery
 from tests.conftest import make_settings, shopify_order
 from tests.delivery.conftest import inbox_rows
 from tests.mappers.golden import PARSERS
@@ -30,9 +29,8 @@ from webhooks.delivery.enrich import (
     enrich_rows,
     lookup,
 )
+from webhooks.delivery.process import map_row
 from webhooks.fakestripe import DEFAULT_API_KEY, FakeStripe
-from webhooks.mapping import stored_delivery
-from webhooks.providers.base import Delivery
 from webhooks.storage.inbox import store_delivery
 from webhooks.storage.queue import DEFAULT_LEASE, claim, utcnow
 from webhooks.storage.schema import InboxState, inbox
@@ -134,18 +132,7 @@ def stripe_client(
 
 def tracks(row: sa.Row[Any], enrichment: dict[str, Any] | None) -> list[Track]:
     """Map `row` with `enrichment`, as stage 1 does after the lookups."""
-    delivery = Delivery(
-        provider=row.provider,
-        account=row.account,
-        event_type=row.event_type,
-        delivery_id=row.delivery_id,
-        body=row.body,
-        event_id=row.event_id,
-        api_version=row.api_version,
-        occurred_at=row.occurred_at or row.received_at,
-        headers=row.headers or {},
-    )
-    actions = map_delivery(stored_delivery(delivery, enrichment), CONFIG)
+    actions = map_row(row, CONFIG, enrichment)
     return [action for action in actions if isinstance(action, Track)]
 
 

@@ -8,7 +8,6 @@ import pytest
 
 from mappers.actions import Person, Track
 from mappers.taxonomy import EventName, OrderCompleted
-from webhooks.delivery.customerio import RateLimiter
 from webhooks.delivery.operations import (
     OperationKind,
     check_limits,
@@ -18,6 +17,7 @@ from webhooks.delivery.operations import (
     merge_op,
     unsendable_op,
 )
+from webhooks.ratelimit import TokenBucket
 from webhooks.state.identity import ANONYMOUS, CUSTOMER, EMAIL, INTERNAL, Identity
 
 STRIPE = Person(source="stripe", account="platform", customer_id="cus_1")
@@ -137,8 +137,8 @@ def test_an_operation_within_the_limits_passes() -> None:
 
 
 def test_rate_limiter_spaces_calls() -> None:
-    limiter = RateLimiter(rate=50)
+    limiter = TokenBucket(50, capacity=1)  # as the Customer.io client uses it
     started = time.monotonic()
     for _ in range(11):
-        limiter.wait()
+        limiter.acquire()
     assert time.monotonic() - started >= 10 / 50 * 0.9

@@ -6,14 +6,14 @@ import random
 
 import pytest
 
+from webhooks.delivery.retry import parse_retry_after
+from webhooks.ratelimit import TokenBucket
 from webhooks.stripe_api.limits import (
     BASE_DELAY,
     MAX_DELAY,
     MISSING,
-    TokenBucket,
     TTLCache,
     is_transient,
-    parse_retry_after,
     retry_delay,
 )
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +10,7 @@ import httpx
 
 from webhooks.delivery.retry import AUTH_STATUSES, is_retryable, parse_retry_after
 from webhooks.errors import WebhooksError
+from webhooks.ratelimit import TokenBucket
 
 MAX_BATCH_BYTES = 475_000  # under the documented 500 KB, as Customer.io's own SDK does
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -48,30 +47,13 @@ class BatchResult:
     item_errors: dict[int, str] = field(default_factory=dict)
 
 
-class RateLimiter:
-    """At most `rate` calls per second (a simple spacing limiter, thread-safe)."""
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        """Block until the next call is allowed."""
-        with self._lock:
-            now = time.monotonic()
-            delay = self._next - now
-            self._next = max(now, self._next) + self._interval
-        if delay > 0:
-            time.sleep(delay)
-
-
 class CustomerIO:
     """Calls to one workspace through an injected httpx.Client (tests pass their own)."""
 
     def __init__(self, client: httpx.Client, max_rps: float = 50.0) -> None:
         self._client = client
-        self._limiter = RateLimiter(max_rps)
+        # Evenly spaced calls (no bursts): Customer.io limits requests per second.
+        self._limiter = TokenBucket(max_rps, capacity=1)
 
     @classmethod
     def create(cls, base_url: str, site_id: str, api_key: str, max_rps: float) -> CustomerIO:
@@ -104,7 +86,7 @@ class CustomerIO:
         self._call("POST", "/api/v1/events", item)
 
     def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        self._limiter.wait()
+        self._limiter.acquire()
         content = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": "application/json"} if content is not None else {}
         try:

@@ -55,5 +55,10 @@ def outage_pause(failures: int, rng: random.Random | None = None) -> float:
     worker-wide pause keeps the number of calls during an outage logarithmic in its
     length. Equal jitter (half fixed, half random) so it never collapses to zero.
     """
-    ceiling = min(MAX_DELAY, BASE_DELAY * (2 ** max(0, failures - 1)))
+    return equal_jitter(failures, BASE_DELAY, MAX_DELAY, rng)
+
+
+def equal_jitter(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Half of the exponential ceiling for `attempt` (1-based) fixed, half random."""
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)

@@ -14,7 +14,9 @@ import stripe
 import structlog
 
 from webhooks.config import Settings
+from webhooks.delivery.retry import parse_retry_after
 from webhooks.providers.stripe import PLATFORM_ACCOUNT
+from webhooks.ratelimit import TokenBucket
 from webhooks.stripe_api.errors import StripeAPIError, StripeAuthError, StripeUnavailable
 from webhooks.stripe_api.limits import (
     MAX_ATTEMPTS,
@@ -22,10 +24,8 @@ from webhooks.stripe_api.limits import (
     MISSING,
     Clock,
     Sleep,
-    TokenBucket,
     TTLCache,
     is_transient,
-    parse_retry_after,
     retry_delay,
 )
 from webhooks.stripe_api.transport import HttpxTransport

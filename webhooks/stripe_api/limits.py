@@ -1,4 +1,7 @@
-"""How hard we lean on Stripe: a token bucket, a customer cache and the retry policy."""
+"""How hard we lean on Stripe: a customer cache and the retry policy.
+
+The rate limit is webhooks.ratelimit.TokenBucket, shared with the Customer.io client.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
+
+from webhooks.delivery.retry import equal_jitter
 
 # Retries inside one call. A lookup blocks the worker's mapping pass, so the budget is
 # small: an outage defers the rows (webhooks.delivery.enrich) instead of holding them.
@@ -39,51 +44,7 @@ def retry_delay(
     """
     if retry_after is not None and retry_after >= 0:
         return retry_after
-    ceiling = min(MAX_DELAY, BASE_DELAY * 2 ** max(0, attempt - 1))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form only), or None."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
-class TokenBucket:
-    """At most `rate` calls per second on average, with bursts of up to `rate` calls.
-
-    A caller that finds the bucket empty reserves the next token (the count goes
-    negative) and sleeps outside the lock until it is due, so waiters queue fairly.
-    """
-
-    def __init__(self, rate: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep):
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self._tokens = self.capacity
-        self._clock = clock
-        self._sleep = sleep
-        self._updated = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one token, sleeping until it is available; the seconds slept."""
-        with self._lock:
-            now = self._clock()
-            elapsed = max(0.0, now - self._updated)
-            self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
-            self._updated = now
-            self._tokens -= 1
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+    return equal_jitter(attempt, BASE_DELAY, MAX_DELAY, rng)
 
 
 MISSING: Any = object()  # what TTLCache.get answers for an absent or expired key
