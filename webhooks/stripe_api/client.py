@@ -28,7 +28,6 @@ from webhooks.stripe_api.limits import (
     is_transient,
     retry_delay,
 )
-from webhooks.stripe_api.transport import HttpxTransport
 
 log = structlog.get_logger("webhooks.stripe_api")
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -68,7 +67,7 @@ class StripeAPI:
         sleep: Sleep = time.sleep,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
-        transport: HttpxTransport | None = None,
+        transport: stripe.HTTPClient | None = None,
     ) -> None:
         self._stripe = client
         self._bucket = TokenBucket(max_rps, clock=clock, sleep=sleep)
@@ -86,11 +85,12 @@ class StripeAPI:
         api_key: str,
         *,
         base_url: str | None = None,
-        http: httpx.Client | None = None,
         **options: Any,
     ) -> StripeAPI:
         """A client for `api_key`; `base_url` replaces https://api.stripe.com (a fake)."""
-        transport = HttpxTransport(http or httpx.Client(timeout=TIMEOUT))
+        # The library's own httpx client, synchronous: our timeouts, no retries of its
+        # own (every attempt must pass our rate limit; see StripeAPI._call).
+        transport = stripe.HTTPXClient(timeout=TIMEOUT, allow_sync_methods=True)
         client = stripe.StripeClient(
             api_key,
             base_addresses={"api": base_url.rstrip("/")} if base_url else None,
