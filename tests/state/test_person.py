@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
+from sqlalchemy.engine import Engine
+
 from mappers.taxonomy import PersonAttributes
+from webhooks.state.ledger import Ledger
 from webhooks.state.person import (
     Fact,
     PersonRecord,
     Totals,
     attributes_of,
-    derived_attributes,
-    order_position,
+    subscription_status,
 )
 
 
@@ -57,7 +59,7 @@ def test_lifetime_value_is_orders_minus_refunds_in_the_reporting_currency() -> N
         order("3", 200, "99", currency="EUR"),  # left out: another currency
         Fact("refund:r1", "p", "refund", 400, 400, Decimal("5.25"), "USD"),
     ]
-    derived = derived_attributes(facts, "USD")
+    derived = Totals.of(facts, "USD").attributes()
     assert derived == {
         "order_count": 3,
         "lifetime_value": 45.25,
@@ -66,14 +68,23 @@ def test_lifetime_value_is_orders_minus_refunds_in_the_reporting_currency() -> N
     }
 
 
-def test_a_late_old_order_moves_first_order_date_back_and_last_never_back() -> None:
-    facts = [order("2", 300, "10")]
-    assert derived_attributes(facts, "USD")["first_order_date"] == 300
-    facts.append(order("1", 100, "10"))
-    derived = derived_attributes(facts, "USD")
+def test_a_late_old_order_moves_first_order_date_back_and_last_never_back(
+    engine: Engine,
+) -> None:
+    totals = Totals(currency="USD")
+    totals.add(None, order("2", 300, "10"))
+    assert totals.attributes()["first_order_date"] == 300
+    totals.add(None, order("1", 100, "10"))
+    derived = totals.attributes()
     assert (derived["first_order_date"], derived["last_order_date"]) == (100, 300)
-    assert order_position(facts, "order:1") == 1
-    assert order_position(facts, "order:2") == 2
+    # Each order's place by date, as stage 1 numbers them (the late one asks the store).
+    with engine.begin() as conn:
+        ledger = Ledger(conn, "USD")
+        later, latest = ledger.add_fact(order("2", 300, "10"))
+        assert ledger.position(later, latest) == 1
+        earlier, latest = ledger.add_fact(order("1", 100, "10"))
+        assert ledger.position(earlier, latest) == 1
+        assert ledger.position(later, None) == 2
 
 
 def test_a_second_report_of_an_order_keeps_its_date_and_takes_the_newer_total() -> None:
@@ -98,8 +109,8 @@ def test_an_older_subscription_event_never_regresses_the_status() -> None:
 
 def test_one_live_subscription_makes_the_person_a_subscriber() -> None:
     facts = [subscription("s1", "canceled", 300), subscription("s2", "active", 100)]
-    assert derived_attributes(facts, "USD")["subscription_status"] == "active"
-    assert derived_attributes(facts[:1], "USD")["subscription_status"] == "canceled"
+    assert subscription_status(facts) == "active"
+    assert subscription_status(facts[:1]) == "canceled"
 
 
 def test_a_merged_profile_brings_its_newer_attributes() -> None:

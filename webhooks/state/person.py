@@ -246,24 +246,6 @@ def subscription_status(facts: list[Fact]) -> str | None:
     )
 
 
-def derived_attributes(facts: list[Fact], reporting_currency: str) -> dict[str, Any]:
-    """Attributes computed from a complete list of a person's facts."""
-    attributes = Totals.of(facts, reporting_currency).attributes()
-    status = subscription_status(facts)
-    if status is not None:
-        attributes["subscription_status"] = status
-    return attributes
-
-
-def order_position(facts: list[Fact], fact_key: str) -> int:
-    """1-based position of an order among the person's orders by date (ties by key)."""
-    orders = sorted((f.first_at, f.fact_key) for f in facts if f.kind == "order")
-    for index, (_, key) in enumerate(orders, start=1):
-        if key == fact_key:
-            return index
-    return len(orders)
-
-
 def attributes_of(record: PersonRecord, subscriptions: list[Fact]) -> dict[str, Any]:
     """Every attribute to identify the person with: reported, then computed."""
     attributes = {name: value for name, (value, _) in sorted(record.attributes.items())}
