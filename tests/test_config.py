@@ -105,6 +105,61 @@ def test_mapping_settings_reach_the_mapper_config(monkeypatch: pytest.MonkeyPatc
     assert config.stripe_payment_intent_events is False
 
 
+def test_identity_settings_reach_the_mapper_and_the_state_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from webhooks.mapping import mapper_config, state_config
+    from webhooks.state.identity import IdentityPolicy
+    from webhooks.state.step import StateConfig
+
+    for name, value in {
+        "SHOPIFY_INTERNAL_ID_METAFIELD": "app.user_id",
+        "SHOPIFY_INTERNAL_ID_NOTE_ATTRIBUTE": "user_id",
+        "STRIPE_PERSON_ID_FORMAT": "s-{account}-{customer_id}",
+        "SHOPIFY_PERSON_ID_FORMAT": "sh-{customer_id}",
+        "STRIPE_CLIENT_REFERENCE_ID": "true",
+        "GUEST_POLICY": "email",
+        "REPORTING_CURRENCY": "eur",
+        "CART_UPDATE_HOLD_SECONDS": "30",
+        "MERGE_DELAY_SECONDS": "5",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    mapper = mapper_config(settings)
+    assert (mapper.shopify_internal_id_metafield, mapper.shopify_internal_id_note_attribute) == (
+        "app.user_id",
+        "user_id",
+    )
+    assert state_config(settings) == StateConfig(
+        identity=IdentityPolicy(
+            stripe_person_id_format="s-{account}-{customer_id}",
+            shopify_person_id_format="sh-{customer_id}",
+            stripe_client_reference_id=True,
+            guest_policy="email",
+        ),
+        reporting_currency="EUR",
+        cart_update_hold_seconds=30.0,
+        merge_delay_seconds=5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STRIPE_PERSON_ID_FORMAT", "stripe:{id}"),
+        ("SHOPIFY_PERSON_ID_FORMAT", "cio_{customer_id}"),
+        ("SHOPIFY_INTERNAL_ID_METAFIELD", "no_dot"),
+        ("GUEST_POLICY", "guess"),
+    ],
+)
+def test_bad_identity_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
 def test_unknown_order_topic_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPIFY_ORDER_COMPLETED_TOPIC", "orders/fulfilled")
     with pytest.raises(ConfigError, match="SHOPIFY_ORDER_COMPLETED_TOPIC"):

@@ -43,7 +43,9 @@ ADA = {
     "id": "cus_Ada",
     "email": "ada@example.test",
     "name": "Ada Lovelace",
-    "metadata": {"customer_id": "user_8842"},
+    # Only the internal-id key is kept of a looked-up customer's metadata: merchants
+    # keep all sorts of things there, and the inbox keeps enrichment indefinitely.
+    "metadata": {"customer_id": "user_8842", "delivery_note": "leave with neighbour"},
 }
 _events = iter(range(1, 10_000))
 
