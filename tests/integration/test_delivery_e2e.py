@@ -125,7 +125,7 @@ def events(fake: FakeCustomerIOClient) -> list[dict[str, Any]]:
     return [op["operation"] for op in fake.operations() if op["operation"].get("action") == "event"]
 
 
-# Cases without enrichment (the worker does not fetch line items yet).
+# Cases that need no Stripe API lookup (the service here runs without STRIPE_API_KEY).
 CASES = [
     ("stripe", "checkout_session_completed_jpy"),
     ("stripe", "invoice_paid_subscription_create_basil"),
