@@ -39,7 +39,6 @@ from webhooks.state import queued, store
 from webhooks.state.guards import CART_EVENTS, Checkout, content_digest, verdict
 from webhooks.state.identity import (
     ANONYMOUS,
-    EMAIL,
     Identity,
     IdentityPolicy,
     anonymous_id,
@@ -162,7 +161,21 @@ class StateStep:
             anon = anonymous_id(action.person)
             if anon and not who.anonymous:
                 tokens.setdefault(who.person_id, set()).add(anon)
-        forced: set[str] = set()
+        merges = self._merges(plan, touched, tokens)
+        # The primary of a merge must exist first: it is identified even if unchanged.
+        forced = {op.person_id for op in merges if op.person_id}
+        identifies = [
+            op
+            for who in touched.values()
+            if who.person_id not in self.redacted
+            for op in self._identify(delivery_key, who, tokens.get(who.person_id, set()), forced)
+        ]
+        return identifies + merges + events
+
+    def _merges(
+        self, plan: Plan, touched: dict[str, Identity], tokens: dict[str, set[str]]
+    ) -> list[Operation]:
+        """What the delivery's merges send: anonymous ids on the identify, else a merge."""
         merges: list[Operation] = []
         for old, new in plan.merges:
             new = self.resolver.final(new)
@@ -171,19 +184,12 @@ class StateStep:
             touched[new.person_id] = new
             if old.rank == ANONYMOUS:
                 tokens.setdefault(new.person_id, set()).add(old.person_id)
-            elif old.rank >= EMAIL:
-                forced.add(new.person_id)  # the primary must exist before the merge
-                merge = merge_op(new, old, self.ledger.record(new.person_id).watermark)
-                # Customer.io ignores a merge into a primary it does not have yet, and
-                # answers 200: send it later than, and apart from, the identify.
-                merges.append(replace(merge, hold_seconds=self.config.merge_delay_seconds))
-        identifies = [
-            op
-            for who in touched.values()
-            if who.person_id not in self.redacted
-            for op in self._identify(delivery_key, who, tokens.get(who.person_id, set()), forced)
-        ]
-        return identifies + merges + events
+                continue
+            merge = merge_op(new, old, self.ledger.record(new.person_id).watermark)
+            # Customer.io ignores a merge into a primary it does not have yet, and
+            # answers 200: send it later than, and apart from, the identify.
+            merges.append(replace(merge, hold_seconds=self.config.merge_delay_seconds))
+        return merges
 
     def _identify(
         self, delivery_key: str, who: Identity, tokens: set[str], forced: set[str]
