@@ -8,16 +8,15 @@ import contextlib
 import hmac
 import json
 import socket
-import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from webhooks.fakecio import api
 from webhooks.fakecio.state import Faults
 from webhooks.fakecio.validation import MAX_REQUEST_BYTES
+from webhooks.fakehttp import TrackingServer, send_json
 
 if TYPE_CHECKING:
     from webhooks.fakecio.server import FakeCustomerIO
@@ -34,43 +33,14 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class Server(ThreadingHTTPServer):
-    """A threading HTTP server that can cut its open connections when it stops."""
+class Server(TrackingServer):
+    """The fake Customer.io's server: cuts its open connections when it stops."""
 
-    allow_reuse_address = True
-    daemon_threads = True
     request_queue_size = 128  # benchmarks open many connections at once
 
     def __init__(self, address: tuple[str, int], fake: FakeCustomerIO) -> None:
         self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Track the connection, then serve it in a thread."""
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection, then close it."""
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet when a client goes away mid-request; print a traceback for anything else."""
-        if not isinstance(sys.exc_info()[1], OSError):  # BrokenPipe, ConnectionReset, timeouts
-            super().handle_error(request, client_address)
-
-    def cut_connections(self) -> None:
-        """Shut every open connection, so a stopped fake answers nothing on kept-alive ones."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # already closed by the peer
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -157,16 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
     def _send(self, reply: api.Reply) -> None:
-        data = json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, reply.status, reply.body, reply.headers)
 
     def _drop(self) -> None:
         """Close the connection without a response, like a crashed or unreachable server."""

@@ -7,17 +7,15 @@ import binascii
 import contextlib
 import hmac
 import json
-import signal
 import socket
-import sys
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from webhooks import fakehttp
+from webhooks.fakehttp import BackgroundFake, TrackingServer, send_json
 from webhooks.fakestripe import api
 from webhooks.fakestripe.state import FakeState, Faults
 
@@ -26,42 +24,12 @@ MAX_CONTROL_BYTES = 16 * 1024 * 1024  # fixtures are loaded through the control 
 _IDLE_TIMEOUT = 60.0  # above httpx's 5 s pool expiry, so a client never reuses a closing socket
 
 
-class Server(ThreadingHTTPServer):
-    """A threading HTTP server that can cut its open connections when it stops."""
-
-    allow_reuse_address = True
-    daemon_threads = True
+class Server(TrackingServer):
+    """The fake Stripe's server: cuts its open connections when it stops."""
 
     def __init__(self, address: tuple[str, int], fake: FakeStripe) -> None:
         self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Track the connection, then serve it in a thread."""
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection, then close it."""
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet when a client goes away mid-request; print a traceback for anything else."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-    def cut_connections(self) -> None:
-        """Shut every open connection, so a stopped fake answers nothing on kept-alive ones."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -100,17 +68,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(api.error_reply(404, f"Unrecognized request URL (POST: {url.path})."))
 
     def _send(self, reply: api.Reply) -> None:
-        data = json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Request-Id", f"req_fake_{time.monotonic_ns()}")
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        request_id = ("Request-Id", f"req_fake_{time.monotonic_ns()}")
+        send_json(self, reply.status, reply.body, [request_id, *reply.headers])
 
     def _authorized(self) -> bool:
         """Bearer <key>, or Basic with the key as user name (both as Stripe accepts)."""
@@ -180,62 +139,21 @@ class Handler(BaseHTTPRequestHandler):
         return api.error_reply(404, f"no control endpoint {self.command} {path}")
 
 
-class FakeStripe:
+class FakeStripe(BackgroundFake):
     """A fake Stripe API (Checkout line items, customers) served from a background thread."""
+
+    label = "fake Stripe"
+    thread_prefix = "fake-stripe"
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, api_key: str = DEFAULT_API_KEY
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.api_key = api_key
         self.state = FakeState()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        """The base URL, `http://host:port` (the real port once started on port 0)."""
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeStripe:
-        """Bind and serve in a daemon thread; after a stop, restart on the same port."""
-        if self._server is not None:
-            raise RuntimeError("the fake Stripe is already running")
-        server = Server((self.host, self.port), self)
-        self.port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-stripe-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and cut open connections."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        server.cut_connections()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeStripe:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _bind(self) -> Server:
+        return Server((self.host, self.port), self)
 
     def add_line_items(
         self, session_id: str, items: list[dict[str, Any]], account: str | None = None
@@ -266,19 +184,6 @@ class FakeStripe:
 
 def serve_until_signalled(fake: FakeStripe, announce: Callable[[str], None]) -> None:
     """Run `fake` in the foreground until SIGTERM or SIGINT, announcing its URL once."""
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    # Installed before the announcement, so a parent that signals right after reading it is heard.
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        fake.start()
-        announce(f"fake Stripe listening on {fake.url} (api key {fake.api_key})")
-        while not stop.wait(0.5):
-            pass
-    finally:
-        fake.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    fakehttp.serve_until_signalled(
+        fake, lambda: announce(f"fake Stripe listening on {fake.url} (api key {fake.api_key})")
+    )
