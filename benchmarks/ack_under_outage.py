@@ -52,7 +52,7 @@ from ingest import BenchmarkError, Server, describe, measure
 from loadgen import IdSequence, WrkError, WrkResult, wrk_path
 from sqlalchemy.engine import make_url
 
-from webhooks.fakecio import FakeCustomerIOClient
+from webhooks.fakes.customerio import FakeCustomerIOClient
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox
 

@@ -55,9 +55,9 @@ from ingest import BenchmarkError
 from sqlalchemy.engine import Engine, make_url
 
 from mappers.base import MapperConfig
-from webhooks.delivery.process import process_batch
-from webhooks.fakecio import FakeCustomerIOClient
-from webhooks.providers.stripe import StripeProvider, sign
+from webhooks.fakes.customerio import FakeCustomerIOClient
+from webhooks.providers.stripe.signature import StripeProvider, sign
+from webhooks.stage1.process import process_batch
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import store_delivery
 from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox

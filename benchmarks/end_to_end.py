@@ -52,8 +52,8 @@ from ingest import BenchmarkError, Server
 from loadgen import WEBHOOK_PATH
 from sqlalchemy.engine import make_url
 
-from webhooks.fakecio import FakeCustomerIOClient
-from webhooks.providers.stripe import sign
+from webhooks.fakes.customerio import FakeCustomerIOClient
+from webhooks.providers.stripe.signature import sign
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import inbox
 

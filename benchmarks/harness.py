@@ -35,7 +35,7 @@ from ingest import (
     webhooks_cli,
 )
 
-from webhooks.fakecio import DEFAULT_API_KEY, DEFAULT_SITE_ID, FakeCustomerIOClient
+from webhooks.fakes.customerio import DEFAULT_API_KEY, DEFAULT_SITE_ID, FakeCustomerIOClient
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
 
@@ -129,9 +129,9 @@ def start(stack: ExitStack, server: Server, workdir: Path, ready: bool = True) -
 
 
 def start_fake(stack: ExitStack, workdir: Path) -> FakeCustomerIOClient:
-    """The fake Customer.io as its own process (`python -m webhooks.fakecio`), and a client."""
+    """The fake Customer.io as its own process (`webhooks dev fake-customerio`), and a client."""
     port = free_port()
-    command = [sys.executable, "-m", "webhooks.fakecio", "--port", str(port)]
+    command = [sys.executable, "-m", "webhooks", "dev", "fake-customerio", "--port", str(port)]
     fake = Server("fake", command, clean_environment(), port, workdir / "fake.log", "/_fake/stats")
     start(stack, fake, workdir)
     client = FakeCustomerIOClient(f"http://127.0.0.1:{port}")

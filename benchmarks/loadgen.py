@@ -1,7 +1,7 @@
 """Pre-signed Stripe request pools and the wrk runner used by benchmarks/ingest.py.
 
 Every request is a distinct delivery signed in Python, before its round, with the
-product's own `webhooks.providers.stripe.sign`, so wrk spends nothing on HMACs during
+product's own `webhooks.providers.stripe.signature.sign`, so wrk spends nothing on HMACs during
 the measurement and no event id repeats.
 
 wrk's Lua gets the pool as a table, built by each wrk thread's init() from two files:
@@ -28,7 +28,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from webhooks.providers.stripe import sign
+from webhooks.providers.stripe.signature import sign
 
 WEBHOOK_PATH = "/webhooks/stripe"
 RESULT_PREFIX = "WRK_RESULT "

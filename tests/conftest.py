@@ -19,8 +19,9 @@ from werkzeug.test import TestResponse
 
 from webhooks.app import create_app
 from webhooks.config import Settings
-from webhooks.fakestripe import FakeStripe
-from webhooks.providers import shopify, stripe
+from webhooks.fakes.stripe import FakeStripe
+from webhooks.providers.shopify import signature as shopify
+from webhooks.providers.stripe import signature as stripe
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import inbox
 
@@ -125,12 +126,12 @@ def stored_rows(app: Flask) -> list[sa.Row[Any]]:
 
 def count_rows(url: str) -> int:
     """How many deliveries the inbox at `url` holds."""
-    engine = create_db_engine(url)
+    db = create_db_engine(url)
     try:
-        with engine.connect() as conn:
+        with db.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one())
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 def stripe_event(
@@ -252,3 +253,7 @@ def fake_stripe() -> Iterator[FakeStripe]:
     """A fake Stripe API on a free port, served from a thread for this test."""
     with FakeStripe() as fake:
         yield fake
+
+
+# The pipeline fixtures (a migrated database of each backend, a scripted Customer.io).
+from tests.pipeline import cio, engine  # noqa: E402, F401

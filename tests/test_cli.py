@@ -81,8 +81,8 @@ def test_unreachable_database_is_a_clear_error(runner: CliRunner) -> None:
 
 
 def test_dev_sign_produces_headers_the_service_accepts(runner: CliRunner) -> None:
-    from webhooks.providers.shopify import ShopifyProvider
-    from webhooks.providers.stripe import StripeProvider
+    from webhooks.providers.shopify.signature import ShopifyProvider
+    from webhooks.providers.stripe.signature import StripeProvider
 
     body = b'{"id": "evt_cli", "type": "customer.created"}'
     env = {"STRIPE_WEBHOOK_SECRET": "whsec_cli", "SHOPIFY_WEBHOOK_SECRET": "shp_cli"}

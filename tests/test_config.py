@@ -94,7 +94,7 @@ def test_invalid_values_name_the_variable_and_hide_the_value(
 
 
 def test_mapping_settings_reach_the_mapper_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from webhooks.mapping import mapper_config
+    from webhooks.stage1.mapping import mapper_config
 
     monkeypatch.setenv("SHOPIFY_ORDER_COMPLETED_TOPIC", "orders/paid")
     monkeypatch.setenv("INTERNAL_ID_KEY", "app_user_id")
@@ -108,9 +108,9 @@ def test_mapping_settings_reach_the_mapper_config(monkeypatch: pytest.MonkeyPatc
 def test_identity_settings_reach_the_mapper_and_the_state_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from webhooks.mapping import mapper_config, state_config
-    from webhooks.state.identity import IdentityPolicy
-    from webhooks.state.step import StateConfig
+    from webhooks.stage1.mapping import mapper_config, state_config
+    from webhooks.stage1.state.identity import IdentityPolicy
+    from webhooks.stage1.state.step import StateConfig
 
     for name, value in {
         "SHOPIFY_INTERNAL_ID_METAFIELD": "app.user_id",

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 
 from webhooks.config import Settings, load_settings
-from webhooks.http import bp, register_error_handlers
+from webhooks.ingest.http import bp, register_error_handlers
 from webhooks.logging import configure_logging
 from webhooks.providers import build_providers
 from webhooks.storage import migrate

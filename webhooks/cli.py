@@ -60,10 +60,10 @@ def serve(host: str, port: int, workers: int) -> None:
 @main.command()
 def worker() -> None:
     """Map stored webhooks and deliver them to Customer.io until SIGTERM."""
-    from webhooks.delivery.worker import Worker, customerio_client, install_signal_handlers
     from webhooks.logging import configure_logging
     from webhooks.storage import migrate
     from webhooks.storage.db import create_db_engine
+    from webhooks.worker import Worker, customerio_client, install_signal_handlers
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -153,7 +153,8 @@ def dev() -> None:
 @click.option("--secret", help="Signing secret (default: the first one configured).")
 def sign(provider: str, secret: str | None) -> None:
     """Print the signature header value for the body read from standard input."""
-    from webhooks.providers import shopify, stripe
+    from webhooks.providers.shopify import signature as shopify
+    from webhooks.providers.stripe import signature as stripe
 
     if secret is None:
         settings = _settings()
@@ -176,7 +177,7 @@ def sign(provider: str, secret: str | None) -> None:
 @click.option("--api-key", default="fake-key", show_default=True, help="API key it accepts.")
 def fake_customerio(host: str, port: int, site_id: str, api_key: str) -> None:
     """Run a fake Customer.io Track API until SIGTERM or Ctrl-C (control API under /_fake/)."""
-    from webhooks.fakecio.server import FakeCustomerIO, serve_until_signalled
+    from webhooks.fakes.customerio.server import FakeCustomerIO, serve_until_signalled
 
     try:
         serve_until_signalled(FakeCustomerIO(host, port, site_id, api_key), click.echo)
@@ -194,7 +195,7 @@ def fake_stripe(host: str, port: int, api_key: str) -> None:
     Point the worker at it with STRIPE_API_BASE=http://HOST:PORT and the same
     STRIPE_API_KEY; load objects and faults through its control API under /_fake/.
     """
-    from webhooks.fakestripe.server import FakeStripe, serve_until_signalled
+    from webhooks.fakes.stripe.server import FakeStripe, serve_until_signalled
 
     try:
         serve_until_signalled(FakeStripe(host, port, api_key), click.echo)

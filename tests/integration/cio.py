@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from webhooks.fakecio import FakeCustomerIOClient
+from webhooks.fakes.customerio import FakeCustomerIOClient
 
 
 @contextmanager
 def fake_customerio_process() -> Iterator[FakeCustomerIOClient]:
-    """Start `python -m webhooks.fakecio --port 0`; yield a client of its control API."""
+    """Start `python -m webhooks.fakes.customerio --port 0`; yield a client of its control API."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "webhooks.fakecio", "--port", "0"],
+        [sys.executable, "-m", "webhooks", "dev", "fake-customerio", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

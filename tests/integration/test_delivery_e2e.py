@@ -20,11 +20,12 @@ from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import fake_customerio_process, wait_for
 from tests.integration.service import run_cli, serve, service_env
 from tests.mappers.golden import FIXTURES, REFUND_LISTED_ON_THE_2020_CHARGE
-from webhooks.delivery.ids import op_ulid
-from webhooks.fakecio import FakeCustomerIOClient
-from webhooks.providers import shopify, stripe
-from webhooks.providers.stripe import StripeProvider
-from webhooks.state.identity import IdentityPolicy, direct_identity
+from webhooks.core.ids import op_ulid
+from webhooks.fakes.customerio import FakeCustomerIOClient
+from webhooks.providers.shopify import signature as shopify
+from webhooks.providers.stripe import signature as stripe
+from webhooks.providers.stripe.signature import StripeProvider
+from webhooks.stage1.state.identity import IdentityPolicy, direct_identity
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import store_delivery
 

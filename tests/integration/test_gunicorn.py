@@ -22,7 +22,7 @@ from tests.conftest import (
     stripe_event,
 )
 from tests.integration.service import run_cli, serve, service_env
-from webhooks.providers.stripe import sign
+from webhooks.providers.stripe.signature import sign
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import inbox
 

@@ -23,7 +23,7 @@ from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import wait_for
 from tests.integration.service import run_cli, serve
 from tests.integration.test_delivery_e2e import fake, stack_env
-from tests.state.stacks import (
+from tests.stage1.state.stacks import (
     BEANS,
     GRACE,
     MUG,
@@ -37,9 +37,9 @@ from tests.state.stacks import (
     untagged,
     with_user,
 )
-from webhooks.fakecio import FakeCustomerIOClient
-from webhooks.providers import shopify as shopify_provider
-from webhooks.providers import stripe as stripe_provider
+from webhooks.fakes.customerio import FakeCustomerIOClient
+from webhooks.providers.shopify import signature as shopify_provider
+from webhooks.providers.stripe import signature as stripe_provider
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import inbox, outbox
 

@@ -19,9 +19,9 @@ from typing import Any
 from mappers.actions import to_json
 from mappers.base import MapperConfig
 from mappers.registry import map_delivery
-from webhooks.mapping import stored_delivery
-from webhooks.providers.shopify import ShopifyProvider
-from webhooks.providers.stripe import StripeProvider
+from webhooks.providers.shopify.signature import ShopifyProvider
+from webhooks.providers.stripe.signature import StripeProvider
+from webhooks.stage1.mapping import stored_delivery
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 # Body changes turning the refund_created_partial fixture into the refund that

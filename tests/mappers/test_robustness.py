@@ -16,7 +16,7 @@ from mappers.base import MapperConfig
 from mappers.errors import MappingError
 from mappers.registry import map_delivery
 from tests.mappers.golden import PARSERS, cases
-from webhooks.mapping import stored_delivery
+from webhooks.stage1.mapping import stored_delivery
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats() | st.text(max_size=12),

@@ -16,7 +16,7 @@ from mappers.errors import MappingError
 from mappers.registry import map_delivery
 from mappers.taxonomy import EventName
 from tests.mappers.golden import FIXTURES, PARSERS
-from webhooks.mapping import stored_delivery
+from webhooks.stage1.mapping import stored_delivery
 
 Patch = Callable[[dict[str, Any]], object]
 PAID_CONFIG = MapperConfig(shopify_order_completed_topic="orders/paid")

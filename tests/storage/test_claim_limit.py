@@ -1,6 +1,6 @@
 """A claim leases at most `limit` rows, on every backend (webhooks/storage/queue.py).
 
-Found while writing tests/state/test_permutations.py, and not fixed here (this change
+Found while writing tests/stage1/state/test_permutations.py, and not fixed here (this change
 adds tests only). On PostgreSQL, `UPDATE ... WHERE id IN (SELECT id ... LIMIT n FOR UPDATE
 SKIP LOCKED)` is planned as a Nested Loop Semi Join that runs `Limit -> LockRows` again
 for every outer row; each run re-checks `lease_until` on the rows this very statement
@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mappers.base import MapperConfig
-from webhooks.delivery.process import process_batch
 from webhooks.providers.base import Delivery
+from webhooks.stage1.process import process_batch
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import store_delivery

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from webhooks.config import Settings
 from webhooks.providers.base import Delivery, Headers, Provider
-from webhooks.providers.shopify import ShopifyProvider
-from webhooks.providers.stripe import StripeProvider
+from webhooks.providers.shopify.signature import ShopifyProvider
+from webhooks.providers.stripe.signature import StripeProvider
 
 __all__ = ["Delivery", "Headers", "Provider", "build_providers"]
 

@@ -1,39 +1,109 @@
-"""The provider interface: how to verify a request and how to key the delivery it carries."""
+"""The provider seam: what a provider package declares, and the helpers its keying uses.
+
+A provider is one package under webhooks/providers/ exposing a `SPEC` (a ProviderSpec)
+and one line in webhooks/providers/registry.py. Every other layer (HTTP routing,
+settings, identity, enrichment, the CLI, generated docs, the shared tests) reads the
+registry; none names a provider. See docs/adding-a-provider.md.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
 
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mappers.base import Handler
 from webhooks.errors import PayloadError
+from webhooks.storage.inbox import Delivery
+
+if TYPE_CHECKING:
+    from webhooks.stage1.enrichment import Enricher
 
 # Headers arrive lower-cased (the view normalises them), because HTTP/2 lower-cases
 # names and Shopify's newer Events delivery drops the X- prefix.
 Headers = Mapping[str, str]
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+SecretList = Annotated[list[SecretStr], NoDecode]
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One verified delivery, ready to be stored in the inbox exactly as received."""
+class ProviderSettings(BaseSettings):
+    """Settings every provider has; a provider's subclass adds its own.
 
-    provider: str
-    account: str
-    event_type: str
-    delivery_id: str
-    body: bytes
-    event_id: str | None = None
-    api_version: str | None = None
-    occurred_at: datetime | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    The environment names are the provider's name, upper-cased, then the field:
+    STRIPE_WEBHOOK_SECRET, SHOPIFY_PERSON_ID_FORMAT. The loader sets the prefix.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    webhook_secret: SecretList = Field(
+        default_factory=list,
+        description="Comma-separated signing secrets (rotation); empty disables the endpoint.",
+    )
+    person_id_format: str | None = Field(
+        None,
+        max_length=100,
+        description="Person id for a customer without an internal id; {customer_id} and "
+        "{account} are replaced. Unset: the provider's default.",
+    )
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """`a,b , c` becomes ["a", "b", "c"]; an empty value means not configured."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _no_placeholder(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # A copied .env.example must not leave an endpoint open to a public secret.
+        if any("replace_me" in secret.get_secret_value().lower() for secret in value):
+            raise ValueError("still the placeholder from .env.example; paste the real secret")
+        return value
+
+    @field_validator("person_id_format", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("person_id_format")
+    @classmethod
+    def _person_id_format(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_person_id_format(value)
+        return value
+
+    def secrets(self) -> list[str]:
+        """The configured signing secrets, in order."""
+        return [secret.get_secret_value() for secret in self.webhook_secret]
 
 
-class Provider(Protocol):
-    """What every provider module offers; registered by name in `webhooks.providers`."""
+def check_person_id_format(value: str) -> None:
+    """Raise ValueError unless `value` is a usable person-id template."""
+    if "{customer_id}" not in value:
+        raise ValueError("must contain {customer_id}")
+    try:
+        rendered = value.format(customer_id="1", account="a")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("only {customer_id} and {account} may be used") from None
+    if rendered.lower().startswith("cio_"):
+        raise ValueError("Customer.io reads ids starting with cio_ as its own")
 
-    name: str
+
+class Receiver(Protocol):
+    """The ingest side of a provider, built from its settings: verify, then key."""
 
     def verify(self, body: bytes, headers: Headers) -> None:
         """Raise a MissingSignature / MalformedSignature / VerificationError, or return."""
@@ -42,6 +112,44 @@ class Provider(Protocol):
     def parse(self, body: bytes, headers: Headers) -> Delivery:
         """Read the dedup key and metadata of a verified body, or raise PayloadError."""
         ...
+
+
+S = TypeVar("S", bound=ProviderSettings)
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class ProviderSpec(Generic[S, C]):
+    """Everything the service knows about one provider, in one place."""
+
+    name: str  # URL segment, inbox `provider`, `source` of its events, env prefix
+    title: str  # for people: docs, CLI help
+    settings: type[S]  # its settings; env names NAME_FIELD
+    receiver: Callable[[S], Receiver]  # verification and keying, built from its settings
+    sign: Callable[[bytes, str], str]  # a real signature header value (dev sign, tests)
+    signature_header: str  # the header `sign` produces a value for
+    handlers: Mapping[str, Handler[C]]  # event type or topic -> pure mapper
+    mapper_config: Callable[[S, str], C]  # (its settings, INTERNAL_ID_KEY) -> mapper config
+    person_id_format: str  # default for customers without an internal id
+    # When set, every other account is another merchant (Stripe Connect): its ids and
+    # emails never resolve to this account's people.
+    own_account: str | None = None
+    # Fetches what payloads leave out, stored with the inbox row before mapping.
+    enricher: Callable[[S, C], Enricher | None] | None = None
+    # Canonical event -> which of this provider's types produce it (docs/taxonomy.md).
+    docs: Mapping[str, str] = field(default_factory=dict)
+    # Headers to send with a signed test delivery besides the signature (dev tools).
+    example_headers: Callable[[str], dict[str, str]] = lambda _type: {}
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(f"provider name {self.name!r} must match {NAME_PATTERN.pattern}")
+        check_person_id_format(self.person_id_format)
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of its environment variables: STRIPE_, SHOPIFY_."""
+        return f"{self.name.upper()}_"
 
 
 def load_json_object(body: bytes) -> dict[str, Any]:
@@ -97,3 +205,8 @@ def parse_time(value: Any) -> datetime | None:
     except (ValueError, OverflowError, OSError):
         return None
     return None
+
+
+def enabled(settings: Sequence[ProviderSettings]) -> bool:
+    """True when any of `settings` has a signing secret (helper for tests and docs)."""
+    return any(item.webhook_secret for item in settings)

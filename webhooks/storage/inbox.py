@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -12,10 +13,24 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from webhooks.errors import StorageUnavailable
-from webhooks.providers.base import Delivery
 from webhooks.storage.schema import inbox
 
 _DEDUP_COLUMNS = ["provider", "account", "event_type", "delivery_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One verified delivery, keyed by its provider, to be stored exactly as received."""
+
+    provider: str
+    account: str
+    event_type: str
+    delivery_id: str
+    body: bytes
+    event_id: str | None = None
+    api_version: str | None = None
+    occurred_at: datetime | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @cache

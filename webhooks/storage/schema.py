@@ -158,7 +158,7 @@ sa.Index("ix_outbox_subject", outbox.c.subject)
 inbox_waits = sa.Table(
     "inbox_waits",
     metadata,
-    # An identity key (see webhooks.state.keys) that a waiting inbox row needs linked.
+    # An identity key (see webhooks.stage1.state.keys) that a waiting inbox row needs linked.
     sa.Column("key", sa.String(512), primary_key=True),
     sa.Column("inbox_id", BigId, primary_key=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -188,7 +188,7 @@ person_state = sa.Table(
     # Hash of the attributes last queued for Customer.io: unchanged ones are not resent.
     sa.Column("sent_hash", sa.String(64), nullable=True),
     # Totals over the person's facts, kept as each fact arrives, so an event never needs
-    # all of a person's orders loaded (webhooks.state.person.Totals).
+    # all of a person's orders loaded (webhooks.stage1.state.person.Totals).
     sa.Column("order_count", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("first_order_at", sa.BigInteger(), nullable=True),
     sa.Column("last_order_at", sa.BigInteger(), nullable=True),

@@ -1,1 +1,0 @@
-"""Tests of the fake Customer.io shipped in webhooks.fakecio."""

@@ -1,0 +1,1 @@
+"""Tests of the fake Customer.io shipped in webhooks.fakes.customerio."""

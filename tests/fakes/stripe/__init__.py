@@ -1,0 +1,1 @@
+"""Tests of the fake Stripe API shipped in webhooks.fakes.stripe."""

@@ -1,1 +1,0 @@
-"""Tests of the fake Stripe API shipped in webhooks.fakestripe."""

@@ -1,0 +1,1 @@
+"""Tests of the Stripe API client (webhooks.providers.stripe.api)."""

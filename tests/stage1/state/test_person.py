@@ -1,0 +1,175 @@
+"""Person state: newest report wins, facts aggregate, nothing depends on arrival order."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+from sqlalchemy.engine import Engine
+
+from mappers.taxonomy import PersonAttributes
+from webhooks.stage1.state.ledger import Ledger
+from webhooks.stage1.state.person import (
+    Fact,
+    PersonRecord,
+    Totals,
+    attributes_of,
+    subscription_status,
+)
+
+
+def test_each_attribute_keeps_its_newest_report() -> None:
+    record = PersonRecord("p")
+    record.report(PersonAttributes(email="new@example.test", first_name="Ann"), 200)
+    record.report(PersonAttributes(email="old@example.test", last_name="Lee"), 100)
+    assert attributes_of(record, []) == {
+        "email": "new@example.test",
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "order_count": 0,
+        "lifetime_value": 0,
+    }
+    assert record.watermark == 200
+
+
+def test_reports_in_any_order_give_the_same_attributes() -> None:
+    reports = [
+        (PersonAttributes(email="a@example.test", email_consent=False), 100),
+        (PersonAttributes(email="b@example.test"), 300),
+        (PersonAttributes(email_consent=True, phone="+15550100"), 200),
+        (PersonAttributes(phone="+15550199"), 200),  # a tie: the value decides, not arrival
+    ]
+    outcomes = set()
+    for order in itertools.permutations(reports):
+        record = PersonRecord("p")
+        for attributes, at in order:
+            record.report(attributes, at)
+        outcomes.add(repr(sorted(record.attributes.items())))
+    assert len(outcomes) == 1
+
+
+def order(key: str, at: int, total: str, currency: str = "USD", seen_at: int | None = None) -> Fact:
+    return Fact(f"order:{key}", "p", "order", at, seen_at or at, Decimal(total), currency)
+
+
+def test_lifetime_value_is_orders_minus_refunds_in_the_reporting_currency() -> None:
+    facts = [
+        order("1", 100, "40.50"),
+        order("2", 300, "10"),
+        order("3", 200, "99", currency="EUR"),  # left out: another currency
+        Fact("refund:r1", "p", "refund", 400, 400, Decimal("5.25"), "USD"),
+    ]
+    derived = Totals.of(facts, "USD").attributes()
+    assert derived == {
+        "order_count": 3,
+        "lifetime_value": 45.25,
+        "first_order_date": 100,
+        "last_order_date": 300,
+    }
+
+
+def test_a_late_old_order_moves_first_order_date_back_and_last_never_back(
+    engine: Engine,
+) -> None:
+    totals = Totals(currency="USD")
+    totals.add(None, order("2", 300, "10"))
+    assert totals.attributes()["first_order_date"] == 300
+    totals.add(None, order("1", 100, "10"))
+    derived = totals.attributes()
+    assert (derived["first_order_date"], derived["last_order_date"]) == (100, 300)
+    # Each order's place by date, as stage 1 numbers them (the late one asks the store).
+    with engine.begin() as conn:
+        ledger = Ledger(conn, "USD")
+        later, latest = ledger.add_fact(order("2", 300, "10"))
+        assert ledger.position(later, latest) == 1
+        earlier, latest = ledger.add_fact(order("1", 100, "10"))
+        assert ledger.position(earlier, latest) == 1
+        assert ledger.position(later, None) == 2
+
+
+def test_a_second_report_of_an_order_keeps_its_date_and_takes_the_newer_total() -> None:
+    first = order("1", 200, "10")
+    paid_later = order("1", 250, "12")
+    created_late = order("1", 180, "10")
+    combined = first.combine(paid_later).combine(created_late)
+    assert (combined.first_at, combined.amount) == (180, Decimal("12"))
+    assert created_late.combine(paid_later).combine(first) == combined
+
+
+def subscription(key: str, status: str, at: int) -> Fact:
+    return Fact(f"subscription:{key}", "p", "subscription", at, at, status=status)
+
+
+def test_an_older_subscription_event_never_regresses_the_status() -> None:
+    newest = subscription("s1", "canceled", 300)
+    older = subscription("s1", "active", 200)
+    assert newest.combine(older).status == "canceled"
+    assert older.combine(newest).status == "canceled"
+
+
+def test_one_live_subscription_makes_the_person_a_subscriber() -> None:
+    facts = [subscription("s1", "canceled", 300), subscription("s2", "active", 100)]
+    assert subscription_status(facts) == "active"
+    assert subscription_status(facts[:1]) == "canceled"
+
+
+def test_a_merged_profile_brings_its_newer_attributes() -> None:
+    known = PersonRecord("u_1")
+    known.report(PersonAttributes(email="k@example.test", first_name="Kim"), 100)
+    guest = PersonRecord("shopify:tok")
+    guest.report(PersonAttributes(first_name="Kimberly", phone="+15550100"), 150)
+    known.absorb(guest)
+    assert attributes_of(known, [])["first_name"] == "Kimberly"
+    assert attributes_of(known, [])["phone"] == "+15550100"
+    assert known.watermark == 150
+
+
+def test_provider_spellings_of_a_status_are_one_status() -> None:
+    from mappers.actions import Person, Track
+    from mappers.taxonomy import EventName, SubscriptionCanceled
+    from webhooks.stage1.state.person import fact_of
+
+    shopify = Person(source="shopify", account="s", customer_id="1")
+    track = Track(
+        person=shopify,
+        event=EventName.SUBSCRIPTION_CANCELED,
+        properties=SubscriptionCanceled(source="shopify", subscription_id="c1", status="CANCELLED"),
+        timestamp=10,
+        semantic_key="subscription_canceled:shopify:s:c1",
+    )
+    fact = fact_of(track, "p")
+    assert fact is not None
+    assert fact.status == "canceled"
+
+
+def test_totals_kept_fact_by_fact_equal_totals_counted_from_all_facts() -> None:
+    first = order("1", 200, "10")
+    facts = [
+        first,
+        order("2", 100, "20"),
+        Fact("refund:r", "p", "refund", 300, 300, Decimal("3"), "USD"),
+        order("3", 150, "7", currency="EUR"),
+    ]
+    expected = Totals.of(facts, "USD")
+    for permutation in itertools.permutations(facts):
+        totals = Totals(currency="USD")
+        for fact in permutation:
+            totals.add(None, fact)
+        assert (totals.order_count, totals.value, totals.first_order_at, totals.last_order_at) == (
+            expected.order_count,
+            expected.value,
+            expected.first_order_at,
+            expected.last_order_at,
+        )
+    # A second report of order 1 (paid, with a new total) counts only its difference.
+    totals = Totals.of(facts, "USD")
+    totals.add(first, first.combine(order("1", 250, "12")))
+    assert (totals.order_count, totals.value) == (3, Decimal("29"))
+
+
+def test_the_latest_order_moving_earlier_makes_the_totals_stale() -> None:
+    paid = order("1", 300, "10")
+    totals = Totals.of([order("2", 100, "5"), paid], "USD")
+    created_earlier = order("1", 200, "10")
+    totals.add(paid, paid.combine(created_earlier))
+    assert totals.stale

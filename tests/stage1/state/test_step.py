@@ -1,0 +1,346 @@
+"""The stateful step in the pipeline: waits, merges, person state and journey guards."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from mappers.base import MapperConfig
+from tests.mappers.golden import FIXTURES, PARSERS
+from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from webhooks.stage1.process import process_batch
+from webhooks.stage1.state.step import StateConfig
+from webhooks.stage2.deliver import deliver_batch
+from webhooks.storage.inbox import store_delivery
+from webhooks.storage.schema import identity_links, outbox, person_facts, person_state
+
+CONFIG = MapperConfig()
+SHOP = "example-shop.myshopify.com"
+GRACE = f"shopify:{SHOP}:8100000000001"
+
+
+def body(provider: str, case: str) -> dict[str, Any]:
+    return copy.deepcopy(json.loads((FIXTURES / provider / f"{case}.json").read_text())["body"])
+
+
+def ingest_as(engine: Engine, case: str, event: dict[str, Any], webhook_id: str, at: str) -> None:
+    """A Shopify delivery of `case`'s topic with its own body, webhook id and event time."""
+    fixture = json.loads((FIXTURES / "shopify" / f"{case}.json").read_text())
+    headers = {k.lower(): v for k, v in fixture["headers"].items()}
+    headers.update({"x-shopify-webhook-id": webhook_id, "x-shopify-triggered-at": at})
+    store_delivery(engine, PARSERS["shopify"].parse(json.dumps(event).encode(), headers))
+
+
+def run(engine: Engine, cio: ScriptedCustomerIO, state: StateConfig | None = None) -> None:
+    """Map until nothing is pending (woken rows included), then deliver what is due."""
+    while process_batch(engine, "w", CONFIG, state=state):
+        pass
+    deliver_batch(engine, "w", cio.client())
+
+
+def sent(cio: ScriptedCustomerIO, action: str) -> list[dict[str, Any]]:
+    return [item for b in cio.bodies() for item in b.get("batch", []) if item["action"] == action]
+
+
+def state_of(engine: Engine, person_id: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(person_state).where(person_state.c.person_id == person_id)
+        ).one()
+    return {name: value for name, (value, _) in row.attributes.items()}
+
+
+def test_a_refund_naming_only_its_order_waits_then_lowers_lifetime_value(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "refund_create_partial")  # arrives before its order
+    run(engine, cio)
+    assert [row.state for row in inbox_rows(engine)] == ["waiting"]
+    assert cio.bodies() == []
+    ingest(engine, "shopify", "order_create")
+    run(engine, cio)
+    assert [row.state for row in inbox_rows(engine)] == ["done", "done"]
+    events = {item["name"]: item for item in sent(cio, "event")}
+    assert set(events) == {"order_completed", "refund_issued"}
+    assert {item["identifiers"]["id"] for item in events.values()} == {GRACE}
+    assert events["order_completed"]["attributes"]["is_first_order"] is True
+    refund = events["refund_issued"]["attributes"]["amount"]
+    # The last identify holds the whole truth: one order, its total less the refund.
+    last = sent(cio, "identify")[-1]
+    assert last["identifiers"] == {"id": GRACE}
+    assert last["attributes"]["order_count"] == 1
+    assert last["attributes"]["lifetime_value"] == round(56.04 - refund, 2)
+
+
+def test_a_later_order_of_the_same_person_is_counted_and_a_repeat_changes_nothing(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    second = body("shopify", "order_create")
+    second.update(id=6200000000002, checkout_token=None)
+    ingest_as(engine, "order_create", second, "wh-second", "2026-06-01T14:00:00Z")
+    ingest(engine, "shopify", "order_paid")  # the first order again: same fact
+    run(engine, cio)
+    orders = [i["attributes"] for i in sent(cio, "event") if i["name"] == "order_completed"]
+    assert [(o["order_id"], o["order_count"], o["is_first_order"]) for o in orders] == [
+        ("6200000000001", 1, True),
+        ("6200000000002", 2, False),
+    ]
+    attributes = state_of(engine, GRACE)
+    assert attributes["email"] == "grace.buyer@example.test"
+    with engine.connect() as conn:
+        facts = conn.execute(sa.select(person_facts.c.fact_key)).scalars().all()
+    assert sorted(facts) == [
+        f"order:shopify:{SHOP}:6200000000001",
+        f"order:shopify:{SHOP}:6200000000002",
+    ]
+
+
+def test_cart_update_is_held_and_suppressed_by_the_order_that_follows(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "checkout_create_customer")
+    run(engine, cio)
+    assert [i["name"] for i in sent(cio, "event")] == ["checkout_started"]
+    update = body("shopify", "checkout_create_customer")
+    update["line_items"][0]["quantity"] += 1
+    update["total_price"] = "999.00"
+    update["updated_at"] = "2026-05-04T11:21:00-04:00"
+    ingest_as(engine, "checkout_update_items", update, "wh-update", "2026-05-04T15:21:00Z")
+    run(engine, cio)
+    [held] = [row for row in outbox_rows(engine) if row.op_key.startswith("cart_updated:")]
+    assert held.state == "pending"
+    assert held.next_attempt_at > datetime.now(UTC)  # held, not sent yet
+    ingest(engine, "shopify", "order_create")
+    run(engine, cio)
+    [held] = [row for row in outbox_rows(engine) if row.op_key.startswith("cart_updated:")]
+    assert (held.state, held.last_error) == (
+        "suppressed",
+        "its checkout was already completed by an order",
+    )
+    assert [i["name"] for i in sent(cio, "event")] == ["checkout_started", "order_completed"]
+    order = sent(cio, "event")[-1]["attributes"]
+    assert order["cart_id"] == "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
+def test_an_update_with_the_started_content_is_not_a_change(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    no_hold = StateConfig(cart_update_hold_seconds=0)
+    ingest(engine, "shopify", "checkout_create_customer")
+    same = body("shopify", "checkout_create_customer")
+    same["shipping_address"] = {"city": "Elsewhere"}  # not a material change
+    ingest_as(engine, "checkout_update_items", same, "wh-same", "2026-05-04T15:21:00Z")
+    run(engine, cio, no_hold)
+    [update] = [row for row in outbox_rows(engine) if row.op_key.startswith("cart_updated:")]
+    assert (update.state, update.last_error) == (
+        "suppressed",
+        "no material change since checkout_started",
+    )
+    assert [i["name"] for i in sent(cio, "event")] == ["checkout_started"]
+
+
+def test_checkout_started_after_its_order_is_suppressed(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    run(engine, cio)
+    ingest(engine, "shopify", "checkout_create_customer")
+    run(engine, cio)
+    assert [i["name"] for i in sent(cio, "event")] == ["order_completed"]
+
+
+def test_an_invoice_before_its_customer_is_merged_into_the_internal_id(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    invoice = body("stripe", "invoice_paid_subscription_create_basil")
+    _strip_metadata(invoice)
+    ingest(engine, "stripe", "invoice_paid_subscription_create_basil", **invoice)
+    run(engine, cio)
+    assert {i["identifiers"]["id"] for i in sent(cio, "event")} == {"stripe:cus_TestAda01"}
+    ingest(engine, "stripe", "customer_created")  # shows cus_TestAda01 beside user_8842
+    run(engine, cio)
+    # Held, so the primary's identify is applied before Customer.io sees the merge.
+    assert sent(cio, "merge") == []
+    [held] = [row for row in outbox_rows(engine) if row.kind == "merge"]
+    assert (held.state, held.solo) == ("pending", True)
+    assert held.next_attempt_at > datetime.now(UTC)
+    with engine.begin() as conn:  # the delay passes
+        conn.execute(sa.update(outbox).values(next_attempt_at=datetime.now(UTC)))
+    run(engine, cio)
+    [alone] = [b["batch"] for b in cio.bodies() if any(i["action"] == "merge" for i in b["batch"])]
+    assert len(alone) == 1  # a merge travels alone
+    [merge] = sent(cio, "merge")
+    assert (merge["primary"], merge["secondary"]) == (
+        {"id": "user_8842"},
+        {"id": "stripe:cus_TestAda01"},
+    )
+    # The primary is identified before the merge, with the order the invoice reported.
+    identifies = sent(cio, "identify")
+    assert identifies[-1]["identifiers"] == {"id": "user_8842"}
+    assert identifies[-1]["attributes"]["order_count"] == 1
+    with engine.connect() as conn:
+        owners = set(conn.execute(sa.select(identity_links.c.person_id)).scalars())
+    assert owners == {"user_8842"}
+
+
+def test_a_merge_repoints_operations_still_queued(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    invoice = body("stripe", "invoice_paid_subscription_create_basil")
+    _strip_metadata(invoice)
+    ingest(engine, "stripe", "invoice_paid_subscription_create_basil", **invoice)
+    ingest(engine, "stripe", "customer_created")
+    process_batch(engine, "w", CONFIG, limit=1)  # the invoice, as stripe:cus_...
+    process_batch(engine, "w", CONFIG, limit=1)  # the customer: merge before delivery
+    deliver_batch(engine, "w", cio.client())
+    assert {i["identifiers"]["id"] for i in sent(cio, "event")} == {"user_8842"}
+
+
+def test_a_redaction_forgets_everything_kept_about_the_person(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # A guest checkout before the account existed left an anonymous profile too.
+    guest = _guest_checkout("tok-guest", "grace.buyer@example.test", phone="+15550001111")
+    ingest_as(engine, "checkout_create_guest", guest, "g0", "2026-05-01T10:00:00Z")
+    ingest(engine, "shopify", "order_create")
+    run(engine, cio)
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+    assert sent(cio, "delete")[0]["identifiers"] == {"id": GRACE}
+    with engine.connect() as conn:
+        for table in (person_state, person_facts):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+        assert GRACE not in set(conn.execute(sa.select(identity_links.c.person_id)).scalars())
+        keys = set(conn.execute(sa.select(identity_links.c.key)).scalars())
+    assert "email:grace.buyer@example.test" not in keys
+
+
+def test_a_shop_redaction_erases_the_shops_state(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "stripe", "customer_created")  # another source's person stays
+    run(engine, cio)
+    ingest(engine, "shopify", "shop_redact")
+    run(engine, cio)
+    with engine.connect() as conn:
+        keys = set(conn.execute(sa.select(identity_links.c.key)).scalars())
+        people = set(conn.execute(sa.select(person_state.c.person_id)).scalars())
+        facts = conn.execute(sa.select(sa.func.count()).select_from(person_facts)).scalar()
+    assert not any(key.startswith(f"shopify:{SHOP}:") for key in keys)
+    assert people == {"user_8842"}
+    assert facts == 0
+
+
+def _strip_metadata(event: dict[str, Any]) -> None:
+    """An invoice that names only its customer (no internal id anywhere in it)."""
+    text = json.dumps(event["data"]["object"]).replace('"user_8842"', "null")
+    event["data"]["object"] = json.loads(text)
+
+
+def _guest_checkout(token: str, email: str, phone: str | None = None) -> dict[str, Any]:
+    guest = body("shopify", "checkout_create_guest")
+    guest.update(token=token, email=email, phone=phone)
+    return guest
+
+
+def test_a_link_taken_over_by_a_customer_is_kept_for_later_guests(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # The email is first seen on a guest checkout (linked to the anonymous id), then on
+    # the customer account: a later guest checkout with it is the customer's.
+    email = "lin.newcomer@example.test"
+    ingest_as(
+        engine,
+        "checkout_create_guest",
+        _guest_checkout("tok1", email),
+        "g1",
+        "2026-05-01T10:00:00Z",
+    )
+    run(engine, cio)
+    ingest(engine, "shopify", "customers_create")
+    run(engine, cio)
+    ingest_as(
+        engine,
+        "checkout_create_guest",
+        _guest_checkout("tok2", email),
+        "g2",
+        "2026-05-02T10:00:00Z",
+    )
+    run(engine, cio)
+    customer = f"shopify:{SHOP}:8100000000005"
+    [second] = [i for i in sent(cio, "event") if i["attributes"]["cart_id"] == "tok2"]
+    assert second["identifiers"] == {"id": customer}
+
+
+def test_a_guest_typing_a_customers_email_changes_none_of_their_attributes(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "customers_create")
+    run(engine, cio)
+    before = state_of(engine, f"shopify:{SHOP}:8100000000005")
+    intruder = _guest_checkout("tok9", "lin.newcomer@example.test", phone="+15559999999")
+    intruder["billing_address"] = {"first_name": "Mallory", "last_name": "X"}
+    ingest_as(engine, "checkout_create_guest", intruder, "g9", "2026-06-01T10:00:00Z")
+    run(engine, cio)
+    # The checkout event reaches the customer (the email is theirs), the name, phone
+    # and consent the intruder typed do not.
+    assert state_of(engine, f"shopify:{SHOP}:8100000000005") == before
+    with engine.connect() as conn:
+        linked = conn.execute(
+            sa.select(identity_links.c.person_id).where(
+                identity_links.c.key == f"shopify:{SHOP}:checkout:tok9"
+            )
+        ).scalar()
+    assert linked is None  # the intruder's checkout token is not the customer's
+
+
+def test_an_earlier_order_arriving_late_takes_its_place_by_date(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    later = body("shopify", "order_create")
+    later.update(id=6200000000002, checkout_token=None)
+    ingest_as(engine, "order_create", later, "wh-later", "2026-06-01T14:00:00Z")
+    run(engine, cio)  # a separate batch: the totals are stored before the late one
+    ingest(engine, "shopify", "order_create")  # placed 2026-05-04, arrives last
+    run(engine, cio)
+    orders = {
+        i["attributes"]["order_id"]: i["attributes"]
+        for i in sent(cio, "event")
+        if i["name"] == "order_completed"
+    }
+    # The late one is the person's first by date, whatever the other event said.
+    assert orders["6200000000001"]["order_count"] == 1
+    assert orders["6200000000001"]["is_first_order"] is True
+    assert orders["6200000000002"]["order_count"] == 1  # sent when it was the only one
+    last = sent(cio, "identify")[-1]["attributes"]
+    assert (last["order_count"], last["first_order_date"]) == (2, orders_date("2026-05-04"))
+
+
+def orders_date(day: str) -> int:
+    """The Unix time order_create's event carries (its triggered-at header)."""
+    fixture = json.loads((FIXTURES / "shopify" / "order_create.json").read_text())
+    at = fixture["headers"]["X-Shopify-Triggered-At"]
+    assert at.startswith(day)
+    return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+
+
+def test_state_saved_by_another_worker_meanwhile_makes_a_worker_compute_again(
+    engine: Engine,
+) -> None:
+    import pytest
+
+    from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL serialises the step with an advisory lock instead")
+    with engine.begin() as slow:
+        seen = begin_state(slow)  # reads state without the write lock
+        ingest(engine, "shopify", "order_create")
+        assert process_batch(engine, "fast", CONFIG) == 1  # another worker saves state
+        with pytest.raises(StateChanged):
+            begin_writes(slow, seen)
+    with engine.begin() as again:  # computing again from fresh reads succeeds
+        begin_writes(again, begin_state(again))

@@ -1,1 +1,0 @@
-"""Tests of the Stripe API client (webhooks.stripe_api)."""

@@ -1,0 +1,65 @@
+"""The worker loop: pauses, resumption, and what it logs."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
+
+from tests.conftest import make_settings
+from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from webhooks.worker import Worker
+
+
+def worker(engine: Engine, cio: ScriptedCustomerIO | None) -> Worker:
+    settings = make_settings(engine.url.render_as_string(hide_password=False))
+    return Worker(engine, settings, cio.client() if cio else None)
+
+
+def test_credentials_pause_stops_delivery_not_mapping(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    runner = worker(engine, cio)
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    cio.answers.append(httpx.Response(401))
+    with capture_logs() as logs:
+        runner.run_once()
+    assert [e["log_level"] for e in logs if e["event"] == "customerio_unauthorized"] == ["error"]
+    ingest(engine, "shopify", "order_create")
+    runner.run_once()  # paused: maps the new row, sends nothing
+    assert [r.state for r in inbox_rows(engine)] == ["done", "done"]
+    assert len(cio.requests) == 1
+    assert {r.state for r in outbox_rows(engine)} == {"pending"}
+    runner._paused_until = time.monotonic()  # the pause ends; credentials work again
+    runner.run_once()
+    assert cio.requests[1].url.path == "/api/v1/accounts/region"
+    assert {r.state for r in outbox_rows(engine)} == {"delivered"}
+
+
+def test_outage_pause_honours_retry_after(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    runner = worker(engine, cio)
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    cio.answers.append(httpx.Response(503, headers={"Retry-After": "20"}))
+    runner.run_once()
+    assert runner._paused_until - time.monotonic() > 15
+    runner.run_once()
+    assert len(cio.requests) == 1  # nothing sent while paused
+
+
+def test_dry_run_says_so_loudly_at_start(engine: Engine) -> None:
+    runner = worker(engine, None)
+    with capture_logs() as logs:
+        runner.check_credentials()
+    [entry] = logs
+    assert (entry["event"], entry["log_level"]) == ("dry_run", "warning")
+    assert "NOT sent" in entry["message"]
+
+
+def test_region_mismatch_is_an_error_with_the_fix(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    cio.answers.append(httpx.Response(200, json={"region": "eu", "url": "https://track-eu"}))
+    with capture_logs() as logs:
+        assert worker(engine, cio).check_credentials()
+    mismatch = [e for e in logs if e["event"] == "customerio_region_mismatch"]
+    assert mismatch[0]["hint"] == "set CUSTOMERIO_REGION=eu"

@@ -1,0 +1,166 @@
+"""Customer.io Track API operations, built for resolved people, with its limits enforced.
+
+Who an operation is for is decided before this module (webhooks.stage1.state): here an
+identity becomes a Track API identifier, and an operation that breaks one of
+Customer.io's limits is marked with the problem instead of being sent to be refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from mappers.actions import Track
+from webhooks.stage1.state.identity import Identity
+
+# Customer.io Track API limits (customerio.md §3), enforced before sending.
+MAX_ID_BYTES = 150
+MAX_ATTRIBUTE_NAME_BYTES = 150
+MAX_ATTRIBUTE_VALUE_BYTES = 1000
+MAX_ATTRIBUTES = 300
+MAX_EVENT_NAME_BYTES = 100
+MAX_EVENT_DATA_BYTES = 100_000
+MAX_ITEM_BYTES = 32_000
+
+
+class OperationKind:
+    """What an outbox row asks Customer.io to do."""
+
+    IDENTIFY = "identify"
+    EVENT = "event"  # v2 batch, person known
+    ANONYMOUS_EVENT = "anonymous_event"  # v1 /api/v1/events
+    DELETE = "delete"
+    MERGE = "merge"  # v2 batch: fold a weaker profile into the person's
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One Customer.io operation, ready for the outbox."""
+
+    op_key: str
+    kind: str
+    person_id: str | None
+    payload: dict[str, Any]
+    occurred_at: datetime
+    problem: str | None = None  # a broken limit, or no one to send it to: dead-lettered
+    subject: str | None = None  # the checkout a cart event is about (journey guards)
+    hold_seconds: float = 0.0  # not sent before this long after it is written
+    suppressed: str | None = None  # withheld by a journey guard, and why
+
+    def checked(self) -> Operation:
+        """This operation, marked with the first Customer.io limit it breaks."""
+        problem = self.problem or check_limits(self.kind, self.payload, self.person_id)
+        return self if problem == self.problem else replace(self, problem=problem)
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def _attribute_problem(attributes: dict[str, Any]) -> str | None:
+    if len(attributes) > MAX_ATTRIBUTES:
+        return f"more than {MAX_ATTRIBUTES} attributes"
+    for name, value in attributes.items():
+        if len(name.encode("utf-8")) > MAX_ATTRIBUTE_NAME_BYTES:
+            return f"attribute name over {MAX_ATTRIBUTE_NAME_BYTES} bytes"
+        if isinstance(value, bool | int | float) or value is None:
+            continue  # a number is never 1000 bytes; serialising each cost stage 1 time
+        text = value if isinstance(value, str) else json.dumps(value)
+        if len(text.encode("utf-8")) > MAX_ATTRIBUTE_VALUE_BYTES:
+            return f"attribute {name!r} value over {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
+    return None
+
+
+def check_limits(kind: str, payload: dict[str, Any], pid: str | None) -> str | None:
+    """The first Customer.io limit `payload` breaks, or None."""
+    if pid is not None and len(pid.encode("utf-8")) > MAX_ID_BYTES:
+        return f"person id over {MAX_ID_BYTES} bytes"
+    if kind == OperationKind.IDENTIFY:
+        problem = _attribute_problem(payload.get("attributes", {}))
+        if problem:
+            return problem
+    event = kind in (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)
+    if event and len(payload["name"].encode("utf-8")) > MAX_EVENT_NAME_BYTES:
+        return f"event name over {MAX_EVENT_NAME_BYTES} bytes"
+    # One serialisation in the common case: data within an item under 32 KB is also
+    # under the 100 KB data limit, so the data is measured only for a bigger item.
+    if _size(payload) <= MAX_ITEM_BYTES:
+        return None
+    if event and _size(payload.get("attributes", payload.get("data", {}))) > MAX_EVENT_DATA_BYTES:
+        return f"event data over {MAX_EVENT_DATA_BYTES} bytes"
+    return f"operation over {MAX_ITEM_BYTES} bytes"
+
+
+def at(timestamp: int) -> datetime:
+    """A Unix time as an aware UTC datetime."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def identify_op(
+    key: str, identity: Identity, attributes: dict[str, Any], timestamp: int
+) -> Operation:
+    """Set `attributes` on the person; `timestamp` orders updates at Customer.io."""
+    payload = {
+        "type": "person",
+        "identifiers": identity.identifier,
+        "action": "identify",
+        "attributes": attributes,
+        "timestamp": timestamp,
+    }
+    return Operation(
+        key, OperationKind.IDENTIFY, identity.person_id, payload, at(timestamp)
+    ).checked()
+
+
+def event_op(track: Track, identity: Identity, data: dict[str, Any]) -> Operation:
+    """The event for a person, or an anonymous event for a guest's anonymous id."""
+    if identity.anonymous:
+        payload = {
+            "name": track.event.value,
+            "anonymous_id": identity.person_id,
+            "timestamp": track.timestamp,
+            "data": data,
+        }
+        kind = OperationKind.ANONYMOUS_EVENT
+    else:
+        payload = {
+            "type": "person",
+            "identifiers": identity.identifier,
+            "action": "event",
+            "name": track.event.value,
+            "timestamp": track.timestamp,
+            "attributes": data,
+        }
+        kind = OperationKind.EVENT
+    return Operation(
+        track.semantic_key, kind, identity.person_id, payload, at(track.timestamp)
+    ).checked()
+
+
+def unsendable_op(track: Track, data: dict[str, Any], problem: str) -> Operation:
+    """An event no one can receive: kept as a dead letter that says why."""
+    payload = {"name": track.event.value, "attributes": data}
+    return Operation(
+        track.semantic_key, OperationKind.EVENT, None, payload, at(track.timestamp), problem
+    )
+
+
+def delete_op(identity: Identity, timestamp: int) -> Operation:
+    """Delete the person (a privacy redaction)."""
+    payload = {"type": "person", "identifiers": identity.identifier, "action": "delete"}
+    key = f"delete:{identity.person_id}:{timestamp}"
+    return Operation(key, OperationKind.DELETE, identity.person_id, payload, at(timestamp))
+
+
+def merge_op(primary: Identity, secondary: Identity, timestamp: int) -> Operation:
+    """Fold the secondary profile (and its history) into the primary, which must exist."""
+    payload = {
+        "type": "person",
+        "action": "merge",
+        "primary": primary.identifier,
+        "secondary": secondary.identifier,
+    }
+    key = f"merge:{secondary.person_id}:{primary.person_id}"
+    return Operation(key, OperationKind.MERGE, primary.person_id, payload, at(timestamp))

@@ -1,1 +1,0 @@
-"""Delivery to Customer.io: operations, the Track API client, retries, the worker."""

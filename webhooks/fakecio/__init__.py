@@ -1,8 +1,0 @@
-"""A fake Customer.io Track API for tests, benchmarks and local development (stdlib server)."""
-
-from __future__ import annotations
-
-from webhooks.fakecio.client import FakeCustomerIOClient
-from webhooks.fakecio.server import DEFAULT_API_KEY, DEFAULT_SITE_ID, FakeCustomerIO
-
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_SITE_ID", "FakeCustomerIO", "FakeCustomerIOClient"]

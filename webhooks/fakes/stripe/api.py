@@ -1,0 +1,136 @@
+"""The Stripe API endpoints the service uses, answered from the fake's state in Stripe's shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from webhooks.fakes.stripe.state import FakeState
+
+DEFAULT_LIMIT = 10  # Stripe's default page size
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response to send: status, JSON body and extra headers."""
+
+    status: int
+    body: Any
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def error_reply(
+    status: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Reply:
+    """An error in Stripe's shape: `{"error": {"type", "message", "code"?, "param"?}}`."""
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if code is not None:
+        error["code"] = code
+        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+    if param is not None:
+        error["param"] = param
+    return Reply(status, {"error": error}, headers)
+
+
+# The real message quotes the key, masked; the fake quotes nothing of it.
+UNAUTHORIZED = error_reply(401, "Invalid API Key provided")
+
+
+def fault_reply(status: int, retry_after: int | None, should_retry: bool | None) -> Reply:
+    """The answer of a status fault, with Stripe's headers for it."""
+    headers: list[tuple[str, str]] = []
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
+    if should_retry is not None:
+        headers.append(("Stripe-Should-Retry", "true" if should_retry else "false"))
+    if status == 401:
+        return Reply(401, UNAUTHORIZED.body, tuple(headers))
+    if status == 429:
+        message = "Request rate limit exceeded (fake fault)"
+        return error_reply(429, message, code="rate_limit", headers=tuple(headers))
+    kind = "api_error" if status >= 500 else "invalid_request_error"
+    return error_reply(status, f"fake fault: HTTP {status}", type_=kind, headers=tuple(headers))
+
+
+def handle(
+    method: str, path: str, query: dict[str, list[str]], account: str | None, state: FakeState
+) -> Reply:
+    """Answer one authenticated API request; `path` is the raw (still encoded) path."""
+    # Split before decoding, so an id holding %2F stays one segment.
+    match method, path.strip("/").split("/"):
+        case "GET", ["v1", "checkout", "sessions", session_id, "line_items"]:
+            return _line_items(unquote(session_id), query, account, state)
+        case "GET", ["v1", "customers", customer_id]:
+            return _customer(unquote(customer_id), account, state)
+    return error_reply(404, f"Unrecognized request URL ({method}: {path}).")
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _line_items(
+    session_id: str, query: dict[str, list[str]], account: str | None, state: FakeState
+) -> Reply:
+    raw_limit = _one(query, "limit")
+    try:
+        limit = int(raw_limit) if raw_limit is not None else DEFAULT_LIMIT
+    except ValueError:
+        return error_reply(
+            400, f"Invalid integer: {raw_limit}", code="parameter_invalid_integer", param="limit"
+        )
+    if not 1 <= limit <= MAX_LIMIT:
+        return error_reply(
+            400,
+            f"limit must be between 1 and {MAX_LIMIT}",
+            code="parameter_invalid_integer",
+            param="limit",
+        )
+    items = state.line_items(session_id, account)
+    if items is None:
+        return error_reply(
+            404,
+            f"No such checkout.session: '{session_id}'",
+            code="resource_missing",
+            param="session",
+        )
+    start = 0
+    after = _one(query, "starting_after")
+    if after is not None:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            return error_reply(
+                400,
+                f"No such line item: '{after}'",
+                code="resource_missing",
+                param="starting_after",
+            )
+        start = ids.index(after) + 1
+    page = items[start : start + limit]
+    return Reply(
+        200,
+        {
+            "object": "list",
+            "data": page,
+            "has_more": start + limit < len(items),
+            "url": f"/v1/checkout/sessions/{session_id}/line_items",
+        },
+    )
+
+
+def _customer(customer_id: str, account: str | None, state: FakeState) -> Reply:
+    customer = state.customer(customer_id, account)
+    if customer is None:
+        return error_reply(
+            404, f"No such customer: '{customer_id}'", code="resource_missing", param="id"
+        )
+    return Reply(200, customer)

@@ -1,0 +1,125 @@
+"""HTTP endpoints: the webhook ingest path and the health probes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from webhooks.errors import IngestError, ProviderNotConfigured
+from webhooks.providers import Provider
+from webhooks.storage import migrate
+from webhooks.storage.inbox import store_delivery
+
+log = structlog.get_logger("webhooks.ingest.http")
+bp = Blueprint("webhooks", __name__)
+
+
+# The two answers of the hot path, serialised once.
+_ACK = {
+    True: b'{"status":"accepted"}\n',
+    False: b'{"status":"duplicate"}\n',
+}
+
+
+def _reply(code: int, /, **body: Any) -> Response:
+    response = jsonify(body)
+    response.status_code = code
+    return response
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The raw body, refusing (413) anything over `max_bytes` without reading all of it."""
+    if (
+        request.content_length is not None
+        or "chunked" not in request.headers.get("Transfer-Encoding", "").lower()
+    ):
+        # Werkzeug refuses a declared Content-Length over MAX_CONTENT_LENGTH before
+        # reading a byte.
+        return request.get_data(cache=False)
+    # Chunked: Werkzeug's limited stream would silently truncate a body at the limit
+    # (a 100 KB body read as its first MAX_BODY_BYTES, then refused as a bad signature),
+    # so read one byte past the limit ourselves and refuse with 413.
+    body: bytes = request.environ["wsgi.input"].read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise RequestEntityTooLarge()
+    return body
+
+
+@bp.post("/webhooks/<provider_name>")
+def receive(provider_name: str) -> Response:
+    """Verify on the raw bytes, store with the exact dedup key, then acknowledge."""
+    started = time.perf_counter()
+    provider: Provider | None = current_app.extensions["webhooks.providers"].get(provider_name)
+    # The URL segment is caller-controlled: only a registered name reaches the logs.
+    fields: dict[str, Any] = {"provider": provider_name if provider else "unknown"}
+    try:
+        if provider is None:
+            raise ProviderNotConfigured("no such provider is configured")
+        body = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        provider.verify(body, headers)
+        delivery = provider.parse(body, headers)
+        fields.update(delivery_id=delivery.delivery_id, type=delivery.event_type)
+        fields["account"] = delivery.account
+        is_new = store_delivery(current_app.extensions["webhooks.engine"], delivery)
+        status, outcome = 200, ("accepted" if is_new else "duplicate")
+        response = Response(_ACK[is_new], status=200, mimetype="application/json")
+    except IngestError as exc:
+        status, outcome = exc.status, exc.code
+        response = _reply(exc.status, error=exc.code, message=str(exc))
+        if exc.status == 503:
+            fields["reason"] = str(exc)  # our own text: error class and database code
+            response.headers["Retry-After"] = "5"
+    except RequestEntityTooLarge:
+        status, outcome = 413, "body_too_large"
+        response = _reply(413, error=outcome, message="body exceeds MAX_BODY_BYTES")
+    except Exception as exc:  # a bug: still one log line and a JSON answer, never a body
+        status, outcome = 500, "internal_error"
+        fields["error"] = type(exc).__name__
+        response = _reply(500, error=outcome, message="unexpected error; the provider retries")
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    level = "error" if status >= 500 else "warning" if status >= 400 else "info"
+    getattr(log, level)(
+        "webhook_received", outcome=outcome, status=status, duration_ms=duration_ms, **fields
+    )
+    return response
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """The process is alive and serving HTTP."""
+    return _reply(200, status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """The database is reachable and its schema matches this code."""
+    engine = current_app.extensions["webhooks.engine"]
+    try:
+        current = migrate.current_revision(engine)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        log.warning("readiness_failed", reason="database_unreachable", error=type(exc).__name__)
+        return _reply(503, status="unavailable", error="database_unreachable")
+    head = migrate.head_revision()
+    if current != head:
+        return _reply(
+            503, status="unavailable", error="schema_outdated", current=current, expected=head
+        )
+    return _reply(200, status="ok", schema=current)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every HTTP error (404, 405, 413 ...) with a JSON body like the rest."""
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = _reply(exc.code or 500, error=code, message=exc.description or "")
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":
+                response.headers[key] = value
+        return response

@@ -1,0 +1,243 @@
+"""The Stripe API calls the worker makes: Checkout line items and customer metadata."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import httpx
+import stripe
+import structlog
+
+from webhooks.config import Settings
+from webhooks.core.ratelimit import TokenBucket
+from webhooks.core.retry import parse_retry_after
+from webhooks.providers.stripe.api.errors import StripeAPIError, StripeAuthError, StripeUnavailable
+from webhooks.providers.stripe.api.limits import (
+    MAX_ATTEMPTS,
+    MAX_RETRY_AFTER_IN_CALL,
+    MISSING,
+    Clock,
+    Sleep,
+    TTLCache,
+    is_transient,
+    retry_delay,
+)
+from webhooks.providers.stripe.signature import PLATFORM_ACCOUNT
+
+log = structlog.get_logger("webhooks.providers.stripe.api")
+TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+PAGE_SIZE = 100  # Stripe's largest page
+# A Checkout Session holds at most 100 line items; a server that keeps saying has_more
+# past this many pages is broken, and looping on it would hold the worker.
+MAX_PAGES = 20
+CUSTOMER_TTL = 600.0  # seconds a customer's metadata is trusted without asking again
+CUSTOMER_CACHE_SIZE = 10_000
+# After a 401/403 every call would fail the same way: refuse them locally this long,
+# so a bad key costs one refused request (and one error log) a minute, not one a row.
+AUTH_PAUSE = 60.0
+AUTH_STATUSES = frozenset({401, 403})
+AUTH_HINT = (
+    "Stripe refused STRIPE_API_KEY (401: a wrong or revoked key; 403: a restricted key "
+    "without read access to Customers and Checkout Sessions). Fix the key, or unset it "
+    "to send Checkout events without line items (items_complete: false)"
+)
+
+
+class StripeAPI:
+    """Line items and customer metadata from Stripe: rate limited, retried and cached.
+
+    Answers are plain JSON as Stripe sends it, so they can be stored with the inbox row
+    and a replay maps the same data. Errors: StripeUnavailable (try later),
+    StripeAuthError (the key), StripeAPIError (anything else Stripe refused).
+    """
+
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        max_rps: float = 20.0,
+        page_size: int = PAGE_SIZE,
+        customer_ttl: float = CUSTOMER_TTL,
+        cache_size: int = CUSTOMER_CACHE_SIZE,
+        sleep: Sleep = time.sleep,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        transport: stripe.HTTPClient | None = None,
+    ) -> None:
+        self._stripe = client
+        self._bucket = TokenBucket(max_rps, clock=clock, sleep=sleep)
+        self._customers = TTLCache(customer_ttl, cache_size, clock=clock)
+        self._page_size = page_size
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self._transport = transport
+        self._auth_paused_until: float | None = None
+
+    @classmethod
+    def create(
+        cls,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        **options: Any,
+    ) -> StripeAPI:
+        """A client for `api_key`; `base_url` replaces https://api.stripe.com (a fake)."""
+        # The library's own httpx client, synchronous: our timeouts, no retries of its
+        # own (every attempt must pass our rate limit; see StripeAPI._call).
+        transport = stripe.HTTPXClient(timeout=TIMEOUT, allow_sync_methods=True)
+        client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": base_url.rstrip("/")} if base_url else None,
+            max_network_retries=0,  # ours: see StripeAPI._call
+            http_client=transport,
+        )
+        return cls(client, transport=transport, **options)
+
+    def close(self) -> None:
+        """Close the HTTP client, if this object created it."""
+        if self._transport is not None:
+            self._transport.close()
+
+    def line_items(
+        self, session_id: str, account: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """Every line item of a Checkout Session (all pages); None if Stripe has no such session."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": self._page_size}
+        list_page = self._stripe.v1.checkout.sessions.line_items.list
+        for _ in range(MAX_PAGES):
+            page = self._call(
+                "line_items", partial(list_page, session_id, dict(params), _options(account))
+            )
+            if page is None:
+                return None
+            data = page.get("data")
+            entries = [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+            items.extend(entries)
+            if not page.get("has_more") or not entries or not entries[-1].get("id"):
+                return items
+            params["starting_after"] = entries[-1]["id"]
+        raise StripeAPIError(f"line items of {session_id} run past {MAX_PAGES} pages")
+
+    def customer(self, customer_id: str, account: str | None = None) -> dict[str, Any] | None:
+        """`{"id", "metadata"}` of a customer (nothing else: no PII); None if deleted or unknown.
+
+        Cached for CUSTOMER_TTL per account, so a burst of one customer's events costs
+        one request.
+        """
+        key = (account or PLATFORM_ACCOUNT, customer_id)
+        cached = self._customers.get(key)
+        if cached is MISSING:
+            retrieve = self._stripe.v1.customers.retrieve
+            found = self._call("customer", partial(retrieve, customer_id, None, _options(account)))
+            cached = None
+            if found is not None and not found.get("deleted"):
+                metadata = found.get("metadata")
+                cached = {
+                    "id": found.get("id") or customer_id,
+                    "metadata": dict(metadata) if isinstance(metadata, dict) else {},
+                }
+            self._customers.put(key, cached)
+        if cached is None:
+            return None
+        # A copy: the caller may store or change it, the cache must not change with it.
+        return {"id": cached["id"], "metadata": dict(cached["metadata"])}
+
+    def _call(self, what: str, request: Callable[[], Any]) -> dict[str, Any] | None:
+        """Run one API request under the rate limit and the retry policy; None on 404."""
+        if self._auth_paused_until is not None and self._clock() < self._auth_paused_until:
+            raise StripeAuthError("Stripe refused STRIPE_API_KEY moments ago", fresh=False)
+        attempt = 0
+        while True:
+            attempt += 1
+            self._bucket.acquire()
+            try:
+                return _raw(request())
+            except stripe.StripeError as exc:
+                if exc.http_status == 404 and getattr(exc, "code", None) == "resource_missing":
+                    return None  # another 404 (a wrong STRIPE_API_BASE) is an error below
+                delay = self._failed(what, exc, attempt)
+            log.info("stripe_api_retry", call=what, attempt=attempt, delay=round(delay, 3))
+            self._sleep(delay)
+
+    def _failed(self, what: str, exc: stripe.StripeError, attempt: int) -> float:
+        """Seconds to wait before the next attempt; raises when there is none to make."""
+        status = exc.http_status
+        if status in AUTH_STATUSES:
+            self._auth_paused_until = self._clock() + AUTH_PAUSE
+            log.error("stripe_unauthorized", call=what, status=status, hint=AUTH_HINT)
+            raise StripeAuthError(f"Stripe answered {status}", status=status) from None
+        should_retry = _header(exc, "stripe-should-retry")
+        transient = (
+            isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError)
+            or should_retry == "true"
+            or (status is not None and is_transient(status))
+        )
+        if not transient:
+            # The message may quote what we sent; the status and Stripe's code are enough.
+            code = getattr(exc, "code", None)
+            raise StripeAPIError(
+                f"Stripe refused the {what} request: {status} {code or ''}".strip(), status=status
+            ) from None
+        retry_after = parse_retry_after(_header(exc, "retry-after"))
+        if (
+            attempt >= MAX_ATTEMPTS
+            or should_retry == "false"
+            or (retry_after is not None and retry_after > MAX_RETRY_AFTER_IN_CALL)
+        ):
+            reason = "unreachable" if status is None else f"answered {status}"
+            log.warning("stripe_unavailable", call=what, status=status, attempts=attempt)
+            raise StripeUnavailable(
+                f"Stripe {reason} ({what})", status=status, retry_after=retry_after
+            ) from None
+        return retry_delay(attempt, retry_after, self._rng)
+
+
+def _raw(obj: Any) -> dict[str, Any]:
+    """The response body exactly as Stripe sent it, as plain JSON data."""
+    data = json.loads(obj.last_response.body)
+    if not isinstance(data, dict):
+        raise StripeAPIError("Stripe answered something other than a JSON object")
+    return data
+
+
+def _header(exc: stripe.StripeError, name: str) -> str | None:
+    for key, value in (exc.headers or {}).items():
+        if key.lower() == name:
+            return str(value).strip().lower()
+    return None
+
+
+def _options(account: str | None) -> Any:
+    """Request options: a connected account's events are looked up in that account."""
+    if account and account != PLATFORM_ACCOUNT:
+        return {"stripe_account": account}
+    return {}
+
+
+def stripe_api_client(settings: Settings) -> StripeAPI | None:
+    """The Stripe API client for these settings; None without STRIPE_API_KEY (no lookups)."""
+    if settings.stripe_api_key is None:
+        log.info(
+            "stripe_enrichment_off",
+            message="no STRIPE_API_KEY: Checkout events go out without line items "
+            "(items_complete: false) and customers' metadata is not looked up",
+        )
+        return None
+    key = settings.stripe_api_key.get_secret_value()
+    if not key.startswith(("sk_", "rk_")):
+        # Never any part of the key in the log.
+        log.warning(
+            "stripe_api_key_unexpected",
+            hint="STRIPE_API_KEY should be a secret (sk_) or restricted (rk_) key, "
+            "not a publishable (pk_) key or a webhook signing secret (whsec_)",
+        )
+    return StripeAPI.create(
+        key, base_url=settings.stripe_api_base, max_rps=settings.stripe_api_max_rps
+    )

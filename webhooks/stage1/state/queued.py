@@ -1,0 +1,97 @@
+"""What a batch of the stateful step implies for rows already queued.
+
+Run in the step's transaction after its own outbox rows are written: a merged person's
+queued operations follow them, cart events of a checkout an order completed (or equal
+to its checkout_started) are suppressed, and deliveries that waited for a person whose
+key this batch linked go back to pending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mappers.taxonomy import EventName
+from webhooks.core.operations import OperationKind
+from webhooks.stage1.state.guards import content_digest
+from webhooks.stage1.state.identity import Identity
+from webhooks.stage1.state.store import chunks
+from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
+
+COMPLETED = "its checkout was already completed by an order"
+UNCHANGED = "no material change since checkout_started"
+QUEUED = (OutboxState.PENDING, OutboxState.DRY_RUN)
+
+
+def repoint(conn: Connection, old: str, new: Identity) -> None:
+    """A merged person's queued operations go to the person they became."""
+    kinds = (OperationKind.IDENTIFY, OperationKind.EVENT, OperationKind.MERGE)
+    rows = conn.execute(
+        sa.select(outbox.c.id, outbox.c.kind, outbox.c.payload).where(
+            outbox.c.person_id == old, outbox.c.state.in_(QUEUED), outbox.c.kind.in_(kinds)
+        )
+    ).all()
+    for row in rows:
+        # A queued merge into the old id now merges into the new one.
+        field = "primary" if row.kind == OperationKind.MERGE else "identifiers"
+        payload = dict(row.payload, **{field: new.identifier})
+        conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.id == row.id)
+            .values(person_id=new.person_id, payload=payload)
+        )
+
+
+def suppress_completed(conn: Connection, subjects: Collection[str]) -> None:
+    """Queued cart events of checkouts an order completed are withheld."""
+    if subjects:
+        conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.subject.in_(sorted(subjects)), outbox.c.state.in_(QUEUED))
+            .values(state=OutboxState.SUPPRESSED, last_error=COMPLETED)
+        )
+
+
+def suppress_unchanged(conn: Connection, started: Mapping[str, str]) -> None:
+    """Cart updates queued before their checkout_started, and equal to it, are withheld."""
+    for subject, digest in started.items():
+        rows = conn.execute(
+            sa.select(outbox.c.id, outbox.c.payload).where(
+                outbox.c.subject == subject,
+                outbox.c.state.in_(QUEUED),
+                outbox.c.op_key.startswith(EventName.CART_UPDATED.value + ":"),
+            )
+        ).all()
+        same = [
+            row.id
+            for row in rows
+            if content_digest(row.payload.get("attributes", row.payload.get("data", {}))) == digest
+        ]
+        if same:
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id.in_(same))
+                .values(state=OutboxState.SUPPRESSED, last_error=UNCHANGED)
+            )
+
+
+def wake(conn: Connection, linked: Collection[str]) -> int:
+    """Waiting deliveries whose key was just linked go back to pending; how many."""
+    if not linked:
+        return 0
+    if conn.execute(sa.select(inbox_waits.c.inbox_id).limit(1)).first() is None:
+        return 0  # the usual case: nothing waits, one cheap query
+    ids: set[int] = set()
+    for chunk in chunks(linked):
+        query = sa.select(inbox_waits.c.inbox_id).where(inbox_waits.c.key.in_(chunk))
+        ids.update(conn.execute(query).scalars())
+    if ids:
+        conn.execute(
+            sa.update(inbox)
+            .where(inbox.c.id.in_(sorted(ids)), inbox.c.state == InboxState.WAITING)
+            .values(state=InboxState.PENDING, last_error=None)
+        )
+        conn.execute(sa.delete(inbox_waits).where(inbox_waits.c.inbox_id.in_(sorted(ids))))
+    return len(ids)

@@ -1,0 +1,316 @@
+"""Stage 1's stateful step: resolve people, update their state, guard journeys.
+
+Runs inside stage 1's transaction, for a whole batch of mapped deliveries in arrival
+order: (1) load the links of every identifier the batch shows, (2) resolve each
+delivery's people and learn new links, (3) load those people's state, (4) fold merged
+profiles together, (5) apply each delivery's reports and facts and build its
+Customer.io operations, (6) after the outbox rows are written, save the state and
+carry out what the batch implies for rows already queued (suppress cart events of
+completed checkouts, repoint a merged person's operations, wake waiting deliveries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy.engine import Connection
+
+from mappers.actions import (
+    Action,
+    Identify,
+    RedactPerson,
+    RedactShop,
+    SubscriptionState,
+    Track,
+)
+from mappers.taxonomy import EventName
+from webhooks.core.operations import (
+    Operation,
+    delete_op,
+    event_op,
+    identify_op,
+    merge_op,
+    unsendable_op,
+)
+from webhooks.stage1.state import queued, store
+from webhooks.stage1.state.guards import CART_EVENTS, Checkout, content_digest, verdict
+from webhooks.stage1.state.identity import (
+    ANONYMOUS,
+    Identity,
+    IdentityPolicy,
+    anonymous_id,
+)
+from webhooks.stage1.state.keys import checkout_key
+from webhooks.stage1.state.ledger import Ledger
+from webhooks.stage1.state.person import (
+    attributes_of,
+    fact_of,
+    status_fact,
+)
+from webhooks.stage1.state.resolver import Plan, Resolver
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """The operator's choices the step needs (from settings)."""
+
+    identity: IdentityPolicy = field(default_factory=IdentityPolicy)
+    reporting_currency: str = "USD"
+    cart_update_hold_seconds: float = 120.0
+    merge_delay_seconds: float = 60.0
+
+
+@dataclass
+class Outcome:
+    """One delivery's operations, or the identity key it waits for."""
+
+    ops: list[Operation] = field(default_factory=list)
+    wait_on: str | None = None
+
+
+class StateStep:
+    """The step for one batch, bound to stage 1's connection (see the module doc)."""
+
+    def __init__(self, conn: Connection, config: StateConfig) -> None:
+        self.conn = conn
+        self.config = config
+        self.resolver = Resolver(config.identity, {})
+        self.ledger = Ledger(conn, config.reporting_currency)
+        self.carts: dict[str, Checkout] = {}
+        self.dirty_carts: set[str] = set()
+        self.completed: set[str] = set()  # checkouts completed in this batch
+        self.started: dict[str, str] = {}  # checkouts started in this batch: digest
+        self.redacted: list[str] = []  # people whose state is erased
+        self.redacted_keys: set[str] = set()  # identifiers (emails, tokens) erased
+        self.redacted_shops: list[str] = []
+
+    # -- the batch -------------------------------------------------------------------
+
+    def run(self, deliveries: Sequence[tuple[str, list[Action]]]) -> list[Outcome]:
+        """Operations for each delivery (in order); see the module doc for the steps."""
+        resolver = self.resolver
+        keys = [[resolver.keys(action) for action in actions] for _, actions in deliveries]
+        resolver.links = store.load_links(self.conn, {k for row in keys for ks in row for k in ks})
+        plans = [
+            resolver.plan(actions, row) for (_, actions), row in zip(deliveries, keys, strict=True)
+        ]
+        people = {
+            self.resolver.final(found.identity).person_id
+            for plan in plans
+            for found in plan.resolutions.values()
+            if found.identity is not None
+        } | {old.person_id for old, _ in self.resolver.merges}
+        tracks = [a for _, actions in deliveries for a in actions if isinstance(a, Track)]
+        self.ledger.load(people, {f.fact_key for t in tracks if (f := fact_of(t, ""))})
+        self.carts = store.load_checkouts(self.conn, {s for t in tracks if (s := _subject(t))})
+        for old, new in self.resolver.merges:
+            self.ledger.fold(
+                old.person_id,
+                self.resolver.final(new).person_id,
+                old.person_id in self.resolver.typed,
+            )
+        return [
+            Outcome(wait_on=plan.wait_on)
+            if plan.wait_on
+            else Outcome(self._operations(key, actions, plan))
+            for (key, actions), plan in zip(deliveries, plans, strict=True)
+        ]
+
+    def _operations(self, delivery_key: str, actions: list[Action], plan: Plan) -> list[Operation]:
+        events: list[Operation] = []
+        touched: dict[str, Identity] = {}
+        tokens: dict[str, set[str]] = {}
+        for index, action in enumerate(actions):
+            if isinstance(action, RedactShop):
+                self.redacted_shops.append(action.account)
+                continue
+            found = plan.resolutions.get(index)
+            if found is None:
+                continue
+            if found.identity is None:
+                if isinstance(action, Track) and found.skip is None:
+                    problem = "no person id, link or token to send it by"
+                    events.append(unsendable_op(action, action.payload(), problem))
+                continue
+            who = self.resolver.final(found.identity)
+            if isinstance(action, RedactPerson):
+                if not who.anonymous:
+                    events.append(delete_op(who, action.timestamp))
+                self._redact(who, plan.keys.get(index, []))
+                continue
+            if isinstance(action, SubscriptionState):
+                self._status(action, who)
+                touched[who.person_id] = who
+                continue
+            if isinstance(action, Identify):
+                typed = found.by_email or found.identity.person_id in self.resolver.typed
+                if typed and not who.anonymous:
+                    # A typed email proves nothing about name, phone or consent: not
+                    # when it found the person, nor when it merged the guest into them
+                    # later in this batch (a later batch drops them in _fold).
+                    continue
+                self.ledger.record(who.person_id).report(action.attributes, action.timestamp)
+            elif isinstance(action, Track):
+                events.append(self._event(action, who))
+            else:
+                continue
+            touched[who.person_id] = who
+            anon = anonymous_id(action.person)
+            if anon and not who.anonymous:
+                tokens.setdefault(who.person_id, set()).add(anon)
+        merges = self._merges(plan, touched, tokens)
+        # The primary of a merge must exist first: it is identified even if unchanged.
+        forced = {op.person_id for op in merges if op.person_id}
+        identifies = [
+            op
+            for who in touched.values()
+            if who.person_id not in self.redacted
+            for op in self._identify(delivery_key, who, tokens.get(who.person_id, set()), forced)
+        ]
+        return identifies + merges + events
+
+    def _merges(
+        self, plan: Plan, touched: dict[str, Identity], tokens: dict[str, set[str]]
+    ) -> list[Operation]:
+        """What the delivery's merges send: anonymous ids on the identify, else a merge."""
+        merges: list[Operation] = []
+        for old, new in plan.merges:
+            new = self.resolver.final(new)
+            if new.anonymous:
+                continue
+            touched[new.person_id] = new
+            if old.rank == ANONYMOUS:
+                tokens.setdefault(new.person_id, set()).add(old.person_id)
+                continue
+            merge = merge_op(new, old, self.ledger.record(new.person_id).watermark)
+            # Customer.io ignores a merge into a primary it does not have yet, and
+            # answers 200: send it later than, and apart from, the identify.
+            merges.append(replace(merge, hold_seconds=self.config.merge_delay_seconds))
+        return merges
+
+    def _identify(
+        self, delivery_key: str, who: Identity, tokens: set[str], forced: set[str]
+    ) -> list[Operation]:
+        if who.anonymous:
+            return []  # an anonymous id has no profile to set attributes on
+        record = self.ledger.record(who.person_id)
+        self.ledger.refresh(record)
+        attributes = attributes_of(record, self.ledger.facts_of(who.person_id))
+        anonymous = sorted(tokens)
+        if anonymous:
+            # Customer.io merges a guest's anonymous events into the person whose
+            # identify carries their anonymous_id.
+            attributes["anonymous_id"] = anonymous[0]
+        digest = hashlib.sha256(json.dumps(attributes, sort_keys=True).encode()).hexdigest()
+        ops: list[Operation] = []
+        if digest != record.sent_hash or who.person_id in forced:
+            record.sent_hash = digest
+            key = f"identify:{delivery_key}:{who.person_id}"
+            # The person's newest event time, not this delivery's: the attributes are
+            # the whole current truth, and an older timestamp would let Customer.io
+            # discard them as stale when a late webhook corrects a count.
+            ops.append(identify_op(key, who, attributes, record.watermark))
+        for extra in anonymous[1:]:
+            key = f"identify:{delivery_key}:{who.person_id}:{extra}"
+            ops.append(identify_op(key, who, {"anonymous_id": extra}, record.watermark))
+        return ops
+
+    def _status(self, change: SubscriptionState, who: Identity) -> None:
+        """A status change with no event: the subscription's fact, watermarked."""
+        self.ledger.record(who.person_id).touch(change.timestamp)
+        self.ledger.add_fact(status_fact(change, who.person_id))
+
+    def _event(self, track: Track, who: Identity) -> Operation:
+        record = self.ledger.record(who.person_id)
+        record.touch(track.timestamp)
+        fact = fact_of(track, who.person_id)
+        latest = None
+        if fact is not None:
+            fact, latest = self.ledger.add_fact(fact)
+        data = track.payload()
+        if track.event is EventName.ORDER_COMPLETED and fact is not None:
+            position = self.ledger.position(fact, latest)
+            # Welcome vs repeat journeys: the order's place among the person's orders
+            # by date (a late-arriving earlier order is counted where it belongs). The
+            # fields are OrderCompleted's own; set on the JSON to spare a model copy.
+            data["is_first_order"] = position == 1
+            data["order_count"] = position
+        op = event_op(track, who, data)
+        subject = _subject(track)
+        if subject is None:
+            return op
+        cart = self.carts.setdefault(subject, Checkout())
+        if track.event is EventName.ORDER_COMPLETED:
+            if cart.completed_at is None or track.timestamp < cart.completed_at:
+                cart.completed_at = track.timestamp
+                self.dirty_carts.add(subject)
+            self.completed.add(subject)
+            return op
+        digest = content_digest(data)
+        reason = verdict(track.event, cart, digest)
+        if reason is None and track.event is EventName.CHECKOUT_STARTED and not cart.started_hash:
+            cart.started_hash = digest
+            self.started[subject] = digest
+            self.dirty_carts.add(subject)
+        hold = self.config.cart_update_hold_seconds
+        return replace(
+            op,
+            subject=subject,
+            suppressed=reason,
+            hold_seconds=hold if track.event is EventName.CART_UPDATED else 0.0,
+        )
+
+    def _redact(self, who: Identity, keys: list[str]) -> None:
+        """Erase the person, the guest profiles their identifiers lead to, and the keys.
+
+        A guest checkout before the account existed left an anonymous profile (name,
+        phone) and an email link; other known people sharing an identifier are not
+        touched, only the shared key is.
+        """
+        self.redacted.append(who.person_id)
+        for key in keys:
+            linked = self.resolver.links.get(key)
+            if linked is not None and linked.anonymous:
+                self.redacted.append(linked.person_id)
+        self.redacted_keys.update(keys)
+
+    # -- after the outbox rows are written -------------------------------------------
+
+    def save(self) -> None:
+        """Write the state this batch changed, and apply it to rows already queued."""
+        merged = [(old.person_id, self.resolver.final(new)) for old, new in self.resolver.merges]
+        records, facts = self.ledger.changed()
+        store.save(
+            self.conn,
+            {key: self.resolver.final(who) for key, who in self.resolver.new_links.items()},
+            records,
+            facts,
+            {key: self.carts[key] for key in self.dirty_carts},
+            merged,
+        )
+        for old, new in merged:
+            queued.repoint(self.conn, old, new)
+        queued.suppress_completed(self.conn, self.completed)
+        queued.suppress_unchanged(self.conn, self.started)
+        for person_id in self.redacted:
+            store.forget(self.conn, person_id)
+        store.forget_keys(self.conn, self.redacted_keys)
+        for shop in self.redacted_shops:
+            store.forget_shop(self.conn, shop)
+
+    def wake(self) -> int:
+        """Waiting deliveries whose key this batch linked go back to pending; how many."""
+        return queued.wake(self.conn, self.resolver.new_links)
+
+
+def _subject(track: Track) -> str | None:
+    """The checkout a cart or order event is about (journey guards), if any."""
+    if track.event not in (*CART_EVENTS, EventName.ORDER_COMPLETED):
+        return None
+    cart_id = getattr(track.properties, "cart_id", None)
+    if not cart_id:
+        return None
+    return checkout_key(track.person.source, track.person.account, cart_id)

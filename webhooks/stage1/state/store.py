@@ -1,0 +1,314 @@
+"""Reading and writing the identity and person-state tables, a batch at a time.
+
+Every read is one query per table for the whole batch (chunked IN lists), and every
+write one executemany upsert: stage 1 must keep up with a backlog of thousands of
+webhooks a second, so nothing here runs a query per webhook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from webhooks.stage1.state.guards import Checkout
+from webhooks.stage1.state.identity import Identity
+from webhooks.stage1.state.person import Fact, PersonRecord, Totals
+from webhooks.storage.queue import utcnow
+from webhooks.storage.schema import (
+    checkouts,
+    identity_links,
+    person_facts,
+    person_state,
+    state_epoch,
+)
+
+CHUNK = 500  # bound parameters per IN list (SQLite allows 32,766; PostgreSQL 65,535)
+# Any constant: stage-1 transactions of several workers take it in turn on PostgreSQL,
+# since resolving identity reads links another worker may be writing.
+STATE_LOCK_ID = 0x57EB400C
+STATE_WAIT_SECONDS = 30  # below the default 60 s lease
+
+
+class StateChanged(Exception):
+    """Another worker saved state while this one was computing: compute again."""
+
+
+def begin_state(conn: Connection) -> int | None:
+    """Start a batch's state step; returns what `begin_writes` checks.
+
+    PostgreSQL: a transaction-level advisory lock serialises the step across workers
+    (with this transaction's waits raised above the request path's 2 s: a queue of
+    workers on the lock is normal). Readers and ingest's inserts are not blocked by it.
+    SQLite: no lock yet. Its single write lock would keep ingest waiting for the whole
+    step; instead the step reads the state epoch now and `begin_writes` checks that no
+    other worker committed state since (optimistic, and free with one worker).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{STATE_WAIT_SECONDS}s'")
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATE_WAIT_SECONDS}s'")
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": STATE_LOCK_ID})
+        return None
+    return conn.execute(sa.select(state_epoch.c.epoch).where(state_epoch.c.id == 1)).scalar()
+
+
+def begin_writes(conn: Connection, seen: int | None) -> None:
+    """Take the write lock (SQLite) and make sure the state read is still current."""
+    if conn.dialect.name == "postgresql":
+        return  # the advisory lock has been held since begin_state
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if seen is None:
+        statement = sqlite.insert(state_epoch).on_conflict_do_nothing()
+        changed = conn.execute(statement, {"id": 1, "epoch": 1}).rowcount
+    else:
+        changed = conn.execute(
+            sa.update(state_epoch)
+            .where(state_epoch.c.id == 1, state_epoch.c.epoch == seen)
+            .values(epoch=seen + 1)
+        ).rowcount
+    if changed != 1:
+        raise StateChanged()
+
+
+def chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    unique = sorted(set(values))
+    for start in range(0, len(unique), CHUNK):
+        yield unique[start : start + CHUNK]
+
+
+def load_links(conn: Connection, keys: Iterable[str]) -> dict[str, Identity]:
+    """The person each of `keys` is linked to, for those linked."""
+    found: dict[str, Identity] = {}
+    table = identity_links
+    for chunk in chunks(keys):
+        query = sa.select(table.c.key, table.c.person_id, table.c.rank).where(
+            table.c.key.in_(chunk)
+        )
+        for row in conn.execute(query):
+            found[row.key] = Identity(row.person_id, row.rank)
+    return found
+
+
+def load_records(conn: Connection, person_ids: Iterable[str]) -> dict[str, PersonRecord]:
+    """The stored attribute records of these people."""
+    found: dict[str, PersonRecord] = {}
+    for chunk in chunks(person_ids):
+        query = sa.select(person_state).where(person_state.c.person_id.in_(chunk))
+        for row in conn.execute(query):
+            totals = Totals(
+                row.order_count,
+                row.first_order_at,
+                row.last_order_at,
+                Decimal(row.lifetime_value),
+                row.value_currency,
+            )
+            found[row.person_id] = PersonRecord(
+                row.person_id, dict(row.attributes), row.watermark, row.sent_hash, totals
+            )
+    return found
+
+
+def _facts(conn: Connection, where: sa.ColumnElement[bool]) -> dict[str, Fact]:
+    return {
+        row.fact_key: Fact(
+            row.fact_key,
+            row.person_id,
+            row.kind,
+            row.first_at,
+            row.watermark,
+            Decimal(row.amount) if row.amount is not None else None,
+            row.currency,
+            row.status,
+        )
+        for row in conn.execute(sa.select(person_facts).where(where))
+    }
+
+
+def load_facts(
+    conn: Connection,
+    person_ids: Iterable[str],
+    fact_keys: Iterable[str] = (),
+    kinds: Sequence[str] | None = ("subscription",),
+) -> dict[str, Fact]:
+    """These people's facts of `kinds` (None: all), and these facts whoever holds them.
+
+    Orders and refunds are summed into each person's totals as they arrive, so a batch
+    loads only the facts it reports and the people's subscriptions (a few each), never
+    every order a person ever placed.
+    """
+    found: dict[str, Fact] = {}
+    for chunk in chunks(person_ids):
+        where = person_facts.c.person_id.in_(chunk)
+        if kinds is not None:
+            where = sa.and_(where, person_facts.c.kind.in_(kinds))
+        found.update(_facts(conn, where))
+    for chunk in chunks(key for key in fact_keys if key not in found):
+        found.update(_facts(conn, person_facts.c.fact_key.in_(chunk)))
+    return found
+
+
+def orders_before(
+    conn: Connection, person_ids: Sequence[str], first_at: int, fact_key: str, skip: set[str]
+) -> int:
+    """How many stored orders of these people come before (first_at, fact_key).
+
+    `skip`: facts the caller holds newer copies of. Only for an order that arrives
+    after a later one, the rare case its place cannot come from the totals.
+    """
+    table = person_facts
+    earlier = sa.or_(
+        table.c.first_at < first_at,
+        sa.and_(table.c.first_at == first_at, table.c.fact_key < fact_key),
+    )
+    query = sa.select(table.c.fact_key).where(
+        table.c.person_id.in_(list(person_ids)), table.c.kind == "order", earlier
+    )
+    return sum(1 for key in conn.execute(query).scalars() if key not in skip)
+
+
+def load_checkouts(conn: Connection, keys: Iterable[str]) -> dict[str, Checkout]:
+    """What the guards remember of these checkouts."""
+    found: dict[str, Checkout] = {}
+    for chunk in chunks(keys):
+        query = sa.select(checkouts).where(checkouts.c.checkout_key.in_(chunk))
+        for row in conn.execute(query):
+            found[row.checkout_key] = Checkout(row.started_hash, row.completed_at)
+    return found
+
+
+@cache
+def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
+    table = {t.name: t for t in (identity_links, person_state, person_facts, checkouts)}[table_name]
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    keys = {col.name for col in table.primary_key.columns}
+    return statement.on_conflict_do_update(
+        index_elements=sorted(keys),
+        set_={
+            col.name: getattr(statement.excluded, col.name)
+            for col in table.columns
+            if col.name not in keys
+        },
+        # A link is never taken over by a weaker id, whatever another worker wrote.
+        where=table.c.rank <= statement.excluded.rank if table is identity_links else None,
+    )
+
+
+def _write(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_upsert(conn.dialect.name, table.name), list(rows))
+
+
+def save(
+    conn: Connection,
+    links: dict[str, Identity],
+    records: Iterable[PersonRecord],
+    facts: Iterable[Fact],
+    carts: dict[str, Checkout],
+    merged: Sequence[tuple[str, Identity]],
+) -> None:
+    """Write what a batch changed; fold merged people's rows into their new person."""
+    now = utcnow()
+    for old, new in merged:
+        # Links and facts of the merged id that this batch did not load move too.
+        conn.execute(
+            sa.update(identity_links)
+            .where(identity_links.c.person_id == old)
+            .values(person_id=new.person_id, rank=new.rank, updated_at=now)
+        )
+        conn.execute(
+            sa.update(person_facts)
+            .where(person_facts.c.person_id == old)
+            .values(person_id=new.person_id)
+        )
+        conn.execute(sa.delete(person_state).where(person_state.c.person_id == old))
+    _write(
+        conn,
+        identity_links,
+        [
+            {"key": key, "person_id": who.person_id, "rank": who.rank, "updated_at": now}
+            for key, who in links.items()
+        ],
+    )
+    _write(
+        conn,
+        person_facts,
+        [
+            {
+                "fact_key": fact.fact_key,
+                "person_id": fact.person_id,
+                "kind": fact.kind,
+                "amount": str(fact.amount) if fact.amount is not None else None,
+                "currency": fact.currency,
+                "status": fact.status,
+                "first_at": fact.first_at,
+                "watermark": fact.watermark,
+            }
+            for fact in facts
+        ],
+    )
+    _write(
+        conn,
+        person_state,
+        [
+            {
+                "person_id": record.person_id,
+                "attributes": record.attributes,
+                "watermark": record.watermark,
+                "sent_hash": record.sent_hash,
+                "order_count": record.totals.order_count,
+                "first_order_at": record.totals.first_order_at,
+                "last_order_at": record.totals.last_order_at,
+                "lifetime_value": str(record.totals.value),
+                "value_currency": record.totals.currency,
+                "updated_at": now,
+            }
+            for record in records
+        ],
+    )
+    _write(
+        conn,
+        checkouts,
+        [
+            {
+                "checkout_key": key,
+                "started_hash": cart.started_hash,
+                "completed_at": cart.completed_at,
+                "updated_at": now,
+            }
+            for key, cart in carts.items()
+        ],
+    )
+
+
+def forget(conn: Connection, person_id: str) -> None:
+    """Erase everything kept about a person (a privacy redaction)."""
+    conn.execute(sa.delete(identity_links).where(identity_links.c.person_id == person_id))
+    conn.execute(sa.delete(person_facts).where(person_facts.c.person_id == person_id))
+    conn.execute(sa.delete(person_state).where(person_state.c.person_id == person_id))
+
+
+def forget_keys(conn: Connection, keys: Iterable[str]) -> None:
+    """Erase these identifiers (an email, a token) whoever they were linked to."""
+    for chunk in chunks(keys):
+        conn.execute(sa.delete(identity_links).where(identity_links.c.key.in_(chunk)))
+
+
+def forget_shop(conn: Connection, shop: str) -> None:
+    """Erase what is kept of a Shopify shop (shop/redact, 48 hours after uninstall).
+
+    Links, facts and checkouts are scoped by the shop in their keys. Person state is
+    keyed by person id: the shop's customers under the default id format
+    (shopify:<shop>:<id>) are erased; people known by your own ids may also buy
+    elsewhere, so their attributes stay (their facts of this shop do not).
+    """
+    scoped = f"shopify:{shop}:%"
+    conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped)))
+    conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like(f"%:{scoped}")))
+    conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped)))
+    conn.execute(sa.delete(person_state).where(person_state.c.person_id.like(scoped)))

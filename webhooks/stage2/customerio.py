@@ -1,0 +1,115 @@
+"""The Customer.io Track API client: v2 batch for person operations, v1 for anonymous events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from webhooks.core.ratelimit import TokenBucket
+from webhooks.core.retry import AUTH_STATUSES, is_retryable, parse_retry_after
+from webhooks.errors import WebhooksError
+
+MAX_BATCH_BYTES = 475_000  # under the documented 500 KB, as Customer.io's own SDK does
+TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+class DeliveryError(WebhooksError):
+    """A Customer.io call failed; says whether to retry and when."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.body = body
+
+    @property
+    def auth(self) -> bool:
+        """True when credentials or region are wrong (every call will fail)."""
+        return self.status in AUTH_STATUSES
+
+
+@dataclass
+class BatchResult:
+    """Per-item outcome of a v2 batch: item index -> error message for refused items."""
+
+    item_errors: dict[int, str] = field(default_factory=dict)
+
+
+class CustomerIO:
+    """Calls to one workspace through an injected httpx.Client (tests pass their own)."""
+
+    def __init__(self, client: httpx.Client, max_rps: float = 50.0) -> None:
+        self._client = client
+        # Evenly spaced calls (no bursts): Customer.io limits requests per second.
+        self._limiter = TokenBucket(max_rps, capacity=1)
+
+    @classmethod
+    def create(cls, base_url: str, site_id: str, api_key: str, max_rps: float) -> CustomerIO:
+        """A client for `base_url` with HTTP Basic site_id:api_key."""
+        client = httpx.Client(base_url=base_url, auth=(site_id, api_key), timeout=TIMEOUT)
+        return cls(client, max_rps)
+
+    def close(self) -> None:
+        """Close the underlying HTTP client."""
+        self._client.close()
+
+    def region(self) -> dict[str, Any]:
+        """GET /api/v1/accounts/region: checks credentials and tells the region."""
+        return self._call("GET", "/api/v1/accounts/region").json()  # type: ignore[no-any-return]
+
+    def send_batch(self, items: list[dict[str, Any]]) -> BatchResult:
+        """POST /api/v2/batch; a 207 names the refused items, the rest are accepted."""
+        response = self._call("POST", "/api/v2/batch", {"batch": items})
+        result = BatchResult()
+        if response.status_code == 207:
+            for error in _json(response).get("errors", []):
+                index = error.get("batch_index")
+                if isinstance(index, int):
+                    reason = error.get("reason") or error.get("message") or "refused"
+                    result.item_errors[index] = f"{reason}: {error.get('field', '')}".strip()
+        return result
+
+    def send_anonymous_event(self, item: dict[str, Any]) -> None:
+        """POST /api/v1/events (v2 has no anonymous events)."""
+        self._call("POST", "/api/v1/events", item)
+
+    def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        self._limiter.acquire()
+        content = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        try:
+            response = self._client.request(method, path, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            # Timeouts, refused and reset connections: transient by nature.
+            raise DeliveryError(
+                f"{type(exc).__name__} calling Customer.io", retryable=True
+            ) from exc
+        if response.status_code < 300:
+            return response
+        raise DeliveryError(
+            f"Customer.io answered {response.status_code}",
+            status=response.status_code,
+            retryable=is_retryable(response.status_code),
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            body=response.text[:2000],
+        )
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

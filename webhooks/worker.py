@@ -1,0 +1,205 @@
+"""The worker: maps pending inbox rows and delivers the outbox, until told to stop."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from datetime import timedelta
+from types import FrameType
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from webhooks.config import Settings
+from webhooks.core.retry import outage_pause
+from webhooks.providers.stripe.api import stripe_api_client
+from webhooks.stage1.mapping import mapper_config, state_config
+from webhooks.stage1.process import process_batch
+from webhooks.stage2.customerio import CustomerIO, DeliveryError
+from webhooks.stage2.deliver import deliver_batch
+
+log = structlog.get_logger("webhooks.worker")
+AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credentials fail
+AUTH_PAUSE_MAX = 300.0
+# A backlog moves in large steps: one transaction maps this many inbox rows, and one
+# pass sends this many operations (about two v2 batches of ~475 KB at most).
+MAP_BATCH = 500
+SEND_BATCH = 1000
+ERROR_PAUSE = 1.0  # after an unexpected error (the database away), before trying again
+
+
+class Worker:
+    """One worker process: both stages in one loop, latency first when idle."""
+
+    def __init__(self, engine: Engine, settings: Settings, cio: CustomerIO | None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.cio = cio
+        # A random suffix: pids repeat across container restarts.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.stopping = threading.Event()
+        self._config = mapper_config(settings)
+        self._state = state_config(settings)
+        self._stripe = stripe_api_client(settings)  # None without STRIPE_API_KEY
+        self._max_age = timedelta(hours=settings.delivery_max_age_hours)
+        self._lease = timedelta(seconds=settings.worker_lease_seconds)
+        self._auth_pause = 0.0  # current length of the credentials pause; 0 = none
+        self._failures = 0  # transient delivery failures in a row
+        self._paused_until = 0.0  # monotonic time delivery may resume (mapping never stops)
+        self._parent = int(os.environ.get("WEBHOOKS_PARENT_PID", "0"))
+
+    def check_credentials(self) -> bool:
+        """Ask Customer.io which region these credentials belong to; log the answer."""
+        if self.cio is None:
+            log.warning(
+                "dry_run",
+                message="no CUSTOMERIO_SITE_ID/CUSTOMERIO_API_KEY: "
+                "operations are recorded as dry_run and NOT sent to Customer.io",
+            )
+            return True
+        try:
+            region = self.cio.region()
+        except DeliveryError as exc:
+            log.error(
+                "customerio_check_failed",
+                status=exc.status,
+                error=type(exc).__name__,
+                hint="check CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY and CUSTOMERIO_REGION"
+                if exc.auth
+                else "Customer.io unreachable; delivery will retry",
+            )
+            return not exc.auth
+        found = str(region.get("region", "")).lower()
+        if (
+            not self.settings.customerio_track_url
+            and found
+            and found != self.settings.customerio_region
+        ):
+            log.error(
+                "customerio_region_mismatch",
+                configured=self.settings.customerio_region,
+                workspace=found,
+                hint=f"set CUSTOMERIO_REGION={found}",
+            )
+        log.info("customerio_ready", region=found or None, url=region.get("url"))
+        return True
+
+    def run_once(self) -> bool:
+        """One pass: map (always), then deliver unless paused; True while a backlog lasts."""
+        mapped = process_batch(
+            self.engine,
+            self.owner,
+            self._config,
+            limit=MAP_BATCH,
+            lease=self._lease,
+            dry_run=self.cio is None,
+            state=self._state,
+            stripe=self._stripe,
+        )
+        backlog = mapped >= MAP_BATCH
+        if time.monotonic() < self._paused_until:
+            return backlog
+        if self._auth_pause and not self._credentials_back():
+            return backlog
+        outcome = deliver_batch(
+            self.engine,
+            self.owner,
+            self.cio,
+            max_age=self._max_age,
+            lease=self._lease,
+            stop=self.stopping,
+            limit=SEND_BATCH,
+        )
+        if outcome.auth_failed:
+            self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2) or AUTH_PAUSE_FIRST
+            self._paused_until = time.monotonic() + self._auth_pause
+            log.error(
+                "customerio_unauthorized",
+                pause_seconds=self._auth_pause,
+                hint="Customer.io refused the credentials (401/403): check "
+                "CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY and CUSTOMERIO_REGION; "
+                "delivery resumes by itself once they work, nothing is dropped",
+            )
+        elif outcome.transient_failed:
+            self._failures += 1
+            pause = max(outage_pause(self._failures), outcome.retry_after or 0.0)
+            self._paused_until = time.monotonic() + pause
+            log.warning("customerio_unavailable", failures=self._failures, pause_seconds=pause)
+        elif outcome.claimed:
+            self._failures = 0
+            self._auth_pause = 0.0
+        return backlog or outcome.claimed >= SEND_BATCH
+
+    def _credentials_back(self) -> bool:
+        """After a credentials pause: probe once; resume, or pause longer."""
+        if self.check_credentials():
+            log.info("customerio_resumed")
+            self._auth_pause = 0.0
+            return True
+        self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2)
+        self._paused_until = time.monotonic() + self._auth_pause
+        return False
+
+    def run(self) -> None:
+        """Loop until stop(): a full pass again at once while busy, a short wait when idle."""
+        log.info(
+            "worker_started",
+            owner=self.owner,
+            dry_run=self.cio is None,
+            stripe_enrichment=self._stripe is not None,
+        )
+        try:
+            self.check_credentials()
+        except Exception as exc:  # an odd answer must not keep the worker from starting
+            log.error("customerio_check_failed", error=type(exc).__name__)
+        while not self.stopping.is_set():
+            if self._parent and os.getppid() != self._parent:
+                log.error("worker_orphaned", message="the serve process is gone; stopping")
+                break
+            try:
+                backlog = self.run_once()
+            except Exception as exc:  # the database away, a bug: log, wait, go on
+                # The class only: the message of a database error quotes its parameters.
+                log.error("worker_error", error=type(exc).__name__)
+                self.stopping.wait(ERROR_PAUSE)
+                continue
+            if not backlog:
+                # No backlog: wait a poll interval, so a stream of webhooks is taken in
+                # batches (a few write transactions a second) instead of one pass per
+                # webhook competing with ingest for the database; a backlog loops at once.
+                self.stopping.wait(self.settings.worker_poll_interval)
+        if self._stripe is not None:
+            self._stripe.close()
+        log.info("worker_stopped", owner=self.owner)
+
+    def stop(self, *_: object) -> None:
+        """Finish the send in hand, hand the rest of the pass back, return from run()."""
+        self.stopping.set()
+
+
+def customerio_client(settings: Settings) -> CustomerIO | None:
+    """The Customer.io client for these settings, or None for a dry run."""
+    if settings.dry_run:
+        return None
+    key = settings.customerio_api_key.get_secret_value() if settings.customerio_api_key else ""
+    return CustomerIO.create(
+        settings.customerio_url,
+        settings.customerio_site_id or "",
+        key,
+        settings.customerio_max_rps,
+    )
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """SIGTERM and SIGINT stop the worker after the pass in hand."""
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("worker_stopping", signal=signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
