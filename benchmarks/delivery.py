@@ -54,10 +54,11 @@ from harness import (
 from ingest import BenchmarkError
 from sqlalchemy.engine import Engine, make_url
 
-from mappers.base import MapperConfig
 from webhooks.fakes.customerio import FakeCustomerIOClient
-from webhooks.providers.stripe.signature import StripeProvider, sign
+from webhooks.providers.stripe.signature import StripeReceiver, sign
+from webhooks.config import load_settings
 from webhooks.stage1.process import process_batch
+from webhooks.stage1.setup import mapper_configs
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import store_delivery
 from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox
@@ -90,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def prefill(engine: Engine, events: int, persons: int) -> set[str]:
     """Store `events` signed, verified, parsed deliveries; returns their order ids."""
-    factory, provider = EventFactory(persons), StripeProvider([STRIPE_SECRET])
+    factory, provider = EventFactory(persons), StripeReceiver([STRIPE_SECRET])
     orders: set[str] = set()
     started = time.perf_counter()
     # One event a second, ending now: a person's orders (every `persons`-th event) are
@@ -110,7 +111,7 @@ def prefill(engine: Engine, events: int, persons: int) -> set[str]:
 
 def map_in_process(engine: Engine) -> float:
     """Run stage 1 (process_batch, as the worker calls it) until the inbox is drained."""
-    owner, config, mapped = "benchmark-stage1", MapperConfig(), 0
+    owner, config, mapped = "benchmark-stage1", mapper_configs(load_settings(_env_file=None)), 0
     started = time.perf_counter()
     while batch := process_batch(engine, owner, config):
         mapped += batch

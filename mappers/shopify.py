@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from mappers.actions import Action, ExportPersonData, Person, RedactPerson, RedactShop
-from mappers.base import Mapper, MapperConfig, StoredDelivery
+from mappers.base import Handler, StoredDelivery
 from mappers.common import identify, track
 from mappers.errors import MappingError
 from mappers.read import at, obj, opt_int, opt_text, text
 from mappers.shopify_fields import (
     SOURCE,
+    ShopifyConfig,
     checkout_attributes,
     checkout_money,
     commerce_amounts,
@@ -54,7 +55,9 @@ from mappers.taxonomy import (
 # -- checkouts ------------------------------------------------------------------------
 
 
-def _checkout(delivery: StoredDelivery, config: MapperConfig) -> tuple[str, Person, dict[str, Any]]:
+def _checkout(
+    delivery: StoredDelivery, config: ShopifyConfig
+) -> tuple[str, Person, dict[str, Any]]:
     """The checkout token, its person, and its CommerceProperties fields."""
     payload = delivery.payload
     # 2026-04 removed the checkout `id`; the token is the checkout's identity.
@@ -72,14 +75,14 @@ def _checkout(delivery: StoredDelivery, config: MapperConfig) -> tuple[str, Pers
     return token, who, fields
 
 
-def checkout_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def checkout_created(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """checkouts/create: checkout_started once per token, plus what the buyer revealed."""
     token, who, fields = _checkout(delivery, config)
     started = track(delivery, who, EventName.CHECKOUT_STARTED, CheckoutStarted(**fields), token)
     return [*identify(delivery, who, checkout_attributes(delivery.payload, who)), started]
 
 
-def checkout_updated(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def checkout_updated(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """checkouts/update: checkout_started if contactable, cart_updated per content."""
     token, who, fields = _checkout(delivery, config)
     actions: list[Action] = [*identify(delivery, who, checkout_attributes(delivery.payload, who))]
@@ -104,9 +107,9 @@ def checkout_updated(delivery: StoredDelivery, config: MapperConfig) -> list[Act
 # -- orders ---------------------------------------------------------------------------
 
 
-def _counts_as_purchase(topic: str, payload: Any, config: MapperConfig) -> bool:
+def _counts_as_purchase(topic: str, payload: Any, config: ShopifyConfig) -> bool:
     """Whether this order topic reports order_completed under the merchant's choice."""
-    if config.shopify_order_completed_topic == "orders/create":
+    if config.order_completed_topic == "orders/create":
         # Every placed order counts; orders/paid of the same order is the same fact
         # (same key), so whichever of the two arrives first wins.
         return True
@@ -115,7 +118,7 @@ def _counts_as_purchase(topic: str, payload: Any, config: MapperConfig) -> bool:
     return topic == "orders/paid" or at(payload, "financial_status") == "paid"
 
 
-def order_placed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def order_placed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """orders/create and orders/paid: order_completed keyed by order id, plus identify."""
     payload = delivery.payload
     order_id = text(payload, "id")
@@ -139,7 +142,7 @@ def order_placed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]
     return [*actions, track(delivery, who, EventName.ORDER_COMPLETED, completed, order_id)]
 
 
-def order_cancelled(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def order_cancelled(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """orders/cancelled: order_canceled keyed by order id, plus identify."""
     payload = delivery.payload
     order_id = text(payload, "id")
@@ -160,7 +163,7 @@ def order_cancelled(delivery: StoredDelivery, config: MapperConfig) -> list[Acti
     ]
 
 
-def refund_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def refund_created(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """refunds/create: refund_issued keyed by refund id, when money went back."""
     payload = delivery.payload
     refund_id = text(payload, "id")
@@ -187,7 +190,7 @@ def refund_created(delivery: StoredDelivery, config: MapperConfig) -> list[Actio
 # -- customers and consent ------------------------------------------------------------
 
 
-def customer_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def customer_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers/create and customers/update: identify only."""
     customer_id = text(delivery.payload, "id")
     attributes = customer_attributes(delivery.payload)
@@ -213,7 +216,7 @@ def _consent_person(delivery: StoredDelivery, **contact: str | None) -> Person:
     return who
 
 
-def email_consent_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def email_consent_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers_email_marketing_consent/update: identify email_consent."""
     payload = delivery.payload
     state = obj(payload, "email_marketing_consent").get("state")
@@ -222,7 +225,7 @@ def email_consent_changed(delivery: StoredDelivery, config: MapperConfig) -> lis
     return [*identify(delivery, who, PersonAttributes(email=email, email_consent=consent(state)))]
 
 
-def sms_consent_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def sms_consent_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers_marketing_consent/update (SMS): identify sms_consent."""
     payload = delivery.payload
     state = obj(payload, "sms_marketing_consent").get("state")
@@ -265,14 +268,14 @@ def _revision(delivery: StoredDelivery) -> str:
     return opt_text(delivery.payload, "revision_id") or str(delivery.timestamp())
 
 
-def contract_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def contract_created(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """subscription_contracts/create: subscription_created keyed by contract id."""
     contract_id, who, fields = _contract(delivery)
     created = SubscriptionCreated(**fields)
     return [track(delivery, who, EventName.SUBSCRIPTION_CREATED, created, contract_id)]
 
 
-def contract_paused(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def contract_paused(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """subscription_contracts/pause: subscription_paused per revision."""
     contract_id, who, fields = _contract(delivery)
     paused = SubscriptionPaused(pause_kind="status", **fields)
@@ -280,7 +283,7 @@ def contract_paused(delivery: StoredDelivery, config: MapperConfig) -> list[Acti
     return [track(delivery, who, EventName.SUBSCRIPTION_PAUSED, paused, *key)]
 
 
-def contract_activated(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def contract_activated(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """subscription_contracts/activate: subscription_resumed per revision."""
     # Activation is a resume only after a pause, which a stateless mapper cannot see;
     # it always maps, one fact per revision, and journeys guard on the prior pause.
@@ -290,7 +293,7 @@ def contract_activated(delivery: StoredDelivery, config: MapperConfig) -> list[A
     return [track(delivery, who, EventName.SUBSCRIPTION_RESUMED, resumed, *key)]
 
 
-def contract_cancelled(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def contract_cancelled(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """subscription_contracts/cancel: subscription_canceled per revision."""
     contract_id, who, fields = _contract(delivery)
     canceled = SubscriptionCanceled(**fields)
@@ -298,7 +301,7 @@ def contract_cancelled(delivery: StoredDelivery, config: MapperConfig) -> list[A
     return [track(delivery, who, EventName.SUBSCRIPTION_CANCELED, canceled, *key)]
 
 
-def billing_attempt_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def billing_attempt_failed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """subscription_billing_attempts/failure: payment_failed keyed by attempt id."""
     payload = delivery.payload
     attempt_id = text(payload, "id")
@@ -333,7 +336,7 @@ def _privacy_person(delivery: StoredDelivery) -> Person:
     )
 
 
-def customer_redact(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def customer_redact(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers/redact: erase this customer and these orders (a later stage executes)."""
     who = _privacy_person(delivery)
     order_ids = id_list(delivery.payload, "orders_to_redact")
@@ -342,7 +345,7 @@ def customer_redact(delivery: StoredDelivery, config: MapperConfig) -> list[Acti
     return [RedactPerson(person=who, order_ids=order_ids, timestamp=delivery.timestamp())]
 
 
-def customer_data_request(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def customer_data_request(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers/data_request: export what is held about this customer."""
     who = _privacy_person(delivery)
     if who.is_empty():
@@ -356,14 +359,14 @@ def customer_data_request(delivery: StoredDelivery, config: MapperConfig) -> lis
     return [request]
 
 
-def shop_redact(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def shop_redact(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """shop/redact: erase everything held for this shop (48 h after uninstall)."""
     _privacy_person(delivery)
     return [RedactShop(account=delivery.account, timestamp=delivery.timestamp())]
 
 
 # Topic -> handler. Topics not listed map to nothing (the registry logs and counts them).
-HANDLERS: dict[str, Mapper] = {
+HANDLERS: dict[str, Handler[ShopifyConfig]] = {
     "checkouts/create": checkout_created,
     "checkouts/update": checkout_updated,
     "orders/create": order_placed,

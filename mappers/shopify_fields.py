@@ -6,10 +6,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from mappers.actions import Person
-from mappers.base import MapperConfig, StoredDelivery
+from mappers.base import StoredDelivery
 from mappers.errors import MappingError
 from mappers.money import currency_code, decimal_amount
 from mappers.read import at, opt_bool, opt_int, opt_text
@@ -27,6 +27,22 @@ CONSENT_STATES: dict[str, bool] = {
     "redacted": False,
     "invalid": False,
 }
+
+
+@dataclass(frozen=True)
+class ShopifyConfig:
+    """Merchant choices that change what a Shopify payload means (from SHOPIFY_* settings)."""
+
+    # Which topic counts as the purchase. orders/create: every placed order (orders/paid
+    # of the same order maps to the same fact). orders/paid: only paid orders
+    # (orders/create counts only if it arrives already paid).
+    order_completed_topic: Literal["orders/create", "orders/paid"] = "orders/create"
+    # Where a payload carries the merchant's own customer id, if anywhere: a customer
+    # metafield "namespace.key" (included in webhooks whose subscription lists its
+    # namespace), or a cart note attribute. Off by default: shoppers can set note
+    # attributes, so only a storefront that writes it server-side should use it.
+    internal_id_metafield: str | None = None
+    internal_id_note_attribute: str | None = None
 
 
 def first_text(data: Any, *paths: str) -> str | None:
@@ -106,15 +122,15 @@ def cart_token(payload: Any) -> str | None:
     return value.split("?", 1)[0] or None
 
 
-def internal_id(config: MapperConfig, payload: Any, customer: Any) -> str | None:
+def internal_id(config: ShopifyConfig, payload: Any, customer: Any) -> str | None:
     """The merchant's own customer id, from where the merchant configured it, if at all.
 
     A customer metafield is written by the merchant's backend; a note attribute can be
     set by any shopper through the storefront's cart API, so it is read only when the
     merchant opted in (SHOPIFY_INTERNAL_ID_NOTE_ATTRIBUTE).
     """
-    if config.shopify_internal_id_metafield and isinstance(customer, dict):
-        namespace, _, key = config.shopify_internal_id_metafield.partition(".")
+    if config.internal_id_metafield and isinstance(customer, dict):
+        namespace, _, key = config.internal_id_metafield.partition(".")
         for field in customer.get("metafields") or []:
             if (
                 isinstance(field, dict)
@@ -122,17 +138,15 @@ def internal_id(config: MapperConfig, payload: Any, customer: Any) -> str | None
                 and field.get("key") == key
             ):
                 return _id(field.get("value"))
-    if config.shopify_internal_id_note_attribute:
+    if config.internal_id_note_attribute:
         for note in at(payload, "note_attributes") or []:
-            if isinstance(note, dict) and note.get("name") == (
-                config.shopify_internal_id_note_attribute
-            ):
+            if isinstance(note, dict) and note.get("name") == (config.internal_id_note_attribute):
                 return _id(note.get("value"))
     return None
 
 
 def commerce_person(
-    delivery: StoredDelivery, config: MapperConfig, payload: Any, checkout_token: str | None
+    delivery: StoredDelivery, config: ShopifyConfig, payload: Any, checkout_token: str | None
 ) -> Person:
     """Every identity hint of a checkout or order (resolution happens later)."""
     return person(

@@ -14,9 +14,10 @@ from mappers import read
 from mappers import stripe_billing as billing
 from mappers import stripe_fields as f
 from mappers.actions import Action
-from mappers.base import Mapper, MapperConfig, StoredDelivery
+from mappers.base import Handler, StoredDelivery
 from mappers.common import identify, track
 from mappers.errors import MappingError
+from mappers.stripe_fields import StripeConfig
 from mappers.taxonomy import CheckoutExpired, EventName, OrderCompleted, PaymentFailed, RefundIssued
 
 
@@ -59,7 +60,7 @@ def _session_commerce(session: dict[str, Any], delivery: StoredDelivery) -> dict
     }
 
 
-def _session_person(delivery: StoredDelivery, config: MapperConfig, session: dict[str, Any]):
+def _session_person(delivery: StoredDelivery, config: StripeConfig, session: dict[str, Any]):
     email = read.opt_text(session, "customer_details.email") or read.opt_text(
         session, "customer_email"
     )
@@ -68,7 +69,7 @@ def _session_person(delivery: StoredDelivery, config: MapperConfig, session: dic
     )
 
 
-def session_paid(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def session_paid(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """checkout.session.completed (when paid) and async_payment_succeeded -> order_completed."""
     session = f.data_object(delivery)
     who = _session_person(delivery, config, session)
@@ -92,7 +93,7 @@ def session_paid(delivery: StoredDelivery, config: MapperConfig) -> list[Action]
     return [*found, track(delivery, who, EventName.ORDER_COMPLETED, props, key)]
 
 
-def session_expired(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def session_expired(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """checkout.session.expired -> checkout_expired, with the recovery URL when given."""
     session = f.data_object(delivery)
     who = _session_person(delivery, config, session)
@@ -107,7 +108,7 @@ def session_expired(delivery: StoredDelivery, config: MapperConfig) -> list[Acti
     ]
 
 
-def session_payment_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def session_payment_failed(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """checkout.session.async_payment_failed -> payment_failed."""
     session = f.data_object(delivery)
     code = f.currency(session)
@@ -132,10 +133,10 @@ def _invoice_of_payment(delivery: StoredDelivery, intent: dict[str, Any]) -> str
     return read.ref(intent, "invoice") or read.opt_text(delivery.enrichment, "invoice")
 
 
-def payment_succeeded(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def payment_succeeded(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """payment_intent.succeeded -> order_completed, unless an invoice reports it."""
     intent = f.data_object(delivery)
-    if _invoice_of_payment(delivery, intent) or not config.stripe_payment_intent_events:
+    if _invoice_of_payment(delivery, intent) or not config.payment_intent_events:
         return []  # Checkout or invoice events report this payment
     code = f.currency(intent)
     key = read.text(intent, "id")
@@ -155,10 +156,10 @@ def payment_succeeded(delivery: StoredDelivery, config: MapperConfig) -> list[Ac
     return [*found, track(delivery, who, EventName.ORDER_COMPLETED, props, key)]
 
 
-def payment_intent_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def payment_intent_failed(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """payment_intent.payment_failed -> payment_failed (one per failed charge attempt)."""
     intent = f.data_object(delivery)
-    if _invoice_of_payment(delivery, intent) or not config.stripe_payment_intent_events:
+    if _invoice_of_payment(delivery, intent) or not config.payment_intent_events:
         return []  # invoice.payment_failed or the session's async failure reports it
     code = f.currency(intent)
     error = read.opt_obj(intent, "last_payment_error")
@@ -204,7 +205,7 @@ def _refund(
     return track(delivery, who, EventName.REFUND_ISSUED, props, *key)
 
 
-def refund_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def refund_created(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """refund.created -> refund_issued, keyed by refund id."""
     refund = f.data_object(delivery)
     if read.opt_text(refund, "status") in ("failed", "canceled"):
@@ -228,7 +229,7 @@ def refund_created(delivery: StoredDelivery, config: MapperConfig) -> list[Actio
     ]
 
 
-def charge_refunded(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def charge_refunded(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """charge.refunded -> refund_issued, unless refund.created reports the same refund."""
     charge = f.data_object(delivery)
     code = f.currency(charge)
@@ -276,7 +277,7 @@ def charge_refunded(delivery: StoredDelivery, config: MapperConfig) -> list[Acti
     ]
 
 
-def customer_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def customer_changed(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """customer.created / customer.updated -> identify (the source of person attributes)."""
     customer = f.data_object(delivery)
     who = f.person(delivery, config, customer, email=read.opt_text(customer, "email"))
@@ -284,7 +285,7 @@ def customer_changed(delivery: StoredDelivery, config: MapperConfig) -> list[Act
     return list(identify(delivery, who, f.attributes(customer)))
 
 
-HANDLERS: dict[str, Mapper] = {
+HANDLERS: dict[str, Handler[StripeConfig]] = {
     "checkout.session.completed": session_paid,
     "checkout.session.async_payment_succeeded": session_paid,
     "checkout.session.async_payment_failed": session_payment_failed,

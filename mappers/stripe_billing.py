@@ -7,9 +7,10 @@ from typing import Any
 from mappers import read
 from mappers import stripe_fields as f
 from mappers.actions import Action, Person, SubscriptionState
-from mappers.base import MapperConfig, StoredDelivery
+from mappers.base import StoredDelivery
 from mappers.common import identify, track
 from mappers.errors import MappingError
+from mappers.stripe_fields import StripeConfig
 from mappers.taxonomy import (
     EventName,
     OrderCompleted,
@@ -23,7 +24,7 @@ from mappers.taxonomy import (
 
 
 def _invoice_person(
-    delivery: StoredDelivery, config: MapperConfig, invoice: dict[str, Any]
+    delivery: StoredDelivery, config: StripeConfig, invoice: dict[str, Any]
 ) -> Person:
     who = f.person(
         delivery,
@@ -40,7 +41,7 @@ def _sum(entries: list[dict[str, Any]], field: str) -> int | None:
     return sum(values) if values else None
 
 
-def invoice_paid(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def invoice_paid(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """invoice.paid / invoice.payment_succeeded -> order_completed, keyed by invoice id."""
     invoice = f.data_object(delivery)
     who = _invoice_person(delivery, config, invoice)
@@ -79,7 +80,7 @@ def invoice_paid(delivery: StoredDelivery, config: MapperConfig) -> list[Action]
     return [*found, track(delivery, who, EventName.ORDER_COMPLETED, props, key)]
 
 
-def invoice_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def invoice_failed(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """invoice.payment_failed -> payment_failed, one per dunning attempt."""
     invoice = f.data_object(delivery)
     code = f.currency(invoice)
@@ -106,13 +107,13 @@ def invoice_failed(delivery: StoredDelivery, config: MapperConfig) -> list[Actio
     ]
 
 
-def _subscription(delivery: StoredDelivery, config: MapperConfig) -> tuple[dict[str, Any], Person]:
+def _subscription(delivery: StoredDelivery, config: StripeConfig) -> tuple[dict[str, Any], Person]:
     sub = f.data_object(delivery)
     who = f.person(delivery, config, sub)
     return sub, who.model_copy(update={"subscription_id": read.opt_text(sub, "id")})
 
 
-def subscription_created(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def subscription_created(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """customer.subscription.created -> subscription_created, once per subscription."""
     sub, who = _subscription(delivery, config)
     props = SubscriptionCreated(
@@ -140,13 +141,13 @@ def _canceled(delivery: StoredDelivery, sub: dict[str, Any], who: Person, schedu
     return track(delivery, who, EventName.SUBSCRIPTION_CANCELED, props, *key)
 
 
-def subscription_deleted(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def subscription_deleted(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """customer.subscription.deleted -> subscription_canceled."""
     sub, who = _subscription(delivery, config)
     return [_canceled(delivery, sub, who, scheduled=False)]
 
 
-def subscription_updated(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def subscription_updated(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """A scheduled cancel, or payment collection paused or resumed, from .updated."""
     sub, who = _subscription(delivery, config)
     before = f.previous(delivery)
@@ -212,7 +213,7 @@ def fields_id(sub: dict[str, Any]) -> str:
     return read.opt_text(sub, "id") or ""
 
 
-def subscription_paused(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def subscription_paused(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """customer.subscription.paused (status paused) -> subscription_paused."""
     sub, who = _subscription(delivery, config)
     props = SubscriptionPaused(source="stripe", **f.subscription_fields(sub), pause_kind="status")
@@ -220,7 +221,7 @@ def subscription_paused(delivery: StoredDelivery, config: MapperConfig) -> list[
     return [track(delivery, who, EventName.SUBSCRIPTION_PAUSED, props, *key)]
 
 
-def subscription_resumed(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def subscription_resumed(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """customer.subscription.resumed -> subscription_resumed."""
     sub, who = _subscription(delivery, config)
     props = SubscriptionResumed(source="stripe", **f.subscription_fields(sub), pause_kind="status")
@@ -228,7 +229,7 @@ def subscription_resumed(delivery: StoredDelivery, config: MapperConfig) -> list
     return [track(delivery, who, EventName.SUBSCRIPTION_RESUMED, props, *key)]
 
 
-def trial_will_end(delivery: StoredDelivery, config: MapperConfig) -> list[Action]:
+def trial_will_end(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """customer.subscription.trial_will_end -> trial_ending, once per trial end."""
     sub, who = _subscription(delivery, config)
     trial_end = read.opt_int(sub, "trial_end")

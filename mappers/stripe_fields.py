@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from mappers import read
 from mappers.actions import Person
-from mappers.base import MapperConfig, StoredDelivery
+from mappers.base import StoredDelivery
 from mappers.money import currency_code, stripe_amount
 from mappers.taxonomy import Item, PersonAttributes
+
+
+@dataclass(frozen=True)
+class StripeConfig:
+    """Merchant choices that change what a Stripe payload means (from STRIPE_* settings)."""
+
+    # Metadata key holding the merchant's own customer id (INTERNAL_ID_KEY).
+    internal_id_metadata_key: str = "customer_id"
+    # Map payment_intent.* events. Off by default: with Checkout the session events
+    # carry the richer purchase (cart, totals, customer details) under a key the
+    # PaymentIntent cannot know, and with Billing the invoice events report every
+    # payment (from API 2025-03-31 a PaymentIntent no longer names its invoice). Turn
+    # it on when your app confirms PaymentIntents itself, without Checkout or Billing.
+    payment_intent_events: bool = False
+    # Take a Checkout Session's client_reference_id as the merchant's id. Off by
+    # default: buyers can set it on Payment Links.
+    client_reference_id: bool = False
+
 
 # Refund webhooks fire for every refund from this version on; earlier, refund.created
 # fired only for refunds without a charge, and charge.refunded was the only signal.
@@ -43,7 +62,7 @@ def money(resource: dict[str, Any], path: str, code: str) -> Decimal | None:
     return None if value is None else stripe_amount(value, code, f"data.object.{path}")
 
 
-def metadata_id(config: MapperConfig, *sources: Any) -> str | None:
+def metadata_id(config: StripeConfig, *sources: Any) -> str | None:
     """The merchant's internal id from the first metadata that has the configured key."""
     for source in sources:
         if isinstance(source, dict):
@@ -54,7 +73,7 @@ def metadata_id(config: MapperConfig, *sources: Any) -> str | None:
 
 
 def own_internal_id(
-    config: MapperConfig, resource: dict[str, Any], extra_metadata: Any = None
+    config: StripeConfig, resource: dict[str, Any], extra_metadata: Any = None
 ) -> str | None:
     """The internal id in the payload: its own, extra or an expanded customer's metadata."""
     return metadata_id(
@@ -63,7 +82,7 @@ def own_internal_id(
 
 
 def enriched_internal_id(
-    delivery: StoredDelivery, config: MapperConfig, customer_id: str | None
+    delivery: StoredDelivery, config: StripeConfig, customer_id: str | None
 ) -> str | None:
     """The internal id in the metadata of the customer the worker looked up, if it is this one."""
     customer = delivery.enrichment.get("customer")
@@ -74,7 +93,7 @@ def enriched_internal_id(
 
 def person(
     delivery: StoredDelivery,
-    config: MapperConfig,
+    config: StripeConfig,
     resource: dict[str, Any],
     *,
     email: str | None = None,
@@ -83,14 +102,16 @@ def person(
 ) -> Person:
     """Identity hints of a Stripe resource: customer, metadata id, emails, session."""
     customer_id = read.ref(resource, "customer")
+    reference = read.opt_text(resource, "client_reference_id")
     return Person(
         source="stripe",
         account=delivery.account,
         customer_id=customer_id,
         # The payload's own metadata first: it is the event's, the lookup is today's.
         internal_id=own_internal_id(config, resource, extra_metadata)
-        or enriched_internal_id(delivery, config, customer_id),
-        client_reference_id=read.opt_text(resource, "client_reference_id"),
+        or enriched_internal_id(delivery, config, customer_id)
+        or (reference if config.client_reference_id else None),
+        client_reference_id=reference,
         email=email,
         checkout_token=checkout_token,
     )

@@ -31,7 +31,9 @@ Money = Annotated[
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case.")]
 UnixTime = Annotated[int, Field(ge=0, description="Unix time in seconds.")]
-Source = Literal["stripe", "shopify"]
+# A registered provider's name (webhooks.providers.registry); the worker checks that a
+# mapper names its own provider, and the JSON Schema lists the registered names.
+Source = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
 class EventName(StrEnum):

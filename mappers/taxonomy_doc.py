@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,79 +15,21 @@ from mappers.taxonomy import EVENT_MODELS, TAXONOMY_VERSION, EventName, Item, Pe
 
 
 @dataclass(frozen=True)
-class Rule:
-    """Where an event comes from and what makes two deliveries the same fact."""
+class EventDoc:
+    """One provider's part of an event's row: which of its types produce it, and what
+    makes two of its deliveries the same fact. Providers declare these in their spec."""
 
-    stripe: str
-    shopify: str
-    key: str
+    source: str
+    key: str = ""
 
 
-RULES: dict[EventName, Rule] = {
-    EventName.CHECKOUT_STARTED: Rule(
-        "none: Stripe sends no webhook when a session is created; emit it from your app",
-        "`checkouts/create`; `checkouts/update` carrying an email or phone",
-        "checkout token: once per checkout, whichever of the two arrives first",
-    ),
-    EventName.CART_UPDATED: Rule(
-        "",
-        "`checkouts/update` of an open checkout",
-        "checkout token + a hash of items, quantities, prices, totals and discount codes: "
-        "an update that changes only the address repeats the previous key (so a cart that "
-        "returns to earlier contents is not reported again, and the first update may repeat "
-        "the contents checkout_started already carried; the journey guards filter these)",
-    ),
-    EventName.CHECKOUT_EXPIRED: Rule(
-        "`checkout.session.expired` (with `recovery_url` when recovery is on)",
-        "",
-        "Checkout Session id",
-    ),
-    EventName.ORDER_COMPLETED: Rule(
-        "`checkout.session.completed` when paid, `checkout.session.async_payment_succeeded`, "
-        "`invoice.paid` / `invoice.payment_succeeded` (not $0), `payment_intent.succeeded` "
-        "(only with STRIPE_PAYMENT_INTENT_EVENTS, not invoiced)",
-        "`orders/create` and `orders/paid` (configurable: paid orders only)",
-        "Stripe: invoice id for invoiced payments, else PaymentIntent id, else session id; "
-        "Shopify: order id",
-    ),
-    EventName.ORDER_CANCELED: Rule("", "`orders/cancelled`", "order id"),
-    EventName.REFUND_ISSUED: Rule(
-        "`refund.created`; `charge.refunded` where no refund.created exists for it",
-        "`refunds/create`",
-        "refund id (Stripe API before 2022-11-15 lists refunds on the charge; 2022-11-15 "
-        "to 2024-10-28: charge id + cumulative refunded amount)",
-    ),
-    EventName.PAYMENT_FAILED: Rule(
-        "`invoice.payment_failed`, `payment_intent.payment_failed` (only with "
-        "STRIPE_PAYMENT_INTENT_EVENTS, not invoiced), `checkout.session.async_payment_failed`",
-        "`subscription_billing_attempts/failure`",
-        "invoice id + attempt count; PaymentIntent id + charge id; billing attempt id",
-    ),
-    EventName.SUBSCRIPTION_CREATED: Rule(
-        "`customer.subscription.created`", "`subscription_contracts/create`", "subscription id"
-    ),
-    EventName.SUBSCRIPTION_PAUSED: Rule(
-        "`customer.subscription.paused` (status) and `customer.subscription.updated` setting "
-        "`pause_collection` (collection)",
-        "`subscription_contracts/pause`",
-        "subscription id + kind + event time; Shopify contract id + revision id",
-    ),
-    EventName.SUBSCRIPTION_RESUMED: Rule(
-        "`customer.subscription.resumed`; `customer.subscription.updated` clearing "
-        "`pause_collection`",
-        "`subscription_contracts/activate`",
-        "subscription id + kind + event time; Shopify contract id + revision id",
-    ),
-    EventName.SUBSCRIPTION_CANCELED: Rule(
-        "`customer.subscription.deleted`; `customer.subscription.updated` scheduling a cancel",
-        "`subscription_contracts/cancel`",
-        "Stripe: subscription id + `canceled_at` (the request time, shared by a scheduled "
-        "cancel and its deletion); Shopify: contract id + revision id",
-    ),
-    EventName.TRIAL_ENDING: Rule(
-        "`customer.subscription.trial_will_end`", "", "subscription id + trial end"
-    ),
-}
+@dataclass(frozen=True)
+class ProviderDocs:
+    """A provider's contribution to the generated taxonomy reference."""
+
+    name: str
+    title: str
+    events: Mapping[EventName, EventDoc]
 
 
 def _type_name(annotation: Any) -> str:
@@ -107,17 +50,30 @@ def _type_name(annotation: Any) -> str:
     )
 
 
-def _fields_table(model: type[BaseModel]) -> list[str]:
+def _fields_table(model: type[BaseModel], sources: Sequence[str] = ()) -> list[str]:
     lines = ["| property | type | required | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         required = "yes" if field.is_required() else ""
         description = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{name}` | {_type_name(field.annotation)} | {required} | {description} |")
+        kind = _type_name(field.annotation)
+        if name == "source" and sources:
+            kind = " \\| ".join(f"`{source}`" for source in sources)
+        lines.append(f"| `{name}` | {kind} | {required} | {description} |")
     return lines
 
 
-def render_markdown() -> str:
+def _key(event: EventName, providers: Sequence[ProviderDocs]) -> str:
+    keys = [(p.title, p.events[event].key) for p in providers if event in p.events]
+    keys = [(title, key) for title, key in keys if key]
+    if len({key for _, key in keys}) == 1:
+        return keys[0][1]
+    return "; ".join(f"{title}: {key}" for title, key in keys)
+
+
+def render_markdown(providers: Sequence[ProviderDocs]) -> str:
     """The taxonomy reference, as checked in at docs/taxonomy.md."""
+    names = [p.name for p in providers]
+    sources = ", ".join(f"`{name}`" for name in names)
     out = [
         "# Event taxonomy",
         "",
@@ -131,7 +87,7 @@ def render_markdown() -> str:
         "",
         "## Conventions",
         "",
-        "- Names are snake_case and fixed. Every event has `source` (`stripe` or `shopify`).",
+        f"- Names are snake_case and fixed. Every event has `source` ({sources}).",
         "- Money is a JSON number in major units with the currency's own decimals (JPY 6578, "
         "USD 49.5, KWD 5.124), converted exactly from Stripe minor units or Shopify decimal "
         "strings, never rounded. `currency` is upper-case ISO 4217 and applies to every "
@@ -149,19 +105,19 @@ def render_markdown() -> str:
         "",
         "## Events",
         "",
-        "| event | meaning | from Stripe | from Shopify | one fact per |",
-        "|---|---|---|---|---|",
+        "| event | meaning | "
+        + " | ".join(f"from {p.title}" for p in providers)
+        + " | one fact per |",
+        "|---|---|" + "---|" * len(providers) + "---|",
     ]
     for event, model in EVENT_MODELS.items():
-        rule = RULES[event]
         doc = (model.__doc__ or "").strip()
-        out.append(
-            f"| `{event.value}` | {doc} | {rule.stripe or '-'} | {rule.shopify or '-'} | "
-            f"{rule.key} |"
-        )
+        cells = [p.events[event].source if event in p.events else "" for p in providers]
+        columns = " | ".join(cell or "-" for cell in cells)
+        out.append(f"| `{event.value}` | {doc} | {columns} | {_key(event, providers)} |")
     for event, model in EVENT_MODELS.items():
         out += ["", f"### `{event.value}`", "", (model.__doc__ or "").strip(), ""]
-        out += _fields_table(model)
+        out += _fields_table(model, names)
     out += ["", "### Items", "", "Each entry of `items`:", ""]
     out += _fields_table(Item)
     out += ["", "## Person attributes (identify)", ""]
@@ -192,16 +148,23 @@ def render_markdown() -> str:
     return "\n".join(out)
 
 
-def render_json_schema() -> str:
-    """A JSON Schema document of every event's properties and of person attributes."""
+def render_json_schema(sources: Sequence[str]) -> str:
+    """A JSON Schema document of every event's properties and of person attributes.
+
+    `source` lists the registered providers' names.
+    """
+    events = {}
+    for event, model in EVENT_MODELS.items():
+        events[event.value] = model.model_json_schema(mode="serialization")
+        source = events[event.value].get("properties", {}).get("source")
+        if source is not None:
+            source.pop("pattern", None)
+            source["enum"] = list(sources)
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Canonical retention events",
         "version": TAXONOMY_VERSION,
-        "events": {
-            event.value: model.model_json_schema(mode="serialization")
-            for event, model in EVENT_MODELS.items()
-        },
+        "events": events,
         "person_attributes": PersonAttributes.model_json_schema(mode="serialization"),
     }
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"

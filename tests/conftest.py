@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from webhooks.app import create_app
-from webhooks.config import Settings
+from webhooks.config import Settings, load_settings
 from webhooks.fakes.stripe import FakeStripe
 from webhooks.providers.shopify import signature as shopify
 from webhooks.providers.stripe import signature as stripe
@@ -101,7 +101,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "log_format": "console",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return load_settings(_env_file=None, **values)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.mappers.golden import FIXTURES, PARSERS
+from tests.mappers.golden import FIXTURES, parse
 from webhooks.stage2.customerio import CustomerIO
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
@@ -34,7 +34,7 @@ def ingest(engine: Engine, provider: str, case: str, **body_changes: Any) -> Non
     fixture = json.loads((FIXTURES / provider / f"{case}.json").read_text())
     body = {**fixture["body"], **body_changes}
     headers = {k.lower(): v for k, v in fixture.get("headers", {}).items()}
-    store_delivery(engine, PARSERS[provider].parse(json.dumps(body).encode(), headers))
+    store_delivery(engine, parse(provider, json.dumps(body).encode(), headers))
 
 
 def outbox_rows(engine: Engine) -> list[sa.Row[Any]]:

@@ -81,16 +81,16 @@ def test_unreachable_database_is_a_clear_error(runner: CliRunner) -> None:
 
 
 def test_dev_sign_produces_headers_the_service_accepts(runner: CliRunner) -> None:
-    from webhooks.providers.shopify.signature import ShopifyProvider
-    from webhooks.providers.stripe.signature import StripeProvider
+    from webhooks.providers.shopify.signature import ShopifyReceiver
+    from webhooks.providers.stripe.signature import StripeReceiver
 
     body = b'{"id": "evt_cli", "type": "customer.created"}'
     env = {"STRIPE_WEBHOOK_SECRET": "whsec_cli", "SHOPIFY_WEBHOOK_SECRET": "shp_cli"}
     stripe_header = runner.invoke(main, ["dev", "sign", "stripe"], input=body, env=env)
     assert stripe_header.exit_code == 0
-    StripeProvider(["whsec_cli"]).verify(body, {"stripe-signature": stripe_header.output.strip()})
+    StripeReceiver(["whsec_cli"]).verify(body, {"stripe-signature": stripe_header.output.strip()})
     shopify_header = runner.invoke(main, ["dev", "sign", "shopify"], input=body, env=env)
-    ShopifyProvider(["shp_cli"]).verify(
+    ShopifyReceiver(["shp_cli"]).verify(
         body, {"x-shopify-hmac-sha256": shopify_header.output.strip()}
     )
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from webhooks.config import DEFAULT_DATABASE_URL, TWO_MIB, Settings, load_settings
+from webhooks.config import (
+    DEFAULT_DATABASE_URL,
+    TWO_MIB,
+    Settings,
+    load_settings,
+    setting_names,
+)
 from webhooks.errors import ConfigError
+from webhooks.providers import registry
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +41,10 @@ def test_defaults() -> None:
     settings = load_settings()
     assert settings.database_url == DEFAULT_DATABASE_URL
     assert settings.is_sqlite
-    assert settings.stripe_webhook_secret == []
-    assert settings.shopify_webhook_secret == []
-    assert settings.stripe_webhook_tolerance == 300
+    assert settings.provider("stripe").webhook_secret == []
+    assert settings.provider("shopify").webhook_secret == []
+    assert settings.provider("stripe").webhook_tolerance == 300  # type: ignore[attr-defined]
+    assert settings.enabled_providers() == []
     assert settings.max_body_bytes == TWO_MIB
     assert (settings.log_level, settings.log_format) == ("INFO", "json")
 
@@ -43,20 +53,16 @@ def test_comma_separated_secrets_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_live, whsec_test ,")
     monkeypatch.setenv("SHOPIFY_WEBHOOK_SECRET", "app-secret,old-secret")
     settings = load_settings()
-    assert [s.get_secret_value() for s in settings.stripe_webhook_secret] == [
-        "whsec_live",
-        "whsec_test",
-    ]
-    assert [s.get_secret_value() for s in settings.shopify_webhook_secret] == [
-        "app-secret",
-        "old-secret",
-    ]
+    assert settings.provider("stripe").secrets() == ["whsec_live", "whsec_test"]
+    assert settings.provider("shopify").secrets() == ["app-secret", "old-secret"]
+    assert settings.enabled_providers() == ["stripe", "shopify"]
     assert "whsec_live" not in repr(settings)
+    assert "whsec_live" not in repr(settings.provider("stripe"))
 
 
 def test_empty_secret_disables_the_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "")
-    assert load_settings().stripe_webhook_secret == []
+    assert load_settings().provider("stripe").webhook_secret == []
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
@@ -94,21 +100,21 @@ def test_invalid_values_name_the_variable_and_hide_the_value(
 
 
 def test_mapping_settings_reach_the_mapper_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    from webhooks.stage1.mapping import mapper_config
+    from webhooks.stage1.setup import mapper_configs
 
     monkeypatch.setenv("SHOPIFY_ORDER_COMPLETED_TOPIC", "orders/paid")
     monkeypatch.setenv("INTERNAL_ID_KEY", "app_user_id")
-    monkeypatch.setenv("STRIPE_PAYMENT_INTENT_EVENTS", "false")
-    config = mapper_config(load_settings())
-    assert config.shopify_order_completed_topic == "orders/paid"
-    assert config.internal_id_metadata_key == "app_user_id"
-    assert config.stripe_payment_intent_events is False
+    monkeypatch.setenv("STRIPE_PAYMENT_INTENT_EVENTS", "true")
+    configs = mapper_configs(load_settings())
+    assert configs["shopify"].order_completed_topic == "orders/paid"
+    assert configs["stripe"].internal_id_metadata_key == "app_user_id"
+    assert configs["stripe"].payment_intent_events is True
 
 
 def test_identity_settings_reach_the_mapper_and_the_state_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from webhooks.stage1.mapping import mapper_config, state_config
+    from webhooks.stage1.setup import mapper_configs, state_config
     from webhooks.stage1.state.identity import IdentityPolicy
     from webhooks.stage1.state.step import StateConfig
 
@@ -125,16 +131,19 @@ def test_identity_settings_reach_the_mapper_and_the_state_step(
     }.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    mapper = mapper_config(settings)
-    assert (mapper.shopify_internal_id_metafield, mapper.shopify_internal_id_note_attribute) == (
+    mapper = mapper_configs(settings)["shopify"]
+    assert mapper_configs(settings)["stripe"].client_reference_id is True
+    assert (mapper.internal_id_metafield, mapper.internal_id_note_attribute) == (
         "app.user_id",
         "user_id",
     )
     assert state_config(settings) == StateConfig(
         identity=IdentityPolicy(
-            stripe_person_id_format="s-{account}-{customer_id}",
-            shopify_person_id_format="sh-{customer_id}",
-            stripe_client_reference_id=True,
+            person_id_formats={
+                "stripe": "s-{account}-{customer_id}",
+                "shopify": "sh-{customer_id}",
+            },
+            own_accounts={"stripe": "platform"},
             guest_policy="email",
         ),
         reporting_currency="EUR",
@@ -210,7 +219,7 @@ def test_customerio_region_and_override(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+SETTING_NAMES = set(setting_names())
 
 
 def _env_example() -> dict[str, str]:
@@ -238,7 +247,35 @@ def test_env_example_values_are_the_defaults(
     example = _env_example()
     (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
     settings = load_settings()
-    for name, field in Settings.model_fields.items():
-        if example[name.upper()]:  # an empty value means unset
-            default = field.get_default(call_default_factory=True)
-            assert getattr(settings, name) == default, name
+    models: list[tuple[str, Any, type[BaseModel]]] = [("", settings, Settings)]
+    for spec in registry.specs():
+        models.append((spec.env_prefix, settings.provider(spec.name), spec.settings))
+    for prefix, values, model in models:
+        for name, field in model.model_fields.items():
+            if example[prefix + name.upper()]:  # an empty value means unset
+                default = field.get_default(call_default_factory=True)
+                assert getattr(values, name) == default, prefix + name
+
+
+def test_an_unknown_provider_is_a_loud_error_not_a_fallback() -> None:
+    from webhooks.errors import UnknownProvider
+
+    with pytest.raises(UnknownProvider, match=r"'paddle' \(registered: shopify, stripe\)"):
+        load_settings().provider("paddle")
+
+
+def test_an_override_that_names_no_setting_is_refused() -> None:
+    # A typo in a caller's override must not be silently ignored.
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRETS: no such setting"):
+        load_settings(stripe_webhook_secrets="whsec_1")
+
+
+def test_provider_settings_errors_name_the_prefixed_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOPIFY_ORDER_COMPLETED_TOPIC", "orders/fulfilled")
+    monkeypatch.setenv("STRIPE_API_MAX_RPS", "0")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "SHOPIFY_ORDER_COMPLETED_TOPIC" in str(caught.value)
+    assert "STRIPE_API_MAX_RPS" in str(caught.value)

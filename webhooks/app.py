@@ -9,7 +9,8 @@ from flask import Flask
 from webhooks.config import Settings, load_settings
 from webhooks.ingest.http import bp, register_error_handlers
 from webhooks.logging import configure_logging
-from webhooks.providers import build_providers
+from webhooks.providers import registry
+from webhooks.providers.base import Receiver
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
 
@@ -32,7 +33,16 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     engine = create_db_engine(settings.database_url, settings.database_timeout, autocommit=True)
     app.extensions["webhooks.settings"] = settings
     app.extensions["webhooks.engine"] = engine
-    app.extensions["webhooks.providers"] = build_providers(settings)
+    app.extensions["webhooks.providers"] = receivers(settings)
     app.register_blueprint(bp)
     register_error_handlers(app)
     return app
+
+
+def receivers(settings: Settings) -> dict[str, Receiver]:
+    """The enabled providers' receivers by URL name; one without secrets is left out (404)."""
+    return {
+        spec.name: spec.receiver(settings.provider(spec.name))
+        for spec in registry.specs()
+        if spec.name in settings.enabled_providers()
+    }

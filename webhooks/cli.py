@@ -138,9 +138,15 @@ def current() -> None:
 )
 def taxonomy(fmt: str) -> None:
     """Print the canonical event taxonomy, generated from the code."""
-    from mappers.taxonomy_doc import render_json_schema, render_markdown
+    from mappers.taxonomy_doc import ProviderDocs, render_json_schema, render_markdown
+    from webhooks.providers import registry
 
-    click.echo(render_markdown() if fmt == "markdown" else render_json_schema(), nl=False)
+    specs = registry.specs()
+    if fmt == "markdown":
+        docs = [ProviderDocs(spec.name, spec.title, spec.docs) for spec in specs]
+        click.echo(render_markdown(docs), nl=False)
+    else:
+        click.echo(render_json_schema([spec.name for spec in specs]), nl=False)
 
 
 @main.group()
@@ -149,25 +155,27 @@ def dev() -> None:
 
 
 @dev.command()
-@click.argument("provider", type=click.Choice(["stripe", "shopify"]))
+@click.argument("provider")
 @click.option("--secret", help="Signing secret (default: the first one configured).")
 def sign(provider: str, secret: str | None) -> None:
-    """Print the signature header value for the body read from standard input."""
-    from webhooks.providers.shopify import signature as shopify
-    from webhooks.providers.stripe import signature as stripe
+    """Print PROVIDER's signature header value for the body read from standard input.
 
+    PROVIDER is a registered provider's name (`stripe`, `shopify`, ...).
+    """
+    from webhooks.errors import UnknownProvider
+    from webhooks.providers import registry
+
+    try:
+        spec = registry.get(provider)
+    except UnknownProvider as exc:
+        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
     if secret is None:
-        settings = _settings()
-        configured = (
-            settings.stripe_webhook_secret
-            if provider == "stripe"
-            else settings.shopify_webhook_secret
-        )
+        configured = _settings().provider(spec.name).secrets()
         if not configured:
-            raise click.ClickException(f"no {provider.upper()}_WEBHOOK_SECRET configured")
-        secret = configured[0].get_secret_value()
+            raise click.ClickException(f"no {spec.env_prefix}WEBHOOK_SECRET configured")
+        secret = configured[0]
     body = sys.stdin.buffer.read()
-    click.echo(stripe.sign(body, secret) if provider == "stripe" else shopify.sign(body, secret))
+    click.echo(spec.sign(body, secret))
 
 
 @dev.command("fake-customerio")

@@ -1,27 +1,34 @@
-"""Settings: defaults, then the environment and `.env`, then overrides passed by callers."""
+"""Settings: defaults, then the environment and `.env`, then overrides passed by callers.
+
+The service's own settings are fields of `Settings`; each registered provider brings its
+own settings class (webhooks.providers.base.ProviderSettings), read from the variables
+named after it (STRIPE_WEBHOOK_SECRET, SHOPIFY_PERSON_ID_FORMAT ...) and reached with
+`settings.provider(name)`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from webhooks.errors import ConfigError
+from webhooks.errors import ConfigError, UnknownProvider
+from webhooks.providers import registry
+from webhooks.providers.base import ProviderSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///webhooks.db"
 TWO_MIB = 2 * 1024 * 1024
 
-SecretList = Annotated[list[SecretStr], NoDecode]
-
-
-def _split_secrets(value: Any) -> Any:
-    """Turn `a,b , c` into ["a", "b", "c"]; an empty value means "not configured"."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+EnvFile = Path | str | None
 
 
 class Settings(BaseSettings):
@@ -45,55 +52,12 @@ class Settings(BaseSettings):
         le=2.5,
         description="Seconds to wait for a connection or a lock before answering 503.",
     )
-    stripe_webhook_secret: SecretList = Field(
-        default_factory=list,
-        description="Comma-separated whsec_ signing secrets; empty disables the endpoint.",
-    )
-    stripe_webhook_tolerance: int = Field(
-        300, ge=1, le=86_400, description="Seconds a Stripe signature timestamp may be off."
-    )
-    shopify_webhook_secret: SecretList = Field(
-        default_factory=list,
-        description="Comma-separated Shopify signing secrets; empty disables the endpoint.",
-    )
     max_body_bytes: int = Field(TWO_MIB, ge=1024, le=64 * 1024 * 1024)
-    shopify_order_completed_topic: Literal["orders/create", "orders/paid"] = Field(
-        "orders/create", description="Shopify topic that counts as a purchase."
-    )
     internal_id_key: str = Field(
         "customer_id",
         min_length=1,
         max_length=100,
-        description="Stripe metadata key holding your own customer id.",
-    )
-    stripe_client_reference_id: bool = Field(
-        False,
-        description="Treat a Checkout Session's client_reference_id as your customer id. "
-        "Buyers can set it on Payment Links (?client_reference_id=): only for sessions "
-        "your server creates.",
-    )
-    shopify_internal_id_metafield: str | None = Field(
-        None,
-        pattern=r"^[^.\s]+\.[^.\s]+$",
-        description="namespace.key of a Shopify customer metafield holding your customer id.",
-    )
-    shopify_internal_id_note_attribute: str | None = Field(
-        None,
-        max_length=100,
-        description="Shopify cart note attribute holding your customer id. Shoppers can "
-        "set these: only for stores whose storefront writes it server-side.",
-    )
-    stripe_person_id_format: str = Field(
-        "stripe:{customer_id}",
-        max_length=100,
-        description="Person id for a Stripe customer without an internal id; "
-        "{customer_id} and {account} are replaced.",
-    )
-    shopify_person_id_format: str = Field(
-        "shopify:{account}:{customer_id}",
-        max_length=100,
-        description="Person id for a Shopify customer without an internal id; "
-        "{customer_id} and {account} (the shop domain) are replaced.",
+        description="Metadata key holding your own customer id (Stripe metadata).",
     )
     guest_policy: Literal["anonymous", "email", "skip"] = Field(
         "anonymous",
@@ -119,21 +83,6 @@ class Settings(BaseSettings):
         "primary's identify has been applied (Customer.io ignores a merge into a profile "
         "that does not exist yet).",
     )
-    stripe_api_key: SecretStr | None = Field(
-        None,
-        description="Restricted Stripe key (read customers and Checkout Sessions) for line "
-        "items and customer metadata; unset: no Stripe API calls.",
-    )
-    stripe_api_base: str | None = Field(
-        None, description="Override the Stripe API base URL (a local fake, a proxy)."
-    )
-    stripe_api_max_rps: float = Field(
-        20.0, gt=0, le=100, description="Stripe API requests per second per worker."
-    )
-    stripe_payment_intent_events: bool = Field(
-        False,
-        description="Map payment_intent.* events (apps confirming PaymentIntents themselves).",
-    )
     customerio_site_id: str | None = Field(None, description="Track API site id.")
     customerio_api_key: SecretStr | None = Field(None, description="Track API key.")
     customerio_region: Literal["us", "eu"] = Field("us", description="Workspace region.")
@@ -158,27 +107,20 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 
-    @field_validator("stripe_webhook_secret", "shopify_webhook_secret", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _split_secrets(value)
+    # Each registered provider's settings, by name; filled by load_settings.
+    _providers: dict[str, ProviderSettings] = PrivateAttr(default_factory=dict)
 
-    @field_validator("stripe_webhook_secret", "shopify_webhook_secret")
-    @classmethod
-    def _no_placeholder(cls, value: list[SecretStr]) -> list[SecretStr]:
-        # A copied .env.example must not leave an endpoint open to a public secret.
-        if any("replace_me" in secret.get_secret_value().lower() for secret in value):
-            raise ValueError("still the placeholder from .env.example; paste the real secret")
-        return value
+    def provider(self, name: str) -> ProviderSettings:
+        """The settings of provider `name` (UnknownProvider for a name not registered)."""
+        try:
+            return self._providers[name]
+        except KeyError:
+            registry.get(name)  # raises UnknownProvider naming the registered ones
+            raise UnknownProvider(f"settings were loaded before {name!r} was registered") from None
 
-    @field_validator("stripe_webhook_secret")
-    @classmethod
-    def _stripe_prefix(cls, value: list[SecretStr]) -> list[SecretStr]:
-        # A pasted API key (sk_...) would silently reject every delivery with 401.
-        for secret in value:
-            if not secret.get_secret_value().startswith("whsec_"):
-                raise ValueError("every Stripe signing secret starts with whsec_")
-        return value
+    def enabled_providers(self) -> list[str]:
+        """Providers with a signing secret: their endpoints accept deliveries."""
+        return [name for name, item in self._providers.items() if item.webhook_secret]
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -195,10 +137,6 @@ class Settings(BaseSettings):
     @field_validator(
         "customerio_site_id",
         "customerio_track_url",
-        "stripe_api_base",
-        "shopify_internal_id_metafield",
-        "shopify_internal_id_note_attribute",
-        "stripe_api_key",
         mode="before",
     )
     @classmethod
@@ -209,19 +147,6 @@ class Settings(BaseSettings):
     @classmethod
     def _currency_upper(cls, value: str) -> str:
         return value.upper()
-
-    @field_validator("stripe_person_id_format", "shopify_person_id_format")
-    @classmethod
-    def _person_id_format(cls, value: str) -> str:
-        if "{customer_id}" not in value:
-            raise ValueError("must contain {customer_id}")
-        try:
-            rendered = value.format(customer_id="1", account="a")
-        except (KeyError, IndexError, ValueError):
-            raise ValueError("only {customer_id} and {account} may be used") from None
-        if rendered.lower().startswith("cio_"):
-            raise ValueError("Customer.io reads ids starting with cio_ as its own")
-        return value
 
     @model_validator(mode="after")
     def _both_credentials_or_none(self) -> Settings:
@@ -255,13 +180,57 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning validation errors into a ConfigError naming the variable."""
+def setting_names() -> list[str]:
+    """Every environment variable the service reads: its own, then each provider's."""
+    names = [name.upper() for name in Settings.model_fields]
+    for spec in registry.specs():
+        names += [f"{spec.env_prefix}{name.upper()}" for name in spec.settings.model_fields]
+    return names
+
+
+def load_settings(*, _env_file: EnvFile = ".env", **overrides: Any) -> Settings:
+    """Build settings, turning validation errors into a ConfigError naming the variable.
+
+    `overrides` take the variables' names in lower case: `database_url=...`,
+    `stripe_webhook_secret=...` (a provider's, by its prefix). A name that is neither
+    is an error, so a typo in a test or a caller never silently does nothing.
+    """
+    specs = registry.specs()
+    core: dict[str, Any] = {}
+    per_provider: dict[str, dict[str, Any]] = {spec.name: {} for spec in specs}
+    for key, value in overrides.items():
+        if key in Settings.model_fields:
+            core[key] = value
+            continue
+        for spec in specs:
+            field = key.removeprefix(spec.name + "_")
+            if field != key and field in spec.settings.model_fields:
+                per_provider[spec.name][field] = value
+                break
+        else:
+            raise ConfigError(f"invalid configuration: {key.upper()}: no such setting")
+    problems: list[str] = []
+    providers: dict[str, ProviderSettings] = {}
+    for spec in specs:
+        try:
+            providers[spec.name] = spec.settings(
+                _env_file=_env_file, _env_prefix=spec.env_prefix, **per_provider[spec.name]
+            )
+        except ValidationError as exc:
+            problems += _problems(exc, spec.env_prefix)
     try:
-        return Settings(**overrides)
+        settings = Settings(_env_file=_env_file, **core)  # type: ignore[call-arg]
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-            problems.append(f"{name}: {error['msg']}")
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+        problems = _problems(exc, "") + problems
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    settings._providers = providers
+    return settings
+
+
+def _problems(exc: ValidationError, prefix: str) -> list[str]:
+    found = []
+    for error in exc.errors():
+        name = (prefix + str(error["loc"][0])).upper() if error["loc"] else prefix + "settings"
+        found.append(f"{name}: {error['msg']}")
+    return found

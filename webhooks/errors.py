@@ -1,4 +1,22 @@
-"""One exception tree for the service, with ingest-side and delivery-side branches."""
+"""One exception tree for the service: every error it raises on purpose descends from
+WebhooksError. What a worker does with an error is its class, never a flag or a message:
+
+WebhooksError
+├── ConfigError                      the configuration is invalid (names the variable)
+│   └── UnknownProvider              a provider name no registry entry has
+├── IngestError                      a webhook request refused (HTTP status and code)
+│   ├── ProviderNotConfigured, MissingSignature, MalformedSignature, PayloadError
+│   ├── VerificationError
+│   │   └── StaleSignature
+│   └── StorageUnavailable           503: the provider retries
+└── ProcessingError                  the worker's stages (mapping, lookups, delivery)
+    ├── PermanentError               dead-letter: retrying the same input fails the same way
+    │   └── mappers.errors.MappingError, stage 2's DeliveryRefused, LookupRefused
+    ├── TransientError               retry later (`retry_after` when the peer said)
+    │   └── stage 2's DeliveryUnavailable, LookupUnavailable
+    └── CredentialsRefused           pause everything that uses them until an operator fixes them
+        └── stage 2's DeliveryUnauthorized, LookupUnauthorized
+"""
 
 from __future__ import annotations
 
@@ -9,6 +27,10 @@ class WebhooksError(Exception):
 
 class ConfigError(WebhooksError):
     """The configuration is invalid; the message names the offending variable."""
+
+
+class UnknownProvider(ConfigError, LookupError):
+    """A provider name that no registry entry has: never a fallback to another provider."""
 
 
 # --- ingest side -------------------------------------------------------------------
@@ -50,10 +72,16 @@ class MalformedSignature(IngestError):
 
 
 class VerificationError(IngestError):
-    """The signature does not match any configured secret, or its timestamp is stale."""
+    """The signature does not match any configured secret."""
 
     status = 401
     code = "invalid_signature"
+
+
+class StaleSignature(VerificationError):
+    """The signature matches, but its timestamp is outside the tolerance (either side)."""
+
+    code = "timestamp_out_of_tolerance"
 
 
 class PayloadError(IngestError):
@@ -68,3 +96,47 @@ class StorageUnavailable(IngestError):
 
     status = 503
     code = "storage_unavailable"
+
+
+# --- worker side ----------------------------------------------------------------------
+
+
+class ProcessingError(WebhooksError):
+    """A worker stage could not finish an item; the subclass says what happens next."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PermanentError(ProcessingError):
+    """The same input will fail the same way: dead-letter it with this reason."""
+
+
+class TransientError(ProcessingError):
+    """The peer is unreachable, throttling or failing: try the same thing later.
+
+    `retry_after` is the peer's own hint in seconds, when it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class CredentialsRefused(ProcessingError):
+    """The peer refused our credentials (401/403): every call fails until they are fixed."""
+
+
+class LookupRefused(PermanentError):
+    """An enrichment lookup was refused for this object; the row maps without the data."""
+
+
+class LookupUnavailable(TransientError):
+    """An enrichment source is unavailable; the row waits, up to its deadline."""
+
+
+class LookupUnauthorized(CredentialsRefused):
+    """An enrichment source refused the key; no more lookups this pass."""

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 
 from webhooks.config import Settings
 from webhooks.core.retry import outage_pause
-from webhooks.providers.stripe.api import stripe_api_client
-from webhooks.stage1.mapping import mapper_config, state_config
+from webhooks.errors import CredentialsRefused
+from webhooks.stage1 import setup
 from webhooks.stage1.process import process_batch
 from webhooks.stage2.customerio import CustomerIO, DeliveryError
 from webhooks.stage2.deliver import deliver_batch
@@ -42,9 +42,7 @@ class Worker:
         # A random suffix: pids repeat across container restarts.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stopping = threading.Event()
-        self._config = mapper_config(settings)
-        self._state = state_config(settings)
-        self._stripe = stripe_api_client(settings)  # None without STRIPE_API_KEY
+        self._stage1 = setup.build(settings)
         self._max_age = timedelta(hours=settings.delivery_max_age_hours)
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
         self._auth_pause = 0.0  # current length of the credentials pause; 0 = none
@@ -69,10 +67,10 @@ class Worker:
                 status=exc.status,
                 error=type(exc).__name__,
                 hint="check CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY and CUSTOMERIO_REGION"
-                if exc.auth
+                if isinstance(exc, CredentialsRefused)
                 else "Customer.io unreachable; delivery will retry",
             )
-            return not exc.auth
+            return not isinstance(exc, CredentialsRefused)
         found = str(region.get("region", "")).lower()
         if (
             not self.settings.customerio_track_url
@@ -93,12 +91,12 @@ class Worker:
         mapped = process_batch(
             self.engine,
             self.owner,
-            self._config,
+            self._stage1.configs,
             limit=MAP_BATCH,
             lease=self._lease,
             dry_run=self.cio is None,
-            state=self._state,
-            stripe=self._stripe,
+            state=self._stage1.state,
+            enrichers=self._stage1.enrichers,
         )
         backlog = mapped >= MAP_BATCH
         if time.monotonic() < self._paused_until:
@@ -150,7 +148,7 @@ class Worker:
             "worker_started",
             owner=self.owner,
             dry_run=self.cio is None,
-            stripe_enrichment=self._stripe is not None,
+            enrichment=sorted(self._stage1.enrichers),
         )
         try:
             self.check_credentials()
@@ -172,8 +170,7 @@ class Worker:
                 # batches (a few write transactions a second) instead of one pass per
                 # webhook competing with ingest for the database; a backlog loops at once.
                 self.stopping.wait(self.settings.worker_poll_interval)
-        if self._stripe is not None:
-            self._stripe.close()
+        self._stage1.close()
         log.info("worker_stopped", owner=self.owner)
 
     def stop(self, *_: object) -> None:

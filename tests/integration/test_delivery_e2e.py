@@ -24,7 +24,7 @@ from webhooks.core.ids import op_ulid
 from webhooks.fakes.customerio import FakeCustomerIOClient
 from webhooks.providers.shopify import signature as shopify
 from webhooks.providers.stripe import signature as stripe
-from webhooks.providers.stripe.signature import StripeProvider
+from webhooks.providers.stripe.signature import StripeReceiver
 from webhooks.stage1.state.identity import IdentityPolicy, direct_identity
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import store_delivery
@@ -244,7 +244,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_keeps_ids(
             "payment_intent": f"pi_kill_{n:03d}",
         }
         body = json.dumps({**template, "id": f"evt_kill_{n:03d}", "data": {"object": obj}})
-        store_delivery(engine, StripeProvider(["whsec_x"]).parse(body.encode(), {}))
+        store_delivery(engine, StripeReceiver(["whsec_x"]).parse(body.encode(), {}))
     engine.dispose()
     # The fake holds every request unanswered: the first worker dies with a batch in
     # flight that Customer.io never accepted.

@@ -2,10 +2,11 @@
 
 A fixture `tests/fixtures/<provider>/<case>.json` holds:
   {"description": "...", "headers": {...}, "body": {...},
-   "config": {...MapperConfig overrides, optional}, "enrichment": {... optional}}
+   "config": {...settings overrides, optional}, "enrichment": {... optional}}
 and `<case>.expected.json` the list of actions (mappers.actions.to_json of each).
-The body goes through the real ingest parse (webhooks.providers) before mapping, so a
-fixture covers the whole chain from the bytes the provider sends.
+The body goes through the real ingest parse (the provider's receiver) before mapping,
+so a fixture covers the whole chain from the bytes the provider sends. Every registered
+provider's folder is swept; the folder name is the provider's name.
 `python -m tests.mappers.golden --write CASE...` writes expected files for review.
 """
 
@@ -16,12 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mappers.actions import to_json
-from mappers.base import MapperConfig
-from mappers.registry import map_delivery
-from webhooks.providers.shopify.signature import ShopifyProvider
-from webhooks.providers.stripe.signature import StripeProvider
-from webhooks.stage1.mapping import stored_delivery
+from mappers.actions import Action, to_json
+from mappers.base import StoredDelivery
+from webhooks.config import load_settings
+from webhooks.providers import registry
+from webhooks.providers.base import Receiver
+from webhooks.stage1.mapping import map_delivery, stored_delivery
+from webhooks.stage1.setup import mapper_configs
+from webhooks.storage.inbox import Delivery
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 # Body changes turning the refund_created_partial fixture into the refund that
@@ -41,13 +44,31 @@ REFUND_LISTED_ON_THE_2020_CHARGE: dict[str, Any] = {
         }
     },
 }
-PARSERS = {"stripe": StripeProvider(["whsec_unused"]), "shopify": ShopifyProvider(["unused"])}
+
+
+def receiver(provider: str) -> Receiver:
+    """The provider's receiver with no secrets: parse() keys a body, verify() refuses all."""
+    spec = registry.get(provider)
+    return spec.receiver(spec.settings(_env_file=None, _env_prefix=spec.env_prefix))
+
+
+def configs(**settings: Any) -> dict[str, Any]:
+    """Every provider's mapper config for these settings overrides (defaults otherwise)."""
+    return mapper_configs(load_settings(_env_file=None, **settings))
+
+
+def parse(provider: str, body: bytes, headers: dict[str, str]) -> Delivery:
+    """Key a body as the provider's endpoint would."""
+    return receiver(provider).parse(body, headers)
 
 
 def cases() -> list[Path]:
-    """Every fixture file (not the expected outputs), sorted."""
+    """Every registered provider's fixture files (not the expected outputs), sorted."""
     return sorted(
-        path for path in FIXTURES.glob("*/*.json") if not path.name.endswith(".expected.json")
+        path
+        for name in registry.names()
+        for path in (FIXTURES / name).glob("*.json")
+        if not path.name.endswith(".expected.json")
     )
 
 
@@ -62,9 +83,11 @@ def run_case(case: Path) -> list[dict[str, Any]]:
     provider = case.parent.name
     body = json.dumps(fixture["body"]).encode()
     headers = {key.lower(): value for key, value in fixture.get("headers", {}).items()}
-    delivery = PARSERS[provider].parse(body, headers)
-    config = MapperConfig(**fixture.get("config", {}))
-    actions = map_delivery(stored_delivery(delivery, fixture.get("enrichment")), config)
+    delivery = parse(provider, body, headers)
+    mapped = map_delivery(
+        stored_delivery(delivery, fixture.get("enrichment")), configs(**fixture.get("config", {}))
+    )
+    actions = mapped
     return [to_json(action) for action in actions]
 
 
@@ -82,3 +105,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def map_with(delivery: StoredDelivery, config: Any = None) -> list[Action]:
+    """Map `delivery`, with `config` as its provider's mapper config (default: defaults)."""
+    mapped = configs()
+    if config is not None:
+        mapped[delivery.provider] = config
+    return map_delivery(delivery, mapped)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.mappers.golden import FIXTURES, cases, expected_path, run_case
+from webhooks.providers import registry
 
 
 @pytest.mark.parametrize("case", cases(), ids=lambda path: f"{path.parent.name}/{path.stem}")
@@ -23,3 +24,9 @@ def test_every_expected_file_has_its_fixture() -> None:
         if not path.with_name(path.name.replace(".expected", "")).exists()
     ]
     assert orphans == []
+
+
+def test_every_fixture_folder_is_a_registered_provider_with_fixtures() -> None:
+    folders = {path.name for path in FIXTURES.iterdir() if path.is_dir()}
+    assert folders == set(registry.names())
+    assert all(any((FIXTURES / name).glob("*.expected.json")) for name in folders)

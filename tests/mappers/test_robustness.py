@@ -12,11 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mappers.actions import Identify, Track
-from mappers.base import MapperConfig
 from mappers.errors import MappingError
-from mappers.registry import map_delivery
-from tests.mappers.golden import PARSERS, cases
-from webhooks.stage1.mapping import stored_delivery
+from tests.mappers.golden import cases, configs, parse
+from webhooks.stage1.mapping import map_delivery, stored_delivery
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats() | st.text(max_size=12),
@@ -25,6 +23,11 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=6,
 )
+
+
+# Built once: every test example maps under one of the two purchase topics.
+TOPICS = ["orders/create", "orders/paid"]
+CONFIGS = {topic: configs(shopify_order_completed_topic=topic) for topic in TOPICS}
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -72,13 +75,12 @@ def test_mutated_payloads_map_or_raise_mapping_error(
     fixture = json.loads(case.read_text())
     provider = case.parent.name
     headers = {key.lower(): value for key, value in fixture.get("headers", {}).items()}
-    original = PARSERS[provider].parse(json.dumps(fixture["body"]).encode(), headers)
+    original = parse(provider, json.dumps(fixture["body"]).encode(), headers)
     mutated = _mutate(fixture["body"], data.draw)
     delivery = stored_delivery(original, fixture.get("enrichment"))
     delivery = type(delivery)(**{**delivery.__dict__, "payload": mutated})
-    config = MapperConfig(shopify_order_completed_topic=config_topic)  # type: ignore[arg-type]
     try:
-        actions = map_delivery(delivery, config)
+        actions = map_delivery(delivery, CONFIGS[config_topic])
     except MappingError as exc:
         reason = exc.reason
     else:

@@ -11,15 +11,14 @@ from typing import Any
 import pytest
 
 from mappers.actions import Action, Identify, Track, to_json
-from mappers.base import MapperConfig
 from mappers.errors import MappingError
-from mappers.registry import map_delivery
+from mappers.shopify_fields import ShopifyConfig
 from mappers.taxonomy import EventName
-from tests.mappers.golden import FIXTURES, PARSERS
+from tests.mappers.golden import FIXTURES, configs, map_with, parse
 from webhooks.stage1.mapping import stored_delivery
 
 Patch = Callable[[dict[str, Any]], object]
-PAID_CONFIG = MapperConfig(shopify_order_completed_topic="orders/paid")
+PAID_CONFIG = ShopifyConfig(order_completed_topic="orders/paid")
 
 
 def run(
@@ -27,7 +26,7 @@ def run(
     *,
     topic: str | None = None,
     patch: Patch | None = None,
-    config: MapperConfig | None = None,
+    config: ShopifyConfig | None = None,
 ) -> list[Action]:
     """Map a Shopify fixture (its own config unless one is given), maybe patched."""
     fixture = json.loads((FIXTURES / "shopify" / f"{case}.json").read_text())
@@ -37,9 +36,9 @@ def run(
     headers = {key.lower(): value for key, value in fixture["headers"].items()}
     if topic is not None:
         headers["x-shopify-topic"] = topic
-    delivery = PARSERS["shopify"].parse(json.dumps(body).encode(), headers)
-    config = config or MapperConfig(**fixture.get("config", {}))
-    return map_delivery(stored_delivery(delivery), config)
+    delivery = parse("shopify", json.dumps(body).encode(), headers)
+    config = config or configs(**fixture.get("config", {}))["shopify"]
+    return map_with(stored_delivery(delivery), config)
 
 
 def tracks(actions: list[Action], event: EventName | None = None) -> list[Track]:
@@ -182,7 +181,7 @@ def test_paid_config_counts_an_orders_create_that_arrives_paid_with_the_same_key
 def test_paid_config_maps_orders_paid_and_default_config_maps_a_pending_create() -> None:
     paid = run("order_create_pending_paid_config", topic="orders/paid", config=PAID_CONFIG)
     assert len(tracks(paid, EventName.ORDER_COMPLETED)) == 1
-    pending_default = run("order_create_pending_paid_config", config=MapperConfig())
+    pending_default = run("order_create_pending_paid_config", config=ShopifyConfig())
     assert len(tracks(pending_default, EventName.ORDER_COMPLETED)) == 1
 
 

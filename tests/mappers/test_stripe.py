@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from mappers.actions import SubscriptionState, Track
-from mappers.base import MapperConfig, StoredDelivery
+from mappers.base import StoredDelivery
 from mappers.errors import MappingError
 from mappers.money import stripe_amount
-from mappers.registry import UNMAPPED, map_delivery
-from tests.mappers.golden import FIXTURES
+from mappers.stripe_fields import StripeConfig
+from tests.mappers.golden import FIXTURES, map_with
+from webhooks.stage1.mapping import UNMAPPED
 
 STRIPE = FIXTURES / "stripe"
 
@@ -38,8 +39,8 @@ def load(case: str, **changes: Any) -> StoredDelivery:
     )
 
 
-def tracks(delivery: StoredDelivery, config: MapperConfig | None = None) -> list[Track]:
-    return [a for a in map_delivery(delivery, config) if isinstance(a, Track)]
+def tracks(delivery: StoredDelivery, config: StripeConfig | None = None) -> list[Track]:
+    return [a for a in map_with(delivery, config) if isinstance(a, Track)]
 
 
 def keys(*cases: str) -> set[str]:
@@ -70,7 +71,7 @@ def test_payment_intent_events_are_opt_in() -> None:
     # Off by default: the Checkout Session reports the purchase, with cart and totals.
     assert tracks(load("payment_intent_succeeded_from_checkout")) == []
     assert tracks(load("payment_intent_payment_failed")) == []
-    on = MapperConfig(stripe_payment_intent_events=True)
+    on = StripeConfig(payment_intent_events=True)
     [order] = tracks(load("payment_intent_succeeded_standalone"), on)
     assert order.semantic_key == "order_completed:stripe:platform:pi_3TestSolo02"
 
@@ -117,7 +118,7 @@ def test_refund_delta_needs_the_previous_total() -> None:
     delivery = load("charge_refunded_second_partial_2023")
     payload = {**delivery.payload, "data": {"object": delivery.payload["data"]["object"]}}
     with pytest.raises(MappingError, match="previous_attributes"):
-        map_delivery(load("charge_refunded_second_partial_2023", payload=payload))
+        map_with(load("charge_refunded_second_partial_2023", payload=payload))
 
 
 def test_scheduled_cancel_and_its_deletion_are_one_fact() -> None:
@@ -178,7 +179,7 @@ def test_jpy_and_kwd_amounts_reach_the_event_unscaled_and_scaled() -> None:
 
 
 def test_connect_account_scopes_the_key() -> None:
-    on = MapperConfig(stripe_payment_intent_events=True)
+    on = StripeConfig(payment_intent_events=True)
     [order] = tracks(load("payment_intent_succeeded_connect_account"), on)
     assert order.semantic_key == "order_completed:stripe:acct_1TestMerchant:pi_3TestConnect"
     assert order.person.account == "acct_1TestMerchant"
@@ -186,9 +187,9 @@ def test_connect_account_scopes_the_key() -> None:
 
 def test_internal_id_comes_from_the_configured_metadata_key() -> None:
     delivery = load("customer_created")
-    [identify] = map_delivery(delivery)
+    [identify] = map_with(delivery)
     assert identify.person.internal_id == "user_8842"
-    [other] = map_delivery(delivery, MapperConfig(internal_id_metadata_key="app_user"))
+    [other] = map_with(delivery, StripeConfig(internal_id_metadata_key="app_user"))
     assert other.person.internal_id is None
 
 
@@ -205,7 +206,7 @@ def test_event_time_is_the_provider_time_not_now() -> None:
 def test_unknown_type_maps_to_nothing_and_is_counted() -> None:
     delivery = load("customer_created", event_type="issuing_card.created")
     before = UNMAPPED.labels("stripe", "issuing_card.created")._value.get()
-    assert map_delivery(delivery) == []
+    assert map_with(delivery) == []
     assert UNMAPPED.labels("stripe", "issuing_card.created")._value.get() == before + 1
 
 
@@ -231,7 +232,7 @@ def test_unmappable_payload_raises_the_mapping_error_with_a_reason(
     delivery = load(case)
     delivery = load(case, payload={**delivery.payload, **broken})
     with pytest.raises(MappingError) as caught:
-        map_delivery(delivery)
+        map_with(delivery)
     assert reason in caught.value.reason
 
 
@@ -249,20 +250,20 @@ ADA_LOOKED_UP = {"id": "cus_TestAda01", "metadata": {"customer_id": "user_8842"}
 @pytest.mark.parametrize(
     ("looked_up", "config", "internal_id"),
     [
-        (None, MapperConfig(), None),
-        (ADA_LOOKED_UP, MapperConfig(), "user_8842"),
+        (None, StripeConfig(), None),
+        (ADA_LOOKED_UP, StripeConfig(), "user_8842"),
         # The lookup of another customer (a stale or misfiled enrichment) names nobody here.
-        ({"id": "cus_Other", "metadata": {"customer_id": "user_1"}}, MapperConfig(), None),
-        ({"id": "cus_TestAda01", "metadata": {}}, MapperConfig(), None),
+        ({"id": "cus_Other", "metadata": {"customer_id": "user_1"}}, StripeConfig(), None),
+        ({"id": "cus_TestAda01", "metadata": {}}, StripeConfig(), None),
         (
             {"id": "cus_TestAda01", "metadata": {"customer_id": "x", "app_user": "u7"}},
-            MapperConfig(internal_id_metadata_key="app_user"),
+            StripeConfig(internal_id_metadata_key="app_user"),
             "u7",
         ),
     ],
 )
 def test_internal_id_from_the_looked_up_customer_when_the_payload_lacks_it(
-    looked_up: dict[str, Any] | None, config: MapperConfig, internal_id: str | None
+    looked_up: dict[str, Any] | None, config: StripeConfig, internal_id: str | None
 ) -> None:
     delivery = _subscription_without_metadata_id()
     if looked_up is not None:
@@ -291,7 +292,7 @@ def test_a_status_only_update_reports_the_new_status_and_no_event() -> None:
     event = json.loads(json.dumps(delivery.payload))
     event["data"]["object"]["status"] = "past_due"
     event["data"]["previous_attributes"] = {"status": "active"}
-    actions = map_delivery(load("subscription_updated_pause_collection", payload=event))
+    actions = map_with(load("subscription_updated_pause_collection", payload=event))
     [change] = [a for a in actions if isinstance(a, SubscriptionState)]
     assert (change.subscription_id, change.status) == (
         event["data"]["object"]["id"],

@@ -1,4 +1,4 @@
-"""Stripe enrichment of claimed inbox rows, against the fake Stripe and a real database."""
+"""Enrichment of claimed inbox rows (Stripe's), against the fake Stripe and a real database."""
 
 from __future__ import annotations
 
@@ -16,29 +16,24 @@ from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from mappers.actions import Track
-from mappers.base import MapperConfig
+from mappers.base import StoredDelivery
+from mappers.stripe_fields import StripeConfig
 from tests.conftest import make_settings, shopify_order
-from tests.mappers.golden import PARSERS
+from tests.mappers.golden import configs, parse
 from tests.pipeline import inbox_rows
 from webhooks.fakes.stripe import DEFAULT_API_KEY, FakeStripe
-from webhooks.providers.stripe.api import StripeAPI, stripe_api_client
+from webhooks.providers.stripe.api import StripeAPI
 from webhooks.providers.stripe.api.limits import MAX_ATTEMPTS
-from webhooks.stage1.enrich import (
-    DEADLINE,
-    DEFER_DEFAULT,
-    DEFER_MAX,
-    EnrichResult,
-    Lookup,
-    enrich_rows,
-    lookup,
-)
-from webhooks.stage1.process import map_row
+from webhooks.providers.stripe.enrich import Lookup, StripeEnricher, lookup
+from webhooks.stage1 import enrich, setup
+from webhooks.stage1.enrich import DEADLINE, DEFER_DEFAULT, DEFER_MAX, EnrichResult
+from webhooks.stage1.mapping import map_row
 from webhooks.storage.inbox import store_delivery
 from webhooks.storage.queue import DEFAULT_LEASE, claim, utcnow
 from webhooks.storage.schema import InboxState, inbox
 
 OWNER = "worker-1"
-CONFIG = MapperConfig()
+CONFIG = StripeConfig()
 ADA = {
     "id": "cus_Ada",
     "email": "ada@example.test",
@@ -115,7 +110,7 @@ def store(
     }
     if account:
         event["account"] = account
-    store_delivery(engine, PARSERS["stripe"].parse(json.dumps(event).encode(), {}), received_at)
+    store_delivery(engine, parse("stripe", json.dumps(event).encode(), {}), received_at)
 
 
 def claim_all(engine: Engine) -> list[sa.Row[Any]]:
@@ -132,9 +127,22 @@ def stripe_client(
     return StripeAPI.create(key, base_url=fake.url, sleep=sleep, **options)
 
 
+def enrich_rows(
+    engine: Engine,
+    owner: str,
+    rows: list[sa.Row[Any]],
+    api: StripeAPI | None,
+    config: StripeConfig,
+    **options: Any,
+) -> EnrichResult:
+    """Stage 1's enrichment with the Stripe enricher over `api` (none when `api` is None)."""
+    enrichers = {} if api is None else {"stripe": StripeEnricher(api, config)}
+    return enrich.enrich_rows(engine, owner, rows, enrichers, **options)
+
+
 def tracks(row: sa.Row[Any], enrichment: dict[str, Any] | None) -> list[Track]:
     """Map `row` with `enrichment`, as stage 1 does after the lookups."""
-    actions = map_row(row, CONFIG, enrichment)
+    actions = map_row(row, configs(), enrichment)
     return [action for action in actions if isinstance(action, Track)]
 
 
@@ -284,7 +292,7 @@ def test_persistent_5xx_defers_rows_until_their_deadline_then_maps_them_without_
     assert len(fake_stripe.requests()) == MAX_ATTEMPTS
     assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == [
         "stripe_unavailable",
-        "stripe_enrichment_deferred",
+        "enrichment_deferred",
     ]
     for stored in inbox_rows(engine):
         assert stored.enrichment is None
@@ -298,7 +306,7 @@ def test_persistent_5xx_defers_rows_until_their_deadline_then_maps_them_without_
     with capture_logs() as logs:
         result = enrich_rows(engine, OWNER, inbox_rows(engine), api, CONFIG, now=late)
     assert result == EnrichResult({}, [])
-    skipped = [entry for entry in logs if entry["event"] == "stripe_enrichment_skipped"]
+    skipped = [entry for entry in logs if entry["event"] == "enrichment_skipped"]
     assert [entry["inbox_id"] for entry in skipped] == [row.id for row in rows]
     assert {entry["log_level"] for entry in skipped} == {"warning"}
     assert skipped[0]["missing"] == ["line_items"]
@@ -380,11 +388,11 @@ def test_without_a_key_nothing_is_fetched_and_the_event_says_items_are_incomplet
     fake_stripe.add_line_items("cs_test_1", line_items(2))
     store(engine, "checkout.session.completed", session())
     [row] = claim_all(engine)
-    # The worker's client for settings with STRIPE_API_BASE but no STRIPE_API_KEY.
-    api = stripe_api_client(make_settings(database_url, stripe_api_base=fake_stripe.url))
-    assert api is None
+    # The worker's stage 1 for settings with STRIPE_API_BASE but no STRIPE_API_KEY.
+    stage1 = setup.build(make_settings(database_url, stripe_api_base=fake_stripe.url))
+    assert stage1.enrichers == {}
     with statements(engine) as seen:
-        result = enrich_rows(engine, OWNER, [row], api, CONFIG)
+        result = enrich.enrich_rows(engine, OWNER, [row], stage1.enrichers)
     assert result == EnrichResult({}, [])
     assert seen == []
     assert fake_stripe.requests() == []
@@ -403,7 +411,7 @@ def test_rows_that_need_nothing_cost_no_query_and_no_call(
     store(engine, "issuing_card.created", {"id": "ic_1", "customer": "cus_Ada"})
     headers = {"x-shopify-topic": "orders/create", "x-shopify-shop-domain": "s.myshopify.com"}
     headers["x-shopify-webhook-id"] = "w1"
-    store_delivery(engine, PARSERS["shopify"].parse(shopify_order(), headers))
+    store_delivery(engine, parse("shopify", shopify_order(), headers))
     rows = claim_all(engine)
     assert len(rows) == 4
     with statements(engine) as seen:
@@ -440,7 +448,7 @@ def test_rows_that_need_nothing_cost_no_query_and_no_call(
         (
             "customer.subscription.created",
             subscription("sub_1", metadata={"app_user": "u1"}),
-            MapperConfig(internal_id_metadata_key="app_user"),
+            StripeConfig(internal_id_metadata_key="app_user"),
             None,
         ),
         (
@@ -465,7 +473,7 @@ def test_rows_that_need_nothing_cost_no_query_and_no_call(
         (
             "payment_intent.succeeded",
             {"id": "pi_1", "customer": "cus_Ada"},
-            MapperConfig(stripe_payment_intent_events=True),
+            StripeConfig(payment_intent_events=True),
             Lookup(None, "cus_Ada"),
         ),
         ("customer.created", {"id": "cus_Ada", "metadata": {}}, CONFIG, None),
@@ -484,16 +492,21 @@ def test_rows_that_need_nothing_cost_no_query_and_no_call(
     ],
 )
 def test_which_rows_need_which_lookups(
-    event_type: str, resource: dict[str, Any], config: MapperConfig, need: Lookup | None
+    event_type: str, resource: dict[str, Any], config: StripeConfig, need: Lookup | None
 ) -> None:
-    row = SimpleNamespace(
+    delivery = StoredDelivery(
         provider="stripe",
+        account="platform",
         event_type=event_type,
-        body=json.dumps({"type": event_type, "data": {"object": resource}}).encode(),
+        payload={"type": event_type, "data": {"object": resource}},
+        occurred_at=None,
     )
-    assert lookup(row, config) == need  # type: ignore[arg-type]
+    assert lookup(delivery, config) == need
 
 
-def test_a_body_that_is_not_json_needs_nothing() -> None:
-    row = SimpleNamespace(provider="stripe", event_type="invoice.paid", body=b"{not json")
-    assert lookup(row, CONFIG) is None  # type: ignore[arg-type]
+def test_a_body_that_is_not_json_needs_nothing(engine: Engine) -> None:
+    row = SimpleNamespace(
+        provider="stripe", event_type="invoice.paid", body=b"{not json", enrichment=None, id=1
+    )
+    enricher = StripeEnricher(StripeAPI.create("sk_test_unused"), CONFIG)
+    assert enrich.enrich_rows(engine, OWNER, [row], {"stripe": enricher}) == EnrichResult()  # type: ignore[list-item]

@@ -10,14 +10,15 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mappers.base import MapperConfig
-from tests.mappers.golden import REFUND_LISTED_ON_THE_2020_CHARGE
+from tests.mappers.golden import REFUND_LISTED_ON_THE_2020_CHARGE, configs
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
-from webhooks.stage1.process import process_batch, requeue_dead_inbox
-from webhooks.stage2.deliver import deliver_batch, requeue_dead
+from webhooks.stage1.process import process_batch
+from webhooks.stage2.deliver import deliver_batch
+from webhooks.storage import inbox as inbox_store
+from webhooks.storage import outbox as outbox_store
 from webhooks.storage.schema import outbox
 
-CONFIG = MapperConfig(stripe_payment_intent_events=True)
+CONFIG = configs(stripe_payment_intent_events=True)
 
 
 def events(engine: Engine) -> list[Any]:
@@ -181,7 +182,7 @@ def test_mapping_error_dead_letters_the_inbox_row_and_can_be_requeued(
     [row] = inbox_rows(engine)
     assert row.state == "dead"
     assert "data.object" in row.last_error
-    assert requeue_dead_inbox(engine) == 1
+    assert inbox_store.requeue_dead(engine) == 1
     assert inbox_rows(engine)[0].state == "pending"
 
 
@@ -193,7 +194,7 @@ def test_dead_operations_can_be_requeued_after_a_fix(
     run(engine, cio)
     deliver_batch(engine, "w1", cio.client())
     assert {r.state for r in outbox_rows(engine)} == {"dead"}
-    assert requeue_dead(engine) == 2
+    assert outbox_store.requeue_dead(engine) == 2
     deliver_batch(engine, "w1", cio.client())
     assert {r.state for r in outbox_rows(engine)} == {"delivered"}
 

@@ -20,12 +20,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mappers.base import MapperConfig
-from webhooks.providers.base import Delivery
+from tests.mappers.golden import configs
 from webhooks.stage1.process import process_batch
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
-from webhooks.storage.inbox import store_delivery
+from webhooks.storage.inbox import Delivery, store_delivery
 from webhooks.storage.queue import claim
 from webhooks.storage.schema import InboxState, inbox
 
@@ -80,7 +79,7 @@ def test_a_claim_leases_no_more_than_its_limit(engine: Engine) -> None:
 
 def test_stage_one_maps_no_more_than_its_batch(engine: Engine) -> None:
     # 5 on PostgreSQL today: the batch size does not bound a stage-1 transaction.
-    assert process_batch(engine, "w1", MapperConfig(), limit=1) == 1
+    assert process_batch(engine, "w1", configs(), limit=1) == 1
     with engine.connect() as conn:
         states = list(conn.execute(sa.select(inbox.c.state).order_by(inbox.c.id)).scalars())
     assert states.count(InboxState.PENDING) == PENDING - 1

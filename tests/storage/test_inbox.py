@@ -12,10 +12,9 @@ from sqlalchemy.engine import Engine
 
 from tests.conftest import TEST_DATABASE_URL
 from webhooks.errors import StorageUnavailable
-from webhooks.providers.base import Delivery
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
-from webhooks.storage.inbox import store_delivery
+from webhooks.storage.inbox import Delivery, store_delivery
 from webhooks.storage.schema import inbox
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mappers.actions import Track
-from webhooks.stage1.state.identity import Identity
+from webhooks.core.identity import Identity
 
 # Customer.io Track API limits (customerio.md §3), enforced before sending.
 MAX_ID_BYTES = 150

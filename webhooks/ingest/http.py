@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhooks.errors import IngestError, ProviderNotConfigured
-from webhooks.providers import Provider
+from webhooks.providers.base import Receiver
 from webhooks.storage import migrate
 from webhooks.storage.inbox import store_delivery
 
@@ -53,7 +53,7 @@ def _read_body(max_bytes: int) -> bytes:
 def receive(provider_name: str) -> Response:
     """Verify on the raw bytes, store with the exact dedup key, then acknowledge."""
     started = time.perf_counter()
-    provider: Provider | None = current_app.extensions["webhooks.providers"].get(provider_name)
+    provider: Receiver | None = current_app.extensions["webhooks.providers"].get(provider_name)
     # The URL segment is caller-controlled: only a registered name reaches the logs.
     fields: dict[str, Any] = {"provider": provider_name if provider else "unknown"}
     try:

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from mappers.base import Handler
+from mappers.base import Handler, StoredDelivery
 from webhooks.errors import PayloadError
 from webhooks.storage.inbox import Delivery
-
-if TYPE_CHECKING:
-    from webhooks.stage1.enrichment import Enricher
 
 # Headers arrive lower-cased (the view normalises them), because HTTP/2 lower-cases
 # names and Shopify's newer Events delivery drops the X- prefix.
@@ -114,6 +111,27 @@ class Receiver(Protocol):
         ...
 
 
+# A call that fetches one piece of enrichment; None when the provider has no such object.
+# It raises LookupUnavailable (the row waits), LookupUnauthorized (no more lookups this
+# pass) or LookupRefused (this object only); see webhooks.errors.
+Fetch = Callable[[], Any]
+
+
+class Enricher(Protocol):
+    """Fetches what a provider's payloads leave out; stage 1 stores it with the row."""
+
+    # Only deliveries of these types are parsed and asked about.
+    event_types: frozenset[str]
+
+    def lookups(self, delivery: StoredDelivery) -> dict[str, Fetch]:
+        """What `delivery` needs: enrichment key -> the call that fetches it ({} for none)."""
+        ...
+
+    def close(self) -> None:
+        """Release the client's connections."""
+        ...
+
+
 S = TypeVar("S", bound=ProviderSettings)
 C = TypeVar("C")
 
@@ -138,8 +156,6 @@ class ProviderSpec(Generic[S, C]):
     enricher: Callable[[S, C], Enricher | None] | None = None
     # Canonical event -> which of this provider's types produce it (docs/taxonomy.md).
     docs: Mapping[str, str] = field(default_factory=dict)
-    # Headers to send with a signed test delivery besides the signature (dev tools).
-    example_headers: Callable[[str], dict[str, str]] = lambda _type: {}
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -205,8 +221,3 @@ def parse_time(value: Any) -> datetime | None:
     except (ValueError, OverflowError, OSError):
         return None
     return None
-
-
-def enabled(settings: Sequence[ProviderSettings]) -> bool:
-    """True when any of `settings` has a signing secret (helper for tests and docs)."""
-    return any(item.webhook_secret for item in settings)

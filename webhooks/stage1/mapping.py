@@ -1,4 +1,4 @@
-"""The bridge from stored inbox deliveries to the pure mappers."""
+"""From a claimed inbox row to canonical actions: the row is the mapper's input, in one step."""
 
 from __future__ import annotations
 
@@ -6,57 +6,93 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from mappers.base import MapperConfig, StoredDelivery
+import sqlalchemy as sa
+import structlog
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from mappers.actions import Action
+from mappers.base import StoredDelivery
 from mappers.errors import MappingError
-from webhooks.config import Settings
-from webhooks.providers.base import Delivery
-from webhooks.stage1.state.identity import IdentityPolicy
-from webhooks.stage1.state.step import StateConfig
+from webhooks.providers import registry
+
+UNMAPPED = Counter(
+    "webhooks_unmapped_deliveries_total",
+    "Verified deliveries of a type no mapper handles (stored, acknowledged, not forwarded).",
+    ["provider", "event_type"],
+)
+log = structlog.get_logger("webhooks.stage1.mapping")
 
 
-def mapper_config(settings: Settings) -> MapperConfig:
-    """The merchant choices the mappers need, from the service's settings."""
-    return MapperConfig(
-        shopify_order_completed_topic=settings.shopify_order_completed_topic,
-        internal_id_metadata_key=settings.internal_id_key,
-        stripe_payment_intent_events=settings.stripe_payment_intent_events,
-        shopify_internal_id_metafield=settings.shopify_internal_id_metafield,
-        shopify_internal_id_note_attribute=settings.shopify_internal_id_note_attribute,
-    )
+def stored_delivery(row: Any, enrichment: Mapping[str, Any] | None = None) -> StoredDelivery:
+    """What a mapper sees of an inbox row: its body parsed again from the exact bytes.
 
-
-def state_config(settings: Settings) -> StateConfig:
-    """The identity, person-state and journey choices, from the service's settings."""
-    return StateConfig(
-        identity=IdentityPolicy(
-            stripe_person_id_format=settings.stripe_person_id_format,
-            shopify_person_id_format=settings.shopify_person_id_format,
-            stripe_client_reference_id=settings.stripe_client_reference_id,
-            guest_policy=settings.guest_policy,
-        ),
-        reporting_currency=settings.reporting_currency,
-        cart_update_hold_seconds=settings.cart_update_hold_seconds,
-        merge_delay_seconds=settings.merge_delay_seconds,
-    )
-
-
-def stored_delivery(
-    delivery: Delivery, enrichment: Mapping[str, Any] | None = None
-) -> StoredDelivery:
-    """What a mapper sees of a delivery: its body parsed again from the exact bytes."""
+    `row` is an inbox row (or anything with its columns). `enrichment` is what the
+    worker fetched for it; without it, what the row had stored.
+    """
     try:
-        payload = json.loads(delivery.body)
+        payload = json.loads(row.body)
     except ValueError:
         raise MappingError("stored body is not JSON") from None
     if not isinstance(payload, dict):
         raise MappingError("stored body is not a JSON object")
+    data = enrichment if enrichment is not None else getattr(row, "enrichment", None)
     return StoredDelivery(
-        provider=delivery.provider,
-        account=delivery.account,
-        event_type=delivery.event_type,
+        provider=row.provider,
+        account=row.account,
+        event_type=row.event_type,
         payload=payload,
-        occurred_at=delivery.occurred_at,
-        headers=dict(delivery.headers),
-        api_version=delivery.api_version,
-        enrichment=dict(enrichment or {}),
+        # Without a provider time, the receipt time is the closest to the event.
+        occurred_at=row.occurred_at or getattr(row, "received_at", None),
+        headers=dict(row.headers or {}),
+        api_version=row.api_version,
+        enrichment=dict(data or {}),
     )
+
+
+def map_delivery(delivery: StoredDelivery, configs: Mapping[str, Any]) -> list[Action]:
+    """Map one stored delivery with its provider's table, validated against the taxonomy.
+
+    Unknown types map to [] (with a debug log and a counter). Anything that stops a
+    known type from mapping raises MappingError with a reason; the handler's partial
+    output is discarded, so there is never a half event. `configs` holds each
+    provider's mapper config by name (see MapperConfigs).
+    """
+    spec = registry.get(delivery.provider)
+    handler = spec.handlers.get(delivery.event_type)
+    if handler is None:
+        UNMAPPED.labels(delivery.provider, delivery.event_type).inc()
+        log.debug("unmapped_delivery", provider=delivery.provider, type=delivery.event_type)
+        return []
+    try:
+        actions = handler(delivery, configs[delivery.provider])
+    except MappingError:
+        raise
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise MappingError(f"output breaks the taxonomy at {where}: {first['msg']}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        # A payload shape the handler did not expect: a reason for operators, and the
+        # delivery is replayed once the mapper is fixed.
+        raise MappingError(f"unexpected payload shape: {type(exc).__name__}: {exc}") from exc
+    for action in actions:
+        _check_origin(action, delivery)
+    return actions
+
+
+def _check_origin(action: Action, delivery: StoredDelivery) -> None:
+    # A mapper speaks for its own provider only: an event claiming another source would
+    # resolve against another provider's ids and person-id format.
+    person = getattr(action, "person", None)
+    if person is not None and person.source != delivery.provider:
+        raise MappingError(
+            f"the {delivery.provider} mapper returned a person of source {person.source!r}"
+        )
+
+
+def map_row(
+    row: sa.Row[Any], configs: Mapping[str, Any], enrichment: Mapping[str, Any] | None = None
+) -> list[Action]:
+    """The canonical actions of one inbox row (pure; raises MappingError)."""
+    return map_delivery(stored_delivery(row, enrichment), configs)

@@ -8,53 +8,55 @@ unique op_key makes a repeat add nothing.
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from mappers.actions import Action
-from mappers.base import MapperConfig
 from mappers.errors import MappingError
-from mappers.registry import map_delivery
+from webhooks.core.hashing import bounded
 from webhooks.core.ids import op_ulid
 from webhooks.core.operations import Operation, OperationKind
-from webhooks.providers.base import Delivery
-from webhooks.providers.stripe.api import StripeAPI
+from webhooks.errors import ProcessingError
+from webhooks.providers.base import Enricher
 from webhooks.stage1.enrich import enrich_rows
-from webhooks.stage1.mapping import stored_delivery
+from webhooks.stage1.mapping import map_row
 from webhooks.stage1.state.step import StateConfig, StateStep
 from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
+from webhooks.storage.inbox import add_wait
+from webhooks.storage.outbox import purge_pending, write_operations
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
-from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
+from webhooks.storage.schema import InboxState, OutboxState, inbox
 
 log = structlog.get_logger("webhooks.process")
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
 STATE_ATTEMPTS = 3  # computing a batch again after another worker saved state meanwhile
+MAX_OP_KEY = 512  # the outbox.op_key column
 
 
-class LeaseLost(Exception):
+class LeaseLost(ProcessingError):
     """Another worker took the row over (our lease expired); our writes are rolled back."""
 
 
 def process_batch(
     engine: Engine,
     owner: str,
-    config: MapperConfig,
+    configs: Mapping[str, Any],
     limit: int = 100,
     lease: timedelta = DEFAULT_LEASE,
     dry_run: bool = False,
     state: StateConfig | None = None,
-    stripe: StripeAPI | None = None,
+    enrichers: Mapping[str, Enricher] | None = None,
 ) -> int:
     """Map up to `limit` pending inbox rows (live lane first) in one transaction.
 
+    `configs` holds each provider's mapper config by name, `enrichers` the lookups of
+    the providers that have them (webhooks.stage1.setup builds both from settings).
     In a dry run operations are recorded straight as `dry_run`: there is nothing to
     send, so claiming and updating them again would only be writes that slow ingest.
     """
@@ -69,9 +71,9 @@ def process_batch(
     )
     if not rows:
         return 0
-    # Stripe data the payloads lack (line items, customer metadata), fetched and stored
-    # with the rows; a row Stripe could not answer for yet keeps its lease until later.
-    enriched = enrich_rows(engine, owner, rows, stripe, config)
+    # Data the payloads lack (Stripe's line items, customer metadata), fetched and stored
+    # with the rows; a row whose source could not answer yet keeps its lease until later.
+    enriched = enrich_rows(engine, owner, rows, enrichers or {})
     deferred = set(enriched.deferred)
     mapped: list[tuple[sa.Row[Any], list[Action]]] = []
     failed: list[tuple[sa.Row[Any], str]] = []
@@ -79,7 +81,7 @@ def process_batch(
         if row.id in deferred:
             continue
         try:
-            mapped.append((row, map_row(row, config, enriched.enrichment.get(row.id))))
+            mapped.append((row, map_row(row, configs, enriched.enrichment.get(row.id))))
         except MappingError as exc:
             failed.append((row, exc.reason))
     state = state or StateConfig()
@@ -106,33 +108,6 @@ def process_batch(
             reason=reason,
         )
     return len(rows)
-
-
-def _delivery(row: sa.Row[Any]) -> Delivery:
-    return Delivery(
-        provider=row.provider,
-        account=row.account,
-        event_type=row.event_type,
-        delivery_id=row.delivery_id,
-        body=row.body,
-        event_id=row.event_id,
-        api_version=row.api_version,
-        # Without a provider time, the receipt time is the closest to the event.
-        occurred_at=row.occurred_at or row.received_at,
-        headers=row.headers or {},
-    )
-
-
-def map_row(
-    row: sa.Row[Any], config: MapperConfig, enrichment: dict[str, Any] | None = None
-) -> list[Action]:
-    """The canonical actions of one inbox row (pure; raises MappingError).
-
-    `enrichment` is what enrich_rows fetched or found stored; without it, what the row
-    had stored when it was claimed.
-    """
-    data = enrichment if enrichment is not None else row.enrichment
-    return map_delivery(stored_delivery(_delivery(row), data), config)
 
 
 def delivery_key(row: sa.Row[Any]) -> str:
@@ -182,11 +157,9 @@ def _store_once(
                 by_key.setdefault(item["op_key"], item)
         # Everything above only read; from here the batch writes, briefly.
         begin_writes(conn, seen)
-        values = list(by_key.values())
-        if values:
-            conn.execute(_upsert(conn.dialect.name), values)
+        write_operations(conn, list(by_key.values()))
         for pid in step.redacted:
-            _purge_pending(conn, pid)
+            purge_pending(conn, pid)
         step.save()
         done = [
             row.id
@@ -235,32 +208,8 @@ def _release_waiting(
             state=InboxState.WAITING,
             last_error=f"waits for an event naming the person of {key.split(':', 2)[-1]}",
         )
-        conn.execute(
-            _insert_ignore(conn.dialect.name),
-            {"key": key, "inbox_id": row.id, "created_at": now},
-        )
+        add_wait(conn, key, row.id, now)
     return released
-
-
-@cache
-def _insert_ignore(dialect_name: str) -> sa.Insert:
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(inbox_waits).on_conflict_do_nothing()
-
-
-def _purge_pending(conn: Connection, pid: str) -> None:
-    """A redacted person's queued operations must not recreate the profile."""
-    conn.execute(
-        sa.update(outbox)
-        .where(
-            outbox.c.person_id == pid,
-            outbox.c.state == OutboxState.PENDING,
-            outbox.c.kind != OperationKind.DELETE,
-        )
-        .values(
-            state=OutboxState.DEAD, last_error="person redacted before delivery", payload={}
-        )  # nothing of theirs is kept for a retry
-    )
 
 
 def _store_one_by_one(
@@ -301,11 +250,7 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> di
     """The outbox row of one operation."""
     # The columns bound keys and ids; a longer one (already a broken limit, so the row
     # is dead) is stored hashed or cut, never refused with the whole batch.
-    op_key = (
-        op.op_key
-        if len(op.op_key) <= 512
-        else "sha256:" + hashlib.sha256(op.op_key.encode()).hexdigest()
-    )
+    op_key = bounded(op.op_key, MAX_OP_KEY)
     op_id = op_ulid(op_key, op.occurred_at)
     payload = dict(op.payload)
     if op.kind in (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT):
@@ -336,54 +281,3 @@ def _state(op: Operation, dry_run: bool) -> str:
     if op.problem:
         return OutboxState.DEAD
     return OutboxState.DRY_RUN if dry_run else OutboxState.PENDING
-
-
-# Replaced when a fact is mapped again while its operation is dead.
-_REVIVED = (
-    "payload",
-    "person_id",
-    "kind",
-    "state",
-    "last_error",
-    "op_id",
-    "occurred_at",
-    "lane",
-    "inbox_id",
-    "subject",
-    "next_attempt_at",
-    "created_at",
-)
-
-
-@cache
-def _upsert(dialect_name: str) -> sa.Insert:
-    """INSERT ... ON CONFLICT (op_key), built once per dialect and run as executemany.
-
-    The same fact again adds nothing while its operation is pending or delivered. A
-    dead one is replaced by the new mapping: a report that names the person a first one
-    lacked (a refund naming no customer), or a replay after a mapper fix. Building this
-    statement per operation cost more than half of stage 1's CPU.
-    """
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(outbox)
-    return statement.on_conflict_do_update(
-        index_elements=["op_key"],
-        set_={
-            **{name: getattr(statement.excluded, name) for name in _REVIVED},
-            "attempts": 0,
-            "solo": False,
-        },
-        where=outbox.c.state == OutboxState.DEAD,
-    )
-
-
-def requeue_dead_inbox(engine: Engine, ids: list[int] | None = None) -> int:
-    """Put dead-lettered inbox rows back to pending (after a mapper fix); how many."""
-    statement = sa.update(inbox).where(inbox.c.state == InboxState.DEAD)
-    if ids is not None:
-        statement = statement.where(inbox.c.id.in_(ids))
-    with engine.begin() as conn:
-        result = conn.execute(
-            statement.values(state=InboxState.PENDING, lease_owner=None, lease_until=None)
-        )
-    return result.rowcount or 0

@@ -10,34 +10,47 @@ import httpx
 
 from webhooks.core.ratelimit import TokenBucket
 from webhooks.core.retry import AUTH_STATUSES, is_retryable, parse_retry_after
-from webhooks.errors import WebhooksError
+from webhooks.errors import CredentialsRefused, PermanentError, ProcessingError, TransientError
 
 MAX_BATCH_BYTES = 475_000  # under the documented 500 KB, as Customer.io's own SDK does
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
-class DeliveryError(WebhooksError):
-    """A Customer.io call failed; says whether to retry and when."""
+class DeliveryError(ProcessingError):
+    """A Customer.io call failed; the subclass says what to do (catch the subclasses)."""
 
     def __init__(
         self,
         message: str,
         *,
         status: int | None = None,
-        retryable: bool = False,
         retry_after: float | None = None,
         body: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
+        ProcessingError.__init__(self, message, status=status)
         self.retry_after = retry_after
         self.body = body
 
-    @property
-    def auth(self) -> bool:
-        """True when credentials or region are wrong (every call will fail)."""
-        return self.status in AUTH_STATUSES
+
+class DeliveryUnavailable(DeliveryError, TransientError):
+    """Customer.io is unreachable, throttling or failing: retry after a backoff."""
+
+
+class DeliveryRefused(DeliveryError, PermanentError):
+    """Customer.io refused the request (400, 404, 413, 422, 501 ...): retrying cannot help."""
+
+
+class DeliveryUnauthorized(DeliveryError, CredentialsRefused):
+    """Customer.io refused the credentials or region (401/403): every call will fail."""
+
+
+def delivery_error(status: int, message: str, **details: Any) -> DeliveryError:
+    """The DeliveryError subclass a response status means."""
+    if status in AUTH_STATUSES:
+        return DeliveryUnauthorized(message, status=status, **details)
+    if is_retryable(status):
+        return DeliveryUnavailable(message, status=status, **details)
+    return DeliveryRefused(message, status=status, **details)
 
 
 @dataclass
@@ -93,15 +106,12 @@ class CustomerIO:
             response = self._client.request(method, path, content=content, headers=headers)
         except httpx.TransportError as exc:
             # Timeouts, refused and reset connections: transient by nature.
-            raise DeliveryError(
-                f"{type(exc).__name__} calling Customer.io", retryable=True
-            ) from exc
+            raise DeliveryUnavailable(f"{type(exc).__name__} calling Customer.io") from exc
         if response.status_code < 300:
             return response
-        raise DeliveryError(
+        raise delivery_error(
+            response.status_code,
             f"Customer.io answered {response.status_code}",
-            status=response.status_code,
-            retryable=is_retryable(response.status_code),
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
             body=response.text[:2000],
         )

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from webhooks.core.operations import OperationKind
 from webhooks.core.retry import DEFAULT_MAX_AGE, backoff
+from webhooks.errors import CredentialsRefused, TransientError
 from webhooks.stage2.customerio import MAX_BATCH_BYTES, CustomerIO, DeliveryError
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import OutboxState, outbox
@@ -73,14 +74,14 @@ def deliver_batch(
             errors = _send(cio, group)
         except DeliveryError as exc:
             rest = [r.id for g in groups[index + 1 :] for r in g]
-            if exc.auth:
+            if isinstance(exc, CredentialsRefused):
                 # Credentials or region are wrong: give everything back untouched.
                 with engine.begin() as conn:
                     release(conn, outbox, [r.id for r in group] + rest, owner)
                 outcome.auth_failed = True
                 return outcome
             retry_at = _failed(engine, owner, group, exc, max_age)
-            if exc.retryable:
+            if isinstance(exc, TransientError):
                 # The rest would most likely fail the same way: hand them back untried,
                 # due when the failed group is, so a person's operations keep their
                 # order, and let the worker pause instead of failing once per group.
@@ -168,13 +169,14 @@ def _failed(
     wait = timedelta(seconds=backoff(max(r.attempts for r in group) + 1, exc.retry_after))
     error = (f"{exc}: {exc.body}" if exc.body else str(exc))[:4000]
     with engine.begin() as conn:
-        if not exc.retryable and len(group) > 1:
+        retryable = isinstance(exc, TransientError)
+        if not retryable and len(group) > 1:
             # The whole batch was refused (400/413): send each alone next time, so one
             # bad operation cannot take the others down with it.
             release(conn, outbox, [r.id for r in group], owner, solo=True)
             return now
         for row in group:
-            if not exc.retryable or now - row.created_at > max_age:
+            if not retryable or now - row.created_at > max_age:
                 release(
                     conn,
                     outbox,
@@ -207,29 +209,7 @@ def _failed(
         "delivery_retry",
         status=exc.status,
         operations=len(group),
-        retryable=exc.retryable,
+        retryable=retryable,
         retry_after=exc.retry_after,
     )
     return now + wait
-
-
-def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
-    """Put dead operations back in the queue (after a fix); all of them when `ids` is None."""
-    statement = sa.update(outbox).where(outbox.c.state == OutboxState.DEAD)
-    if ids is not None:
-        statement = statement.where(outbox.c.id.in_(ids))
-    now = utcnow()
-    with engine.begin() as conn:
-        # A fresh created_at restarts the max-age clock for the new round of attempts.
-        result = conn.execute(
-            statement.values(
-                state=OutboxState.PENDING,
-                next_attempt_at=now,
-                created_at=now,
-                attempts=0,
-                solo=False,
-                lease_owner=None,
-                lease_until=None,
-            )
-        )
-    return result.rowcount or 0

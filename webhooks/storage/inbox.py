@@ -8,12 +8,12 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from webhooks.errors import StorageUnavailable
-from webhooks.storage.schema import inbox
+from webhooks.storage.dialect import insert
+from webhooks.storage.schema import InboxState, inbox, inbox_waits
 
 _DEDUP_COLUMNS = ["provider", "account", "event_type", "delivery_id"]
 
@@ -42,9 +42,8 @@ def _insert_ignoring_duplicates(dialect_name: str) -> sa.Insert:
     unreliable across drivers). Built once and executed with parameters: rebuilding
     the statement per request cost more CPU than the insert itself.
     """
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
     return (
-        dialect.insert(inbox)
+        insert(inbox, dialect_name)
         .on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS)
         .returning(inbox.c.id)
     )
@@ -92,3 +91,44 @@ def _reason(exc: Exception) -> str:
     orig = getattr(exc, "orig", None)
     code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
     return f"inbox write failed: {type(exc).__name__}" + (f" ({code})" if code else "")
+
+
+def save_enrichment(
+    engine: Engine, owner: str, stored: list[dict[str, Any]], deferred: list[dict[str, Any]]
+) -> None:
+    """Store fetched data (`b_id`, `b_enrichment`) and push deferred leases out (`b_id`,
+    `b_until`), on rows `owner` still holds."""
+    if not stored and not deferred:
+        return
+    ours = sa.and_(inbox.c.id == sa.bindparam("b_id"), inbox.c.lease_owner == owner)
+    with engine.begin() as conn:
+        if stored:
+            statement = sa.update(inbox).where(ours)
+            conn.execute(statement.values(enrichment=sa.bindparam("b_enrichment")), stored)
+        if deferred:
+            statement = sa.update(inbox).where(ours)
+            conn.execute(statement.values(lease_until=sa.bindparam("b_until")), deferred)
+
+
+@cache
+def _wait_once(dialect_name: str) -> sa.Insert:
+    return insert(inbox_waits, dialect_name).on_conflict_do_nothing()
+
+
+def add_wait(conn: Connection, key: str, inbox_id: int, now: datetime) -> None:
+    """Remember that inbox row `inbox_id` waits for `key` to be linked to a person."""
+    conn.execute(
+        _wait_once(conn.dialect.name), {"key": key, "inbox_id": inbox_id, "created_at": now}
+    )
+
+
+def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
+    """Put dead-lettered inbox rows back to pending (after a mapper fix); how many."""
+    statement = sa.update(inbox).where(inbox.c.state == InboxState.DEAD)
+    if ids is not None:
+        statement = statement.where(inbox.c.id.in_(ids))
+    with engine.begin() as conn:
+        result = conn.execute(
+            statement.values(state=InboxState.PENDING, lease_owner=None, lease_until=None)
+        )
+    return result.rowcount or 0

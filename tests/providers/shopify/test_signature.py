@@ -11,13 +11,13 @@ import pytest
 
 from tests.conftest import SHOPIFY_OLD_SECRET, SHOPIFY_SECRET, shopify_headers, shopify_order
 from webhooks.errors import MissingSignature, PayloadError, VerificationError
-from webhooks.providers.shopify.signature import ShopifyProvider, sign
+from webhooks.providers.shopify.signature import ShopifyReceiver, sign
 
 BODY = shopify_order()
 
 
-def provider(*secrets: str) -> ShopifyProvider:
-    return ShopifyProvider(list(secrets) or [SHOPIFY_SECRET])
+def provider(*secrets: str) -> ShopifyReceiver:
+    return ShopifyReceiver(list(secrets) or [SHOPIFY_SECRET])
 
 
 def lower(headers: dict[str, str]) -> dict[str, str]:

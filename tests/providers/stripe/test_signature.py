@@ -11,13 +11,13 @@ import pytest
 
 from tests.conftest import STRIPE_OLD_SECRET, STRIPE_SECRET, stripe_event
 from webhooks.errors import MalformedSignature, MissingSignature, PayloadError, VerificationError
-from webhooks.providers.stripe.signature import PLATFORM_ACCOUNT, StripeProvider, sign
+from webhooks.providers.stripe.signature import PLATFORM_ACCOUNT, StripeReceiver, sign
 
 BODY = stripe_event()
 
 
-def provider(*secrets: str, tolerance: int = 300) -> StripeProvider:
-    return StripeProvider(list(secrets) or [STRIPE_SECRET], tolerance=tolerance)
+def provider(*secrets: str, tolerance: int = 300) -> StripeReceiver:
+    return StripeReceiver(list(secrets) or [STRIPE_SECRET], tolerance=tolerance)
 
 
 def headers_for(header: str) -> dict[str, str]:

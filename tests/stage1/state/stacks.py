@@ -14,11 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 from mappers.actions import Track
-from mappers.base import MapperConfig
-from mappers.registry import map_delivery
-from tests.mappers.golden import FIXTURES, PARSERS
-from webhooks.providers.base import Delivery
-from webhooks.stage1.mapping import stored_delivery
+from tests.mappers.golden import FIXTURES, parse
+from webhooks.stage1.mapping import map_delivery, stored_delivery
+from webhooks.storage.inbox import Delivery
 
 SHOP = "example-shop.myshopify.com"
 GRACE = f"shopify:{SHOP}:8100000000001"
@@ -37,11 +35,11 @@ class Hook:
     def parsed(self) -> Delivery:
         """The delivery as ingest parses it (dedup key, event time, ...)."""
         headers = {key.lower(): value for key, value in self.headers.items()}
-        return PARSERS[self.provider].parse(json.dumps(self.body).encode(), headers)
+        return parse(self.provider, json.dumps(self.body).encode(), headers)
 
-    def tracks(self, config: MapperConfig) -> list[Track]:
+    def tracks(self, configs: dict[str, Any]) -> list[Track]:
         """The Tracks this delivery maps to (pure: the mappers do no I/O)."""
-        actions = map_delivery(stored_delivery(self.parsed()), config)
+        actions = map_delivery(stored_delivery(self.parsed()), configs)
         return [action for action in actions if isinstance(action, Track)]
 
 

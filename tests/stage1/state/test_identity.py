@@ -36,13 +36,9 @@ def shopify(**hints: str) -> Person:
     [
         (stripe(customer_id="cus_1", internal_id="u_7"), POLICY, Identity("u_7", INTERNAL)),
         (stripe(customer_id="cus_1"), POLICY, Identity("stripe:cus_1", CUSTOMER)),
-        # Off by default: buyers can set it on Payment Links.
+        # A client_reference_id alone is only a hint: the Stripe mapper makes it the
+        # internal id when STRIPE_CLIENT_REFERENCE_ID says so (tests/mappers).
         (stripe(client_reference_id="u_8"), POLICY, None),
-        (
-            stripe(client_reference_id="u_8"),
-            IdentityPolicy(stripe_client_reference_id=True),
-            Identity("u_8", INTERNAL),
-        ),
         (
             Person(source="stripe", account="acct_9", customer_id="cus_1"),
             POLICY,
@@ -56,7 +52,9 @@ def shopify(**hints: str) -> Person:
         (shopify(customer_id="42"), POLICY, Identity(f"shopify:{SHOP}:42", CUSTOMER)),
         (
             shopify(customer_id="42"),
-            IdentityPolicy(shopify_person_id_format="sh-{customer_id}"),
+            IdentityPolicy(
+                person_id_formats={"stripe": "stripe:{customer_id}", "shopify": "sh-{customer_id}"}
+            ),
             Identity("sh-42", CUSTOMER),
         ),
         (stripe(internal_id="cio_abc"), POLICY, Identity("id:cio_abc", INTERNAL)),
@@ -159,7 +157,20 @@ def test_a_guest_met_by_email_follows_the_person_without_their_typed_attributes(
 def test_connected_accounts_keep_their_buyers_emails_apart() -> None:
     platform = stripe(email="a@example.test")
     merchant = Person(source="stripe", account="acct_9", email="a@example.test")
-    assert email_key("a@example.test", platform) != email_key("a@example.test", merchant)
+    assert POLICY.isolated(merchant)
+    assert not POLICY.isolated(platform)
+    assert email_key("a@example.test", platform, POLICY.isolated(platform)) != email_key(
+        "a@example.test", merchant, POLICY.isolated(merchant)
+    )
+    assert person_keys(merchant, POLICY.isolated(merchant))[-1] == "email:acct_9:a@example.test"
+
+
+def test_a_provider_without_a_person_id_format_is_an_error_not_another_providers() -> None:
+    from webhooks.errors import UnknownProvider
+
+    paddle = Person(source="paddle", account="acct", customer_id="ctm_1")
+    with pytest.raises(UnknownProvider, match="paddle"):
+        direct_identity(paddle, POLICY)
 
 
 def test_a_weaker_id_never_takes_a_link_over() -> None:

@@ -57,7 +57,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from mappers.base import MapperConfig
+from tests.mappers.golden import configs
 from tests.stage1.state.stacks import (
     ABANDONED,
     ADA,
@@ -94,7 +94,7 @@ from webhooks.storage.schema import (
     person_state,
 )
 
-CONFIG = MapperConfig(shopify_internal_id_metafield="app.user_id")
+CONFIG = configs(shopify_internal_id_metafield="app.user_id")
 # No holds: everything is processed before anything is delivered, so a held cart update
 # or merge would only make the final deliver pass wait (the guards still suppress, and a
 # merge still goes alone, after its primary's identify: the same occurred_at, a later id).

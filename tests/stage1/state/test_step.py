@@ -10,8 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from mappers.base import MapperConfig
-from tests.mappers.golden import FIXTURES, PARSERS
+from tests.mappers.golden import FIXTURES, configs, parse
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
 from webhooks.stage1.process import process_batch
 from webhooks.stage1.state.step import StateConfig
@@ -19,7 +18,7 @@ from webhooks.stage2.deliver import deliver_batch
 from webhooks.storage.inbox import store_delivery
 from webhooks.storage.schema import identity_links, outbox, person_facts, person_state
 
-CONFIG = MapperConfig()
+CONFIG = configs()
 SHOP = "example-shop.myshopify.com"
 GRACE = f"shopify:{SHOP}:8100000000001"
 
@@ -33,7 +32,7 @@ def ingest_as(engine: Engine, case: str, event: dict[str, Any], webhook_id: str,
     fixture = json.loads((FIXTURES / "shopify" / f"{case}.json").read_text())
     headers = {k.lower(): v for k, v in fixture["headers"].items()}
     headers.update({"x-shopify-webhook-id": webhook_id, "x-shopify-triggered-at": at})
-    store_delivery(engine, PARSERS["shopify"].parse(json.dumps(event).encode(), headers))
+    store_delivery(engine, parse("shopify", json.dumps(event).encode(), headers))
 
 
 def run(engine: Engine, cio: ScriptedCustomerIO, state: StateConfig | None = None) -> None:

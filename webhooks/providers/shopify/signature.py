@@ -1,4 +1,4 @@
-"""Shopify: base64 HMAC-SHA256 of the raw body, keyed by (shop, topic, webhook id)."""
+"""Shopify's ingest side: base64 HMAC-SHA256 of the raw body, keyed by (shop, topic, webhook id)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from collections.abc import Sequence
 
 from webhooks.errors import MissingSignature, PayloadError, VerificationError
 from webhooks.providers.base import (
-    Delivery,
     Headers,
     load_json_object,
     optional_str,
     parse_time,
     required_str,
 )
+from webhooks.storage.inbox import Delivery
 
 NAME = "shopify"
+SIGNATURE_HEADER = "x-shopify-hmac-sha256"
 UNKNOWN_SHOP = "unknown"
 
 # Classic webhooks use X-Shopify-*; the newer Events delivery drops the X- prefix.
@@ -49,7 +50,7 @@ def _header(headers: Headers, suffix: str) -> str | None:
     return None
 
 
-class ShopifyProvider:
+class ShopifyReceiver:
     """Verifies against every configured secret: app secret, previous one, admin keys."""
 
     name = NAME

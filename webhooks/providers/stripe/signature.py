@@ -1,4 +1,4 @@
-"""Stripe: `Stripe-Signature` verification with the stripe library, keyed by event id."""
+"""Stripe's ingest side: `Stripe-Signature` verified with the stripe library, keyed by event id."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ from collections.abc import Sequence
 
 import stripe
 
-from webhooks.errors import MalformedSignature, MissingSignature, VerificationError
+from webhooks.errors import (
+    MalformedSignature,
+    MissingSignature,
+    StaleSignature,
+    VerificationError,
+)
 from webhooks.providers.base import (
-    Delivery,
     Headers,
     load_json_object,
     optional_str,
     parse_time,
     required_str,
 )
+from webhooks.storage.inbox import Delivery
 
 NAME = "stripe"
 SIGNATURE_HEADER = "stripe-signature"
@@ -49,7 +54,7 @@ def _header_timestamp(header: str) -> int | None:
     return None
 
 
-class StripeProvider:
+class StripeReceiver:
     """Verifies with every configured secret in turn (rotation, test and live)."""
 
     name = NAME
@@ -71,27 +76,23 @@ class StripeProvider:
         except UnicodeDecodeError:
             # Stripe signs UTF-8 JSON only, so these bytes cannot carry a valid signature.
             raise VerificationError("body is not UTF-8, so no signature can match") from None
-        stale = False
-        for secret in self._secrets:
-            try:
-                # The library parses t= and every v1=, ignores v0, compares in constant
-                # time and rejects timestamps older than the tolerance.
-                stripe.WebhookSignature.verify_header(payload, header, secret, self._tolerance)
-            except stripe.SignatureVerificationError as exc:
-                stale = stale or str(exc).startswith("Timestamp outside")
-                continue
-            # The library's check is one-sided; a far-future timestamp means a broken
-            # clock on one side, and replaying it later would pass, so refuse it too.
-            if timestamp > time.time() + self._tolerance:
-                raise VerificationError(
-                    "signature timestamp is in the future", code="timestamp_out_of_tolerance"
-                )
-            return
-        if stale:
-            raise VerificationError(
-                "signature timestamp is outside the tolerance", code="timestamp_out_of_tolerance"
-            )
-        raise VerificationError("no v1 signature matches a configured secret")
+        # The library parses t= and every v1=, ignores v0 and compares in constant
+        # time; the timestamp is checked here, on both sides, so that a stale delivery
+        # is told apart by the timestamp itself, never by the library's message text.
+        if not any(self._matches(payload, header, secret) for secret in self._secrets):
+            raise VerificationError("no v1 signature matches a configured secret")
+        if abs(time.time() - timestamp) > self._tolerance:
+            # A far-future timestamp means a broken clock on one side, and replaying
+            # it later would pass, so it is refused like an old one.
+            raise StaleSignature("signature timestamp is outside the tolerance")
+
+    @staticmethod
+    def _matches(payload: str, header: str, secret: str) -> bool:
+        try:
+            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+        except stripe.SignatureVerificationError:
+            return False
+        return True
 
     def parse(self, body: bytes, headers: Headers) -> Delivery:
         """Key by (account, event id); keep the event type, API version and `created`."""

@@ -14,51 +14,49 @@ is taken over by the internal id, the two Customer.io profiles are merged.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from mappers.actions import Person
+from webhooks.core.identity import ANONYMOUS, CUSTOMER, EMAIL, INTERNAL, Identity, safe_id
+from webhooks.errors import UnknownProvider
+from webhooks.providers import registry
 from webhooks.stage1.state.keys import email_key
-
-# How strong a person id is; a link is taken over only by a stronger one.
-ANONYMOUS = 0  # an anonymous id (cart or checkout token): no Customer.io profile
-EMAIL = 1  # an email-keyed profile (guest policy "email")
-CUSTOMER = 2  # a provider customer id through its format
-INTERNAL = 3  # the merchant's own id
-
-MAX_ID_BYTES = 150  # Customer.io's limit on an id
 
 GuestPolicy = Literal["anonymous", "email", "skip"]
 
 
+def _defaults() -> tuple[dict[str, str], dict[str, str]]:
+    """Each registered provider's default person-id format, and own accounts."""
+    specs = registry.specs()
+    formats = {spec.name: spec.person_id_format for spec in specs}
+    own = {spec.name: spec.own_account for spec in specs if spec.own_account is not None}
+    return formats, own
+
+
 @dataclass(frozen=True)
 class IdentityPolicy:
-    """The operator's identity choices (from settings)."""
+    """The operator's identity choices (from settings and the provider registry)."""
 
-    stripe_person_id_format: str = "stripe:{customer_id}"
-    shopify_person_id_format: str = "shopify:{account}:{customer_id}"
-    stripe_client_reference_id: bool = False
+    # Provider name -> template of a customer's person id ({customer_id}, {account}).
+    person_id_formats: Mapping[str, str] = field(default_factory=lambda: _defaults()[0])
+    # Provider name -> its own account, for providers whose other accounts are other
+    # merchants (Stripe Connect): their ids and emails are kept apart.
+    own_accounts: Mapping[str, str] = field(default_factory=lambda: _defaults()[1])
     guest_policy: GuestPolicy = "anonymous"
 
+    def person_id_format(self, source: str) -> str:
+        """The person-id template of `source`; an unknown provider is an error."""
+        try:
+            return self.person_id_formats[source]
+        except KeyError:
+            raise UnknownProvider(f"no person-id format for provider {source!r}") from None
 
-@dataclass(frozen=True)
-class Identity:
-    """A resolved person: the id Customer.io knows them by, and how strong it is."""
-
-    person_id: str
-    rank: int
-
-    @property
-    def identifier(self) -> dict[str, str]:
-        """The Track API identifier: an email for email-keyed profiles, else an id."""
-        return {"email": self.person_id} if self.rank == EMAIL else {"id": self.person_id}
-
-    @property
-    def anonymous(self) -> bool:
-        """True for an anonymous id: events only, no profile, no attributes."""
-        return self.rank == ANONYMOUS
+    def isolated(self, person: Person) -> bool:
+        """True when `person` belongs to another merchant's account (Stripe Connect)."""
+        own = self.own_accounts.get(person.source)
+        return own is not None and person.account != own
 
 
 @dataclass(frozen=True)
@@ -73,33 +71,17 @@ class Resolution:
     by_email: bool = False
 
 
-def safe_id(candidate: str) -> str:
-    """A Customer.io-safe id: never `cio_...` (its own ids), never over 150 bytes."""
-    if candidate.lower().startswith("cio_"):
-        candidate = "id:" + candidate
-    if len(candidate.encode("utf-8")) > MAX_ID_BYTES:
-        # Too long to send as is: a stable digest keeps it one person.
-        candidate = "sha256:" + hashlib.sha256(candidate.encode()).hexdigest()
-    return candidate
-
-
 def direct_identity(person: Person, policy: IdentityPolicy) -> Identity | None:
     """The person id the payload itself gives (rules 1 and 2), if any."""
     internal = person.internal_id
-    if not internal and person.source == "stripe" and policy.stripe_client_reference_id:
-        internal = person.client_reference_id
-    connected = person.source == "stripe" and person.account != "platform"
+    connected = policy.isolated(person)
     if internal:
         # Connected accounts are other merchants: their ids may collide with ours.
         return Identity(
             safe_id(f"{person.account}:{internal}" if connected else internal), INTERNAL
         )
     if person.customer_id:
-        template = (
-            policy.stripe_person_id_format
-            if person.source == "stripe"
-            else policy.shopify_person_id_format
-        )
+        template = policy.person_id_format(person.source)
         if connected and "{account}" not in template:
             # stripe:{customer_id} becomes stripe:acct_1:{customer_id} for a connected
             # account: customer ids are unique per account, not across them.
@@ -137,7 +119,7 @@ def resolve(
     if direct is not None:
         # A link may upgrade a customer id to the internal id an earlier event showed
         # beside it. Never through an email: two customers may share one address.
-        email = email_key(person.email, person) if person.email else None
+        email = email_key(person.email, person, policy.isolated(person)) if person.email else None
         _, linked = _strongest((key for key in keys if key != email), links)
         if linked is not None and linked.rank > direct.rank:
             return Resolution(linked)

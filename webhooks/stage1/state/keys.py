@@ -8,10 +8,9 @@ buying on two stores of one merchant is still one person.
 
 from __future__ import annotations
 
-import hashlib
-
 from mappers.actions import Person, Track
 from mappers.taxonomy import EventName
+from webhooks.core.hashing import bounded as bounded_to
 
 MAX_KEY = 512  # the identity_links.key column
 
@@ -26,19 +25,18 @@ def _scoped(person_or_source: Person | tuple[str, str], kind: str, value: str) -
 
 def bounded(key: str) -> str:
     """`key`, or its hash when it would not fit the column (never a refused batch)."""
-    if len(key) <= MAX_KEY:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return bounded_to(key, MAX_KEY)
 
 
-def email_key(email: str, person: Person | None = None) -> str:
+def email_key(email: str, person: Person | None = None, isolated: bool = False) -> str:
     """The key of an email address (case-insensitive, as mailboxes are in practice).
 
-    Global, except on a Stripe connected account: that is another merchant, whose
-    buyers must never resolve to the platform's or a third merchant's people.
+    Global, except on an `isolated` account (a Stripe connected account): that is another
+    merchant, whose buyers must never resolve to the platform's or a third merchant's
+    people.
     """
     address = email.strip().lower()
-    if person is not None and person.source == "stripe" and person.account != "platform":
+    if person is not None and isolated:
         return bounded(f"email:{person.account}:{address}")
     return bounded("email:" + address)
 
@@ -53,8 +51,11 @@ def checkout_key(source: str, account: str, cart_id: str) -> str:
     return _scoped((source, account), "checkout", cart_id)
 
 
-def person_keys(person: Person) -> list[str]:
-    """Every key a Person's hints give, strongest (most specific) first; email last."""
+def person_keys(person: Person, isolated: bool = False) -> list[str]:
+    """Every key a Person's hints give, strongest (most specific) first; email last.
+
+    `isolated`: the person's account is another merchant's (see email_key).
+    """
     keys = [customer_key(person)]
     if person.checkout_token:
         keys.append(checkout_key(person.source, person.account, person.checkout_token))
@@ -65,7 +66,7 @@ def person_keys(person: Person) -> list[str]:
     if person.subscription_id:
         keys.append(_scoped(person, "subscription", person.subscription_id))
     if person.email:
-        keys.append(email_key(person.email, person))
+        keys.append(email_key(person.email, person, isolated))
     return [key for key in keys if key]
 
 

@@ -58,7 +58,7 @@ class Resolver:
         who = person_of(action)
         if who is None:
             return []
-        keys = person_keys(who)
+        keys = person_keys(who, self.policy.isolated(who))
         if isinstance(action, Track):
             keys += [key for key in track_keys(action) if key not in keys]
         return keys

@@ -85,7 +85,7 @@ class StateStep:
         self.started: dict[str, str] = {}  # checkouts started in this batch: digest
         self.redacted: list[str] = []  # people whose state is erased
         self.redacted_keys: set[str] = set()  # identifiers (emails, tokens) erased
-        self.redacted_shops: list[str] = []
+        self.redacted_accounts: list[tuple[str, str]] = []  # (provider, account)
 
     # -- the batch -------------------------------------------------------------------
 
@@ -125,7 +125,9 @@ class StateStep:
         tokens: dict[str, set[str]] = {}
         for index, action in enumerate(actions):
             if isinstance(action, RedactShop):
-                self.redacted_shops.append(action.account)
+                # The delivery key starts with the provider's name (no colon in it).
+                provider = delivery_key.split(":", 1)[0]
+                self.redacted_accounts.append((provider, action.account))
                 continue
             found = plan.resolutions.get(index)
             if found is None:
@@ -298,8 +300,10 @@ class StateStep:
         for person_id in self.redacted:
             store.forget(self.conn, person_id)
         store.forget_keys(self.conn, self.redacted_keys)
-        for shop in self.redacted_shops:
-            store.forget_shop(self.conn, shop)
+        for provider, account in self.redacted_accounts:
+            template = self.config.identity.person_id_format(provider)
+            people = template.format(account=account, customer_id="%")
+            store.forget_account(self.conn, provider, account, people)
 
     def wake(self) -> int:
         """Waiting deliveries whose key this batch linked go back to pending; how many."""

@@ -13,12 +13,12 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from webhooks.stage1.state.guards import Checkout
 from webhooks.stage1.state.identity import Identity
 from webhooks.stage1.state.person import Fact, PersonRecord, Totals
+from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import (
     checkouts,
@@ -63,7 +63,7 @@ def begin_writes(conn: Connection, seen: int | None) -> None:
         return  # the advisory lock has been held since begin_state
     conn.exec_driver_sql("BEGIN IMMEDIATE")
     if seen is None:
-        statement = sqlite.insert(state_epoch).on_conflict_do_nothing()
+        statement = insert(state_epoch, "sqlite").on_conflict_do_nothing()
         changed = conn.execute(statement, {"id": 1, "epoch": 1}).rowcount
     else:
         changed = conn.execute(
@@ -184,8 +184,7 @@ def load_checkouts(conn: Connection, keys: Iterable[str]) -> dict[str, Checkout]
 @cache
 def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
     table = {t.name: t for t in (identity_links, person_state, person_facts, checkouts)}[table_name]
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(table)
+    statement = insert(table, dialect_name)
     keys = {col.name for col in table.primary_key.columns}
     return statement.on_conflict_do_update(
         index_elements=sorted(keys),
@@ -299,16 +298,16 @@ def forget_keys(conn: Connection, keys: Iterable[str]) -> None:
         conn.execute(sa.delete(identity_links).where(identity_links.c.key.in_(chunk)))
 
 
-def forget_shop(conn: Connection, shop: str) -> None:
-    """Erase what is kept of a Shopify shop (shop/redact, 48 hours after uninstall).
+def forget_account(conn: Connection, provider: str, account: str, people: str) -> None:
+    """Erase what is kept of one provider account (Shopify's shop/redact).
 
-    Links, facts and checkouts are scoped by the shop in their keys. Person state is
-    keyed by person id: the shop's customers under the default id format
-    (shopify:<shop>:<id>) are erased; people known by your own ids may also buy
-    elsewhere, so their attributes stay (their facts of this shop do not).
+    Links, facts and checkouts are scoped by provider and account in their keys. Person
+    state is keyed by person id: the account's customers under its person-id format
+    (`people`, a LIKE pattern such as shopify:<shop>:%) are erased; people known by your
+    own ids may also buy elsewhere, so their attributes stay (their facts here do not).
     """
-    scoped = f"shopify:{shop}:%"
+    scoped = f"{provider}:{account}:%"
     conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped)))
     conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like(f"%:{scoped}")))
     conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped)))
-    conn.execute(sa.delete(person_state).where(person_state.c.person_id.like(scoped)))
+    conn.execute(sa.delete(person_state).where(person_state.c.person_id.like(people)))

@@ -11,13 +11,13 @@ from structlog.testing import capture_logs
 
 from tests.conftest import make_settings
 from tests.providers.stripe.api.test_limits import FakeClock
+from webhooks.config import Settings
 from webhooks.fakes.stripe import DEFAULT_API_KEY, FakeStripe
 from webhooks.providers.stripe.api import (
     StripeAPI,
     StripeAPIError,
     StripeAuthError,
     StripeUnavailable,
-    stripe_api_client,
 )
 from webhooks.providers.stripe.api.client import AUTH_PAUSE, CUSTOMER_TTL
 from webhooks.providers.stripe.api.limits import MAX_ATTEMPTS, MAX_DELAY, MAX_RETRY_AFTER_IN_CALL
@@ -308,6 +308,15 @@ def test_a_wrong_api_base_is_an_error_not_a_missing_object(
 
 
 # --- from settings ----------------------------------------------------------------------------
+
+
+def stripe_api_client(settings: Settings) -> StripeAPI | None:
+    """The API client the Stripe enricher builds from these settings, or None."""
+    from mappers.stripe_fields import StripeConfig
+    from webhooks.providers.stripe.enrich import enricher
+
+    made = enricher(settings.provider("stripe"), StripeConfig())  # type: ignore[arg-type]
+    return made.api if made is not None else None
 
 
 def test_no_key_no_client(sqlite_url: str) -> None:

@@ -1,4 +1,4 @@
-"""The rate limit, the customer cache and the retry policy, on a fake clock."""
+"""The rate limit, the customer cache and the in-call retry policy, on a fake clock."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import random
 import pytest
 
 from webhooks.core.ratelimit import TokenBucket
-from webhooks.core.retry import parse_retry_after
-from webhooks.providers.stripe.api.limits import (
-    BASE_DELAY,
-    MAX_DELAY,
-    MISSING,
-    TTLCache,
-    is_transient,
-    retry_delay,
-)
+from webhooks.core.retry import is_retryable, parse_retry_after
+from webhooks.providers.stripe.api.limits import BASE_DELAY, IN_CALL, MAX_DELAY, customer_cache
+
+MISSING = object()
+
+
+def retry_delay(
+    attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
+    return IN_CALL.delay(attempt, retry_after, rng)
 
 
 class FakeClock:
@@ -66,26 +67,26 @@ def test_token_bucket_needs_a_positive_rate() -> None:
         TokenBucket(0)
 
 
-def test_ttl_cache_expires_entries_and_remembers_none() -> None:
+def test_customer_cache_expires_entries_and_remembers_none() -> None:
     clock = FakeClock()
-    cache = TTLCache(ttl=10, max_size=5, clock=clock)
-    cache.put("gone", None)
-    cache.put("a", {"x": 1})
-    assert cache.get("gone") is None  # a cached "no such customer", not a miss
-    assert cache.get("a") == {"x": 1}
-    assert cache.get("never") is MISSING
+    cache = customer_cache(ttl=10, max_size=5, clock=clock)
+    cache["gone"] = None
+    cache["a"] = {"x": 1}
+    assert cache.get("gone", MISSING) is None  # a cached "no such customer", not a miss
+    assert cache.get("a", MISSING) == {"x": 1}
+    assert cache.get("never", MISSING) is MISSING
     clock.now = 10
-    assert cache.get("a") is MISSING
-    assert len(cache) == 1  # the expired entry read was dropped; "gone" awaits its read
+    assert cache.get("a", MISSING) is MISSING
+    assert len(cache) == 0  # both expired
 
 
-def test_ttl_cache_evicts_the_least_recently_used_beyond_its_size() -> None:
-    cache = TTLCache(ttl=100, max_size=2, clock=FakeClock())
-    cache.put("a", 1)
-    cache.put("b", 2)
+def test_customer_cache_evicts_the_least_recently_used_beyond_its_size() -> None:
+    cache = customer_cache(ttl=100, max_size=2, clock=FakeClock())
+    cache["a"] = 1
+    cache["b"] = 2
     assert cache.get("a") == 1  # a is now the most recently used
-    cache.put("c", 3)
-    assert cache.get("b") is MISSING
+    cache["c"] = 3
+    assert cache.get("b", MISSING) is MISSING
     assert (cache.get("a"), cache.get("c")) == (1, 3)
     assert len(cache) == 2
 
@@ -120,4 +121,4 @@ def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
     ],
 )
 def test_which_statuses_are_transient(status: int | None, transient: bool) -> None:
-    assert is_transient(status) is transient
+    assert is_retryable(status) is transient

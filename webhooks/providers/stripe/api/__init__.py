@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from webhooks.providers.stripe.api.client import StripeAPI, stripe_api_client
-from webhooks.providers.stripe.api.errors import StripeAPIError, StripeAuthError, StripeUnavailable
+from webhooks.providers.stripe.api.client import StripeAPI
+from webhooks.providers.stripe.api.errors import (
+    StripeAPIError,
+    StripeAuthError,
+    StripeRefused,
+    StripeUnavailable,
+)
 
-__all__ = [
-    "StripeAPI",
-    "StripeAPIError",
-    "StripeAuthError",
-    "StripeUnavailable",
-    "stripe_api_client",
-]
+__all__ = ["StripeAPI", "StripeAPIError", "StripeAuthError", "StripeRefused", "StripeUnavailable"]

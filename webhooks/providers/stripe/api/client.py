@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -13,19 +14,16 @@ import httpx
 import stripe
 import structlog
 
-from webhooks.config import Settings
 from webhooks.core.ratelimit import TokenBucket
-from webhooks.core.retry import parse_retry_after
-from webhooks.providers.stripe.api.errors import StripeAPIError, StripeAuthError, StripeUnavailable
+from webhooks.core.retry import AUTH_STATUSES, is_retryable, parse_retry_after
+from webhooks.providers.stripe.api.errors import StripeAuthError, StripeRefused, StripeUnavailable
 from webhooks.providers.stripe.api.limits import (
+    IN_CALL,
     MAX_ATTEMPTS,
     MAX_RETRY_AFTER_IN_CALL,
-    MISSING,
     Clock,
     Sleep,
-    TTLCache,
-    is_transient,
-    retry_delay,
+    customer_cache,
 )
 from webhooks.providers.stripe.signature import PLATFORM_ACCOUNT
 
@@ -40,7 +38,7 @@ CUSTOMER_CACHE_SIZE = 10_000
 # After a 401/403 every call would fail the same way: refuse them locally this long,
 # so a bad key costs one refused request (and one error log) a minute, not one a row.
 AUTH_PAUSE = 60.0
-AUTH_STATUSES = frozenset({401, 403})
+_MISSING: Any = object()  # no cache entry (None is a cached "no such customer")
 AUTH_HINT = (
     "Stripe refused STRIPE_API_KEY (401: a wrong or revoked key; 403: a restricted key "
     "without read access to Customers and Checkout Sessions). Fix the key, or unset it "
@@ -53,7 +51,7 @@ class StripeAPI:
 
     Answers are plain JSON as Stripe sends it, so they can be stored with the inbox row
     and a replay maps the same data. Errors: StripeUnavailable (try later),
-    StripeAuthError (the key), StripeAPIError (anything else Stripe refused).
+    StripeAuthError (the key), StripeRefused (anything else Stripe refused).
     """
 
     def __init__(
@@ -71,7 +69,8 @@ class StripeAPI:
     ) -> None:
         self._stripe = client
         self._bucket = TokenBucket(max_rps, clock=clock, sleep=sleep)
-        self._customers = TTLCache(customer_ttl, cache_size, clock=clock)
+        self._customers = customer_cache(customer_ttl, cache_size, clock)
+        self._cache_lock = threading.Lock()  # cachetools caches are not thread-safe
         self._page_size = page_size
         self._sleep = sleep
         self._clock = clock
@@ -123,7 +122,7 @@ class StripeAPI:
             if not page.get("has_more") or not entries or not entries[-1].get("id"):
                 return items
             params["starting_after"] = entries[-1]["id"]
-        raise StripeAPIError(f"line items of {session_id} run past {MAX_PAGES} pages")
+        raise StripeRefused(f"line items of {session_id} run past {MAX_PAGES} pages")
 
     def customer(self, customer_id: str, account: str | None = None) -> dict[str, Any] | None:
         """`{"id", "metadata"}` of a customer (nothing else: no PII); None if deleted or unknown.
@@ -132,8 +131,9 @@ class StripeAPI:
         one request.
         """
         key = (account or PLATFORM_ACCOUNT, customer_id)
-        cached = self._customers.get(key)
-        if cached is MISSING:
+        with self._cache_lock:
+            cached = self._customers.get(key, _MISSING)
+        if cached is _MISSING:
             retrieve = self._stripe.v1.customers.retrieve
             found = self._call("customer", partial(retrieve, customer_id, None, _options(account)))
             cached = None
@@ -143,7 +143,8 @@ class StripeAPI:
                     "id": found.get("id") or customer_id,
                     "metadata": dict(metadata) if isinstance(metadata, dict) else {},
                 }
-            self._customers.put(key, cached)
+            with self._cache_lock:
+                self._customers[key] = cached
         if cached is None:
             return None
         # A copy: the caller may store or change it, the cache must not change with it.
@@ -177,12 +178,12 @@ class StripeAPI:
         transient = (
             isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError)
             or should_retry == "true"
-            or (status is not None and is_transient(status))
+            or (status is not None and is_retryable(status))
         )
         if not transient:
             # The message may quote what we sent; the status and Stripe's code are enough.
             code = getattr(exc, "code", None)
-            raise StripeAPIError(
+            raise StripeRefused(
                 f"Stripe refused the {what} request: {status} {code or ''}".strip(), status=status
             ) from None
         retry_after = parse_retry_after(_header(exc, "retry-after"))
@@ -196,14 +197,14 @@ class StripeAPI:
             raise StripeUnavailable(
                 f"Stripe {reason} ({what})", status=status, retry_after=retry_after
             ) from None
-        return retry_delay(attempt, retry_after, self._rng)
+        return IN_CALL.delay(attempt, retry_after, self._rng)
 
 
 def _raw(obj: Any) -> dict[str, Any]:
     """The response body exactly as Stripe sent it, as plain JSON data."""
     data = json.loads(obj.last_response.body)
     if not isinstance(data, dict):
-        raise StripeAPIError("Stripe answered something other than a JSON object")
+        raise StripeRefused("Stripe answered something other than a JSON object")
     return data
 
 
@@ -219,25 +220,3 @@ def _options(account: str | None) -> Any:
     if account and account != PLATFORM_ACCOUNT:
         return {"stripe_account": account}
     return {}
-
-
-def stripe_api_client(settings: Settings) -> StripeAPI | None:
-    """The Stripe API client for these settings; None without STRIPE_API_KEY (no lookups)."""
-    if settings.stripe_api_key is None:
-        log.info(
-            "stripe_enrichment_off",
-            message="no STRIPE_API_KEY: Checkout events go out without line items "
-            "(items_complete: false) and customers' metadata is not looked up",
-        )
-        return None
-    key = settings.stripe_api_key.get_secret_value()
-    if not key.startswith(("sk_", "rk_")):
-        # Never any part of the key in the log.
-        log.warning(
-            "stripe_api_key_unexpected",
-            hint="STRIPE_API_KEY should be a secret (sk_) or restricted (rk_) key, "
-            "not a publishable (pk_) key or a webhook signing secret (whsec_)",
-        )
-    return StripeAPI.create(
-        key, base_url=settings.stripe_api_base, max_rps=settings.stripe_api_max_rps
-    )

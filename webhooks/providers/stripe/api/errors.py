@@ -1,32 +1,28 @@
-"""Errors of the Stripe API client: try later, or fix the configuration."""
+"""Errors of the Stripe API client, placed in the service's one tree by what they mean."""
 
 from __future__ import annotations
 
-from webhooks.errors import WebhooksError
+from webhooks.errors import (
+    LookupRefused,
+    LookupUnauthorized,
+    LookupUnavailable,
+    ProcessingError,
+)
 
 
-class StripeAPIError(WebhooksError):
-    """A Stripe API call failed in a way a retry will not fix (a refused request)."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+class StripeAPIError(ProcessingError):
+    """Any failed Stripe API call (catch the subclasses to act on one)."""
 
 
-class StripeUnavailable(StripeAPIError):
-    """Stripe is rate limiting, failing or unreachable: try the same call later.
-
-    `retry_after` is Stripe's own hint in seconds (Retry-After), when it gave one.
-    """
-
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, status=status)
-        self.retry_after = retry_after
+class StripeRefused(StripeAPIError, LookupRefused):
+    """Stripe refused this request; a retry of it will not help."""
 
 
-class StripeAuthError(StripeAPIError):
+class StripeUnavailable(StripeAPIError, LookupUnavailable):
+    """Stripe is rate limiting, failing or unreachable: try the same call later."""
+
+
+class StripeAuthError(StripeAPIError, LookupUnauthorized):
     """Stripe refused the key (401) or its permissions (403): STRIPE_API_KEY needs fixing.
 
     `fresh` is False when the client refused the call itself, without asking Stripe,
