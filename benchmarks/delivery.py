@@ -54,9 +54,9 @@ from harness import (
 from ingest import BenchmarkError
 from sqlalchemy.engine import Engine, make_url
 
+from webhooks.config import load_settings
 from webhooks.fakes.customerio import FakeCustomerIOClient
 from webhooks.providers.stripe.signature import StripeReceiver, sign
-from webhooks.config import load_settings
 from webhooks.stage1.process import process_batch
 from webhooks.stage1.setup import mapper_configs
 from webhooks.storage.db import create_db_engine

@@ -9,6 +9,7 @@ this file as its example; `test_the_guide_names_only_what_exists` keeps the two 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -287,9 +288,13 @@ def test_a_registered_provider_has_what_every_layer_reads() -> None:
         assert spec.handlers, spec.name
         assert set(spec.docs) <= set(EventName), spec.name
         settings = spec.settings(_env_file=None, _env_prefix=spec.env_prefix)
-        receiver = spec.receiver(settings)
-        assert callable(receiver.verify) and callable(receiver.parse)
-        assert isinstance(spec.mapper_config(settings, "customer_id"), object)
+        # With no secrets configured, even a correctly signed body is refused.
+        with pytest.raises(VerificationError):
+            spec.receiver(settings).verify(b"{}", {spec.signature_header: spec.sign(b"{}", "s")})
+        # Mapper configs are frozen: a replay maps with exactly what a pass started with.
+        config = spec.mapper_config(settings, "customer_id")
+        assert dataclasses.is_dataclass(config), spec.name
+        assert config.__dataclass_params__.frozen, spec.name  # type: ignore[attr-defined]
 
 
 def test_the_guide_names_only_what_exists() -> None:
