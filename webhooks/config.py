@@ -219,7 +219,7 @@ def load_settings(*, _env_file: EnvFile = ".env", **overrides: Any) -> Settings:
         except ValidationError as exc:
             problems += _problems(exc, spec.env_prefix)
     try:
-        settings = Settings(_env_file=_env_file, **core)  # type: ignore[call-arg]
+        settings = Settings(_env_file=_env_file, **core)
     except ValidationError as exc:
         problems = _problems(exc, "") + problems
     if problems:

@@ -28,7 +28,12 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = sa.create_engine(config.get_main_option("sqlalchemy.url"), poolclass=sa.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError(
+            "alembic needs a connection or sqlalchemy.url (webhooks.storage.migrate)"
+        )
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

@@ -19,6 +19,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mappers.base import Handler, StoredDelivery
+from mappers.taxonomy import EventName
+from mappers.taxonomy_doc import EventDoc
 from webhooks.errors import PayloadError
 from webhooks.storage.inbox import Delivery
 
@@ -155,7 +157,7 @@ class ProviderSpec(Generic[S, C]):
     # Fetches what payloads leave out, stored with the inbox row before mapping.
     enricher: Callable[[S, C], Enricher | None] | None = None
     # Canonical event -> which of this provider's types produce it (docs/taxonomy.md).
-    docs: Mapping[str, str] = field(default_factory=dict)
+    docs: Mapping[EventName, EventDoc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

@@ -139,7 +139,8 @@ def _due(row: sa.Row[Any], problem: LookupUnavailable, now: datetime) -> datetim
         timedelta(seconds=problem.retry_after) if problem.retry_after is not None else DEFER_DEFAULT
     )
     wait = min(DEFER_MAX, max(DEFER_MIN, wait))
-    return min(now + wait, row.received_at + DEADLINE)
+    received: datetime = row.received_at
+    return min(now + wait, received + DEADLINE)
 
 
 class _Pass:

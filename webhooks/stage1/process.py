@@ -188,7 +188,7 @@ def _store_once(
                 attempts=inbox.c.attempts + 1,
             )
         if released != len(mapped) + len(failed):
-            raise LeaseLost(released)
+            raise LeaseLost(f"{released} of {len(mapped) + len(failed)} rows still leased to us")
         woken = step.wake()
         if woken:
             log.info("deliveries_woken", rows=woken)

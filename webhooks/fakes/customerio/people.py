@@ -105,7 +105,7 @@ def _event(body: Mapping[str, Any], data_field: str, received_at: float) -> dict
     }
 
 
-def _order(event: Mapping[str, Any]) -> tuple[int, str]:
+def _order(event: dict[str, Any]) -> tuple[int, str]:
     return (event["timestamp"], event["id"].upper())  # ULIDs are case-insensitive
 
 
@@ -120,7 +120,8 @@ class _Fold:
 
     def apply(self, entry: Mapping[str, Any]) -> None:
         """Fold one accepted operation."""
-        endpoint, body = entry["endpoint"], entry.get("operation")
+        endpoint = entry["endpoint"]
+        body: Mapping[str, Any] = entry.get("operation") or {}
         received_at = float(entry.get("received_at") or 0)
         if endpoint == BATCH:
             self._person(body, received_at)
@@ -225,7 +226,7 @@ class _Fold:
 
     def view(self) -> dict[str, Any]:
         """The JSON view: people in order of creation, then the anonymous events still held."""
-        people = [
+        people: list[dict[str, Any]] = [
             {
                 "identifier": profile.identifier,
                 "attributes": profile.attributes,

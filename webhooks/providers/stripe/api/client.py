@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import stripe
 import structlog
+from stripe.params.checkout import SessionLineItemListParams
 
 from webhooks.core.ratelimit import TokenBucket
 from webhooks.core.retry import AUTH_STATUSES, is_retryable, parse_retry_after
@@ -101,18 +102,19 @@ class StripeAPI:
     def close(self) -> None:
         """Close the HTTP client, if this object created it."""
         if self._transport is not None:
-            self._transport.close()
+            # The stripe library's HTTP client has no annotations.
+            self._transport.close()  # type: ignore[no-untyped-call]
 
     def line_items(
         self, session_id: str, account: str | None = None
     ) -> list[dict[str, Any]] | None:
         """Every line item of a Checkout Session (all pages); None if Stripe has no such session."""
         items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": self._page_size}
+        params: SessionLineItemListParams = {"limit": self._page_size}
         list_page = self._stripe.v1.checkout.sessions.line_items.list
         for _ in range(MAX_PAGES):
             page = self._call(
-                "line_items", partial(list_page, session_id, dict(params), _options(account))
+                "line_items", partial(list_page, session_id, params.copy(), _options(account))
             )
             if page is None:
                 return None
