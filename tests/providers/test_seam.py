@@ -33,7 +33,7 @@ from mappers.taxonomy_doc import EventDoc
 from tests.conftest import make_settings
 from webhooks.app import create_app
 from webhooks.cli import main
-from webhooks.errors import MissingSignature, VerificationError
+from webhooks.errors import ConfigError, MissingSignature, VerificationError
 from webhooks.fakes.customerio import FakeCustomerIO
 from webhooks.providers import registry
 from webhooks.providers.base import (
@@ -278,8 +278,12 @@ def test_an_unknown_provider_is_an_error_everywhere() -> None:
     refused = runner.invoke(main, ["dev", "sign", "acme", "--secret", "x"], input=b"{}")
     assert refused.exit_code == 2
     assert "no provider named 'acme'" in refused.output
-    with pytest.raises(ValueError, match="registered already"):
+    with pytest.raises(ConfigError, match="registered already"):
         registry.register(registry.get("stripe"))
+    with pytest.raises(ConfigError, match="must match"):
+        dataclasses.replace(SPEC, name="Acme Inc")
+    with pytest.raises(ConfigError, match=r"must contain \{customer_id\}"):
+        dataclasses.replace(SPEC, person_id_format="acme")
 
 
 def test_a_registered_provider_has_what_every_layer_reads() -> None:

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from mappers.base import Handler, StoredDelivery
 from mappers.taxonomy import EventName
 from mappers.taxonomy_doc import EventDoc
-from webhooks.errors import PayloadError
+from webhooks.errors import ConfigError, PayloadError
 from webhooks.storage.inbox import Delivery
 
 # Headers arrive lower-cased (the view normalises them), because HTTP/2 lower-cases
@@ -161,8 +161,11 @@ class ProviderSpec(Generic[S, C]):
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
-            raise ValueError(f"provider name {self.name!r} must match {NAME_PATTERN.pattern}")
-        check_person_id_format(self.person_id_format)
+            raise ConfigError(f"provider name {self.name!r} must match {NAME_PATTERN.pattern}")
+        try:
+            check_person_id_format(self.person_id_format)
+        except ValueError as exc:
+            raise ConfigError(f"{self.name} person_id_format: {exc}") from None
 
     @property
     def env_prefix(self) -> str:

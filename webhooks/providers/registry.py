@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from webhooks.errors import UnknownProvider
+from webhooks.errors import ConfigError, UnknownProvider
 from webhooks.providers.base import ProviderSpec
 
 # Each entry is a package exposing SPEC. Order is the order of docs and listings.
@@ -35,7 +35,7 @@ def _load_builtin() -> None:
     for module in BUILTIN:
         spec = importlib.import_module(module).SPEC
         if spec.name in _specs:
-            raise ValueError(f"a provider named {spec.name!r} is registered already")
+            raise ConfigError(f"a provider named {spec.name!r} is registered already")
         _specs[spec.name] = spec
 
 
@@ -43,7 +43,7 @@ def register(spec: AnySpec) -> AnySpec:
     """Add a provider; a second one of the same name is an error, not a replacement."""
     _load_builtin()
     if spec.name in _specs:
-        raise ValueError(f"a provider named {spec.name!r} is registered already")
+        raise ConfigError(f"a provider named {spec.name!r} is registered already")
     _specs[spec.name] = spec
     return spec
 
