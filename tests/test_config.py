@@ -14,7 +14,6 @@ from webhooks.config import (
     TWO_MIB,
     Settings,
     load_settings,
-    setting_names,
 )
 from webhooks.errors import ConfigError
 from webhooks.providers import registry
@@ -219,7 +218,11 @@ def test_customerio_region_and_override(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTING_NAMES = set(setting_names())
+SETTING_NAMES = {name.upper() for name in Settings.model_fields} | {
+    f"{spec.env_prefix}{name.upper()}"
+    for spec in registry.specs()
+    for name in spec.settings.model_fields
+}
 
 
 def _env_example() -> dict[str, str]:

@@ -180,14 +180,6 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
-def setting_names() -> list[str]:
-    """Every environment variable the service reads: its own, then each provider's."""
-    names = [name.upper() for name in Settings.model_fields]
-    for spec in registry.specs():
-        names += [f"{spec.env_prefix}{name.upper()}" for name in spec.settings.model_fields]
-    return names
-
-
 def load_settings(*, _env_file: EnvFile = ".env", **overrides: Any) -> Settings:
     """Build settings, turning validation errors into a ConfigError naming the variable.
 
