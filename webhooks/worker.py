@@ -49,6 +49,7 @@ class Worker:
         self._failures = 0  # transient delivery failures in a row
         self._paused_until = 0.0  # monotonic time delivery may resume (mapping never stops)
         self._parent = int(os.environ.get("WEBHOOKS_PARENT_PID", "0"))
+        self.stop_signal: str | None = None  # the signal that asked it to stop, if any
 
     def check_credentials(self) -> bool:
         """Ask Customer.io which region these credentials belong to; log the answer."""
@@ -154,10 +155,19 @@ class Worker:
             self.check_credentials()
         except Exception as exc:  # an odd answer must not keep the worker from starting
             log.error("customerio_check_failed", error=type(exc).__name__)
+        try:
+            self._loop()
+        finally:
+            self._stage1.close()
+        if self.stop_signal is not None:
+            log.info("worker_stopping", signal=self.stop_signal)
+        log.info("worker_stopped", owner=self.owner)
+
+    def _loop(self) -> None:
         while not self.stopping.is_set():
             if self._parent and os.getppid() != self._parent:
                 log.error("worker_orphaned", message="the serve process is gone; stopping")
-                break
+                return
             try:
                 backlog = self.run_once()
             except Exception as exc:  # the database away, a bug: log, wait, go on
@@ -170,11 +180,10 @@ class Worker:
                 # batches (a few write transactions a second) instead of one pass per
                 # webhook competing with ingest for the database; a backlog loops at once.
                 self.stopping.wait(self.settings.worker_poll_interval)
-        self._stage1.close()
-        log.info("worker_stopped", owner=self.owner)
 
-    def stop(self, *_: object) -> None:
+    def stop(self, signal_name: str | None = None) -> None:
         """Finish the send in hand, hand the rest of the pass back, return from run()."""
+        self.stop_signal = signal_name
         self.stopping.set()
 
 
@@ -195,8 +204,9 @@ def install_signal_handlers(worker: Worker) -> None:
     """SIGTERM and SIGINT stop the worker after the pass in hand."""
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("worker_stopping", signal=signal.Signals(signum).name)
-        worker.stop()
+        # Nothing but the flag here: logging from a signal handler can deadlock on the
+        # logger's lock if the signal lands while the loop is writing a line.
+        worker.stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

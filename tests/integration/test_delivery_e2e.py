@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from mappers.actions import Person
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import fake_customerio_process, wait_for
 from tests.integration.service import run_cli, serve, service_env
+from tests.integration.settle import pipeline_state, wait_until_settled
 from tests.mappers.golden import FIXTURES, REFUND_LISTED_ON_THE_2020_CHARGE
 from webhooks.core.ids import op_ulid
 from webhooks.fakes.customerio import FakeCustomerIOClient
@@ -121,6 +122,17 @@ def numbered(
     return {"is_first_order": place == 1, "order_count": place}
 
 
+def probe(n: int) -> dict[str, Any]:
+    """Body changes making a Stripe delivery of a type nothing maps: a new row, no operation."""
+    return {"id": f"evt_probe{n:04d}", "type": "balance.available"}
+
+
+def all_done(database_url: str) -> bool:
+    """Every stored delivery mapped (done)."""
+    states, _ = pipeline_state(database_url)
+    return states == {"done"}
+
+
 def events(fake: FakeCustomerIOClient) -> list[dict[str, Any]]:
     """Event operations the fake accepted."""
     return [op["operation"] for op in fake.operations() if op["operation"].get("action") == "event"]
@@ -137,7 +149,7 @@ CASES = [
 
 
 def test_webhooks_in_exactly_the_expected_operations_out(
-    service: str, fake: FakeCustomerIOClient
+    service: str, fake: FakeCustomerIOClient, database_url: str
 ) -> None:
     for provider, case in CASES:
         send(service, provider, case)
@@ -151,7 +163,8 @@ def test_webhooks_in_exactly_the_expected_operations_out(
         if item["name"] != "checkout_started"
     ]
     wait_for(lambda: len(events(fake)) >= len(want), what="all events delivered")
-    time.sleep(0.5)  # a wrongly sent checkout_started would arrive with the rest
+    # Everything mapped and sent: a wrongly sent checkout_started is among what arrived.
+    wait_until_settled(database_url, fake)
     got = {item["id"]: item for item in events(fake)}
     assert set(got) == {item["id"] for item in want}
     for item in want:
@@ -170,7 +183,7 @@ def test_webhooks_in_exactly_the_expected_operations_out(
 
 
 def test_duplicates_and_overlaps_become_one_operation_each(
-    service: str, fake: FakeCustomerIOClient
+    service: str, fake: FakeCustomerIOClient, database_url: str
 ) -> None:
     for _ in range(5):
         send(service, "stripe", "checkout_session_completed_paid")
@@ -184,7 +197,7 @@ def test_duplicates_and_overlaps_become_one_operation_each(
         **REFUND_LISTED_ON_THE_2020_CHARGE,
     )
     wait_for(lambda: len(events(fake)) >= 3, what="three events")
-    time.sleep(1.0)  # time for any duplicate to show up
+    wait_until_settled(database_url, fake)  # any duplicate has been sent by now
     got = events(fake)
     assert Counter(e["name"] for e in got) == {"order_completed": 2, "refund_issued": 1}
     assert len({e["id"] for e in got}) == 3
@@ -192,16 +205,23 @@ def test_duplicates_and_overlaps_become_one_operation_each(
 
 
 def test_outage_then_recovery_delivers_everything_once_without_a_hot_loop(
-    service: str, fake: FakeCustomerIOClient
+    service: str, fake: FakeCustomerIOClient, database_url: str
 ) -> None:
     wait_for(lambda: fake.requests(), what="the worker's start-up check")
     fake.set_faults(down=True)
     send(service, "stripe", "checkout_session_completed_paid")
     send(service, "shopify", "order_create")
-    time.sleep(4.0)
-    during = [r for r in fake.requests() if r.get("fault") == "down"]
-    # One worker-wide backoff (~0.5-1 s, 1-2 s, 2-4 s ...): a handful of calls in 4 s.
-    assert 1 <= len(during) <= 6, "retries follow the backoff, not a hot loop"
+
+    def refused() -> list[dict[str, Any]]:
+        return [r for r in fake.requests() if r.get("fault") == "down"]
+
+    during = wait_for(lambda: len(refused()) >= 3 and refused(), what="three tries in the outage")
+    # One worker-wide backoff with equal jitter: after the n-th failure in a row the
+    # worker waits at least half of 2**(n-1) s (0.5-1 s, 1-2 s, 2-4 s ...). A hot loop,
+    # or a pass that tries each operation in turn, would come back within a poll.
+    gaps = [later["time"] - earlier["time"] for earlier, later in pairwise(during[:3])]
+    assert gaps[0] >= 0.5 * 0.95, f"retries follow the backoff, not a hot loop: {gaps}"
+    assert gaps[1] >= 1.0 * 0.95, f"the backoff doubles: {gaps}"
     fake.set_faults()
     want = {
         item["id"]
@@ -209,18 +229,29 @@ def test_outage_then_recovery_delivers_everything_once_without_a_hot_loop(
         for item in expected_events(*case)
     }
     wait_for(lambda: {e["id"] for e in events(fake)} >= want, timeout=30, what="recovery")
+    wait_until_settled(database_url, fake)
     assert sorted(e["id"] for e in events(fake)) == sorted(want)
 
 
 def test_bad_credentials_pause_delivery_then_it_resumes(
-    service: str, fake: FakeCustomerIOClient
+    service: str, fake: FakeCustomerIOClient, database_url: str
 ) -> None:
     wait_for(lambda: fake.requests(), what="the worker's start-up check")
     fake.set_faults(status=401)
     send(service, "stripe", "checkout_session_completed_paid")
-    time.sleep(3.0)
-    refused = [r for r in fake.requests() if r["status"] == 401]
-    assert 1 <= len(refused) <= 3, "paused, not retrying every poll"
+    wait_for(lambda: any(r["status"] == 401 for r in fake.requests()), what="the refused delivery")
+    # Mapping goes on while delivery is paused. A probe the worker maps (to nothing)
+    # proves a pass ran; a second one, that the first probe's pass ran to its end,
+    # delivery step included. Delivery retrying every poll would have sent by then.
+    for n in (1, 2):
+        send(service, "stripe", "checkout_session_completed_paid", **probe(n))
+        wait_for(lambda: all_done(database_url), what=f"probe {n} mapped during the pause")
+    requests = fake.requests()
+    first = next(i for i, r in enumerate(requests) if r["status"] == 401)
+    sent_since = [r["path"] for r in requests[first + 1 :]]
+    # At most the one credentials check that ends the first 5 s pause, no delivery.
+    assert set(sent_since) <= {"/api/v1/accounts/region"}, "paused, not retrying every poll"
+    assert len(sent_since) <= 1, "paused, not retrying every poll"
     assert events(fake) == []
     fake.set_faults()
     wait_for(lambda: events(fake), timeout=20, what="delivery after the pause")

@@ -9,7 +9,6 @@ merchant would see in Customer.io, with their attributes and their activity.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import wait_for
 from tests.integration.service import run_cli, serve
+from tests.integration.settle import wait_until_settled
 from tests.integration.test_delivery_e2e import fake, stack_env
 from tests.stage1.state.stacks import (
     BEANS,
@@ -179,9 +179,10 @@ def test_shopify_only_store_guest_checkout_then_order_then_refund(
         assert grace["attributes"]["lifetime_value"] == 38.54
         assert grace["attributes"]["order_count"] == 1  # a refund is not an order
 
-        # Past the hold: a cart_updated the order did not withdraw would go out now and
-        # send a cart-recovery mail to someone who has already paid.
-        time.sleep(max(0.0, (held.next_attempt_at - datetime.now(UTC)).total_seconds()) + 1.0)
+        # A cart_updated the order did not withdraw would still be pending, and go out
+        # once its hold ends (a cart-recovery mail to someone who has already paid):
+        # settled means it was either sent by then or never will be.
+        wait_until_settled(database_url, fake, timeout=HOLD_SECONDS + 15)
         names = [e["name"] for e in wait_for(lambda: person(fake, GRACE))["events"]]
         assert "cart_updated" not in names
         withdrawn = outbox_row(database_url, "cart_updated:")
@@ -238,7 +239,7 @@ def test_stripe_only_subscription_business(
         post(base, late_cancel)
         post(base, late_email)
         wait_for(lambda: all_done(database_url), what="the late reports mapped")
-        time.sleep(0.5)  # anything they caused would be delivered by now
+        wait_until_settled(database_url, fake)  # anything they caused is delivered by now
         ada = person(fake, CUS)
         assert ada is not None
         # An older report must not bring `active` back: a win-back segment would lose her.

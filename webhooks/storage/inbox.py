@@ -129,6 +129,9 @@ def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
         statement = statement.where(inbox.c.id.in_(ids))
     with engine.begin() as conn:
         result = conn.execute(
-            statement.values(state=InboxState.PENDING, lease_owner=None, lease_until=None)
+            # attempts restart: a row dead after MAX_STORE_ATTEMPTS gets a full new round.
+            statement.values(
+                state=InboxState.PENDING, lease_owner=None, lease_until=None, attempts=0
+            )
         )
     return result.rowcount or 0

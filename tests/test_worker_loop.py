@@ -1,0 +1,205 @@
+"""Worker.run: the loop itself. Orphan detection, the pause after an error, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
+
+from tests.conftest import make_settings
+from tests.integration.cio import wait_for
+from tests.integration.service import service_env
+from tests.pipeline import inbox_rows, ingest, outbox_rows
+from webhooks.storage import migrate
+from webhooks.storage.db import create_db_engine
+from webhooks.worker import ERROR_PAUSE, Worker
+
+
+def dry_run_worker(engine: Engine, **settings: Any) -> Worker:
+    url = engine.url.render_as_string(hide_password=False)
+    return Worker(engine, make_settings(url, worker_poll_interval=0.05, **settings), None)
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[threading.Thread]:
+    """Worker.run() in a thread; stopped and joined (bounded) on the way out."""
+    thread = threading.Thread(target=worker.run, name="worker-under-test", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        worker.stop()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "Worker.run() did not return after stop()"
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in list(logs) if entry["event"] == name]
+
+
+def test_an_orphaned_worker_stops_before_doing_any_work(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    # `serve` said it is our parent; the parent we actually have is someone else.
+    monkeypatch.setenv("WEBHOOKS_PARENT_PID", str(os.getppid() + 1))
+    runner = dry_run_worker(engine)
+    with capture_logs() as logs, running(runner) as thread:
+        thread.join(timeout=3)  # returns on its own: nobody calls stop()
+        assert not thread.is_alive(), "an orphaned worker kept running"
+    assert [e["event"] for e in logs] == [
+        "worker_started",
+        "dry_run",
+        "worker_orphaned",
+        "worker_stopped",
+    ]
+    assert events(logs, "worker_orphaned")[0]["log_level"] == "error"
+    assert [r.state for r in inbox_rows(engine)] == ["pending"]  # no pass was made
+    assert outbox_rows(engine) == []
+
+
+def test_a_worker_whose_parent_is_alive_keeps_working(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    monkeypatch.setenv("WEBHOOKS_PARENT_PID", str(os.getppid()))
+    runner = dry_run_worker(engine)
+    with capture_logs() as logs, running(runner) as thread:
+        wait_for(
+            lambda: [r.state for r in inbox_rows(engine)] == ["done"],
+            timeout=3,
+            what="the worker to map the stored delivery",
+        )
+        assert thread.is_alive()
+    assert {r.state for r in outbox_rows(engine)} == {"dry_run"}
+    assert events(logs, "worker_orphaned") == []
+    assert [e["event"] for e in logs][-1] == "worker_stopped"
+
+
+def unreachable(tmp_path: Path) -> tuple[Engine, Path]:
+    """An engine on a SQLite file in a directory that does not exist (yet)."""
+    folder = tmp_path / "missing"
+    engine = create_db_engine(f"sqlite:///{folder / 'inbox.db'}", timeout=1)
+    folder.rmdir()  # the engine makes the folder; a volume that went away takes it along
+    with pytest.raises(OperationalError, match="unable to open database file"):
+        engine.connect().close()
+    return engine, folder
+
+
+def test_an_error_is_logged_by_class_and_paused_on_interruptibly(tmp_path: Path) -> None:
+    engine, _ = unreachable(tmp_path)
+    runner = dry_run_worker(engine)
+    try:
+        with capture_logs() as logs, running(runner) as thread:
+            wait_for(
+                lambda: len(events(logs, "worker_error")) >= 2,
+                timeout=ERROR_PAUSE * 3,
+                what="two failed passes",
+            )
+            stopped_at = time.monotonic()
+            runner.stop()  # lands in the pause that follows the second error
+            thread.join(timeout=ERROR_PAUSE / 2)
+            assert not thread.is_alive(), "the error pause did not end on stop()"
+            assert time.monotonic() - stopped_at < ERROR_PAUSE / 2
+    finally:
+        engine.dispose()
+    errors = events(logs, "worker_error")
+    # The class only: a database error's message can quote the statement's parameters.
+    assert errors[0] == {"event": "worker_error", "log_level": "error", "error": "OperationalError"}
+    assert all("unable to open" not in json.dumps(entry, default=str) for entry in logs)
+    assert events(logs, "worker_stopped")
+
+
+def test_after_an_error_the_worker_waits_error_pause_then_recovers(tmp_path: Path) -> None:
+    engine, folder = unreachable(tmp_path)
+    runner = dry_run_worker(engine)
+    passes: list[float] = []
+    original = runner.run_once
+
+    def timed_pass() -> bool:
+        passes.append(time.monotonic())
+        return original()
+
+    runner.run_once = timed_pass  # type: ignore[method-assign]
+    try:
+        with capture_logs() as logs, running(runner):
+            wait_for(lambda: len(passes) >= 2, timeout=ERROR_PAUSE * 3, what="a second pass")
+            # The pause between failed passes is ERROR_PAUSE, not the poll interval.
+            assert passes[1] - passes[0] >= ERROR_PAUSE * 0.9
+            # The database comes back: the same loop goes on and maps what arrives.
+            folder.mkdir()
+            migrate.upgrade(engine)
+            ingest(engine, "shopify", "order_create")
+            wait_for(
+                lambda: [r.state for r in inbox_rows(engine)] == ["done"],
+                timeout=ERROR_PAUSE * 3,
+                what="the worker to recover and map the delivery",
+            )
+        assert {r.state for r in outbox_rows(engine)} == {"dry_run"}
+    finally:
+        engine.dispose()
+    assert len(events(logs, "worker_error")) >= 2
+    assert {e["error"] for e in events(logs, "worker_error")} == {"OperationalError"}
+
+
+def test_sigterm_stops_the_worker_command_cleanly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    engine = create_db_engine(url)
+    migrate.upgrade(engine)
+    ingest(engine, "shopify", "order_create")
+    # Longer than the test waits: only the stop event can end the idle wait in time.
+    env = service_env(url, WORKER_POLL_INTERVAL="10")
+    output = tmp_path / "worker.log"
+    with output.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webhooks", "worker"],
+            env=env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+    def logged() -> list[dict[str, Any]]:
+        lines = output.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    try:
+        # Its first pass maps the stored delivery; with nothing left it then sits in
+        # its idle wait (the poll interval), which is where SIGTERM finds it.
+        wait_for(
+            lambda: process.poll() is not None or [r.state for r in inbox_rows(engine)] == ["done"],
+            timeout=15,
+            what="the worker's first pass",
+        )
+        assert process.poll() is None, output.read_text()
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker ignored SIGTERM for 5 s:\n{output.read_text()}")
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        engine.dispose()
+    assert returncode == 0, output.read_text()
+    assert took < 3, f"took {took:.1f}s to stop after SIGTERM"
+    names = [e["event"] for e in logged()]
+    assert "worker_started" in names
+    assert names[-2:] == ["worker_stopping", "worker_stopped"], output.read_text()
+    assert next(e for e in logged() if e["event"] == "worker_stopping")["signal"] == "SIGTERM"
