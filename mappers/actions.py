@@ -118,8 +118,3 @@ class ExportPersonData(_Action):
 
 
 Action = Identify | Track | SubscriptionState | RedactPerson | RedactShop | ExportPersonData
-
-
-def to_json(action: Action) -> dict[str, Any]:
-    """An action as JSON-ready data: amounts as numbers, no null fields."""
-    return action.model_dump(mode="json", exclude_none=True)

@@ -63,14 +63,23 @@ def stripe_amount(minor: Any, currency: str, where: str) -> Decimal:
         divisor = 1000
     else:
         divisor = 100
-    return _exact(Decimal(minor) / divisor, currency)
+    return exact(Decimal(minor) / divisor, currency)
 
 
-def _exact(amount: Decimal, currency: str) -> Decimal:
+def exact(amount: Decimal, currency: str) -> Decimal:
+    """`amount` with `currency`'s own decimals, never rounded."""
     # Show the currency's own decimals, but never round: an amount that does not fit
     # (a fractional ISK amount, a 3-decimal Shopify currency) keeps all its digits.
     shown = amount.quantize(Decimal(1).scaleb(-decimals(currency)))
     return shown if shown == amount else amount
+
+
+def json_number(value: Decimal) -> int | float:
+    """An exact amount as a JSON number: an int when whole, else the shortest float."""
+    # Amounts are exact Decimals in the models; only the JSON boundary turns them into
+    # numbers. float(Decimal) gives the shortest repr that round-trips, so "42.50" is
+    # written 42.5 and no arithmetic ever happens in binary floating point.
+    return int(value) if value == value.to_integral_value() else float(value)
 
 
 def decimal_amount(value: Any, currency: str, where: str) -> Decimal:
@@ -83,4 +92,4 @@ def decimal_amount(value: Any, currency: str, where: str) -> Decimal:
         raise MappingError(f"{where} is not a decimal amount") from None
     if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
         raise MappingError(f"{where} is out of range")
-    return _exact(amount, currency)
+    return exact(amount, currency)

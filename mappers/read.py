@@ -34,7 +34,11 @@ def text(data: Any, path: str) -> str:
 
 def opt_text(data: Any, path: str) -> str | None:
     """An optional string; ints become strings (Shopify ids), anything else is None."""
-    value = at(data, path)
+    return as_text(at(data, path))
+
+
+def as_text(value: Any) -> str | None:
+    """A bare value (a list entry, a field's value) as opt_text reads one at a path."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

@@ -11,6 +11,7 @@ from typing import Any
 
 from mappers.actions import Action, ExportPersonData, Person, RedactPerson, RedactShop
 from mappers.base import Handler, StoredDelivery
+from mappers.cart import material_digest
 from mappers.common import identify, track
 from mappers.errors import MappingError
 from mappers.read import at, obj, opt_int, opt_text, text
@@ -22,7 +23,6 @@ from mappers.shopify_fields import (
     commerce_amounts,
     commerce_person,
     consent,
-    content_hash,
     customer_attributes,
     discount_codes,
     first_text,
@@ -94,12 +94,15 @@ def checkout_updated(delivery: StoredDelivery, config: ShopifyConfig) -> list[Ac
         # create or the first contactable update is mapped first.
         started = CheckoutStarted(**fields)
         actions.append(track(delivery, who, EventName.CHECKOUT_STARTED, started, token))
-    # Keyed by the material content, so an update that changed only the address or the
-    # contact repeats the previous key and dedups downstream. Suppressing the first
-    # update whose content equals checkout_started's, and any update after the order,
-    # needs state across deliveries: the journey guards of a later issue.
-    digest = content_hash(fields["items"], fields, discount_codes(delivery.payload))
+    # Keyed by the material content (mappers.cart), so an update that changed only the
+    # address or the contact repeats the previous key and dedups downstream. Suppressing
+    # an update whose content equals checkout_started's, and any update after the
+    # order, needs state across deliveries: the journey guards (webhooks.stage1.state).
     updated = CartUpdated(**fields)
+    codes = discount_codes(delivery.payload)
+    # From the model's Decimals, not JSON numbers: only they keep the exact text of an
+    # odd amount such as "844.20" JPY, which keys already queued were computed from.
+    digest = material_digest(updated.model_dump(), codes)
     actions.append(track(delivery, who, EventName.CART_UPDATED, updated, token, digest))
     return actions
 
@@ -204,34 +207,35 @@ def customer_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Ac
     return [*identify(delivery, who, attributes)]
 
 
-def _consent_person(delivery: StoredDelivery, **contact: str | None) -> Person:
-    """The person a consent topic is about; a consent change must never be dropped."""
+def _consent_changed(
+    delivery: StoredDelivery, channel: str, contact_path: str, contact: str
+) -> list[Action]:
+    """Identify `<channel>_consent` of the customer, or the `contact` the topic names."""
     payload = delivery.payload
+    state = obj(payload, f"{channel}_marketing_consent").get("state")
+    address = opt_text(payload, contact_path)
     customer_id = opt_text(payload, "customer_id") or gid_id(
         payload, "admin_graphql_api_customer_id"
     )
-    who = person(delivery, customer_id=customer_id, **contact)
+    who = person(delivery, customer_id=customer_id, **{contact: address})
     if who.is_empty():
+        # A consent change must never be dropped silently.
         raise MappingError("customer_id is missing and no email_address or phone_number")
-    return who
+    # extra="forbid" on the model turns a misspelt name into an error, not a lost field.
+    attributes = PersonAttributes.model_validate(
+        {contact: address, f"{channel}_consent": consent(state)}
+    )
+    return [*identify(delivery, who, attributes)]
 
 
 def email_consent_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers_email_marketing_consent/update: identify email_consent."""
-    payload = delivery.payload
-    state = obj(payload, "email_marketing_consent").get("state")
-    email = opt_text(payload, "email_address")
-    who = _consent_person(delivery, email=email)
-    return [*identify(delivery, who, PersonAttributes(email=email, email_consent=consent(state)))]
+    return _consent_changed(delivery, "email", "email_address", "email")
 
 
 def sms_consent_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers_marketing_consent/update (SMS): identify sms_consent."""
-    payload = delivery.payload
-    state = obj(payload, "sms_marketing_consent").get("state")
-    phone = opt_text(payload, "phone_number")
-    who = _consent_person(delivery, phone=phone)
-    return [*identify(delivery, who, PersonAttributes(phone=phone, sms_consent=consent(state)))]
+    return _consent_changed(delivery, "sms", "phone_number", "phone")
 
 
 # -- subscriptions --------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -12,7 +10,7 @@ from mappers.actions import Person
 from mappers.base import StoredDelivery
 from mappers.errors import MappingError
 from mappers.money import currency_code, decimal_amount
-from mappers.read import at, opt_bool, opt_int, opt_text
+from mappers.read import as_text, at, opt_bool, opt_int, opt_text
 from mappers.taxonomy import Item, PersonAttributes
 
 SOURCE = "shopify"
@@ -79,20 +77,11 @@ def id_list(data: Any, path: str) -> list[str]:
         return []
     if not isinstance(raw, list):
         raise MappingError(f"{path} is not a list")
-    ids = [_id(entry) for entry in raw]
+    ids = [as_text(entry) for entry in raw]
     if None in ids:
         # A redaction or export target silently dropped would be a compliance gap.
         raise MappingError(f"{path}[{ids.index(None)}] is not an id")
     return [value for value in ids if value is not None]
-
-
-def _id(value: Any) -> str | None:
-    # Same rule as read.opt_text, for a bare list entry: ints are ids, bools are not.
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def _address(data: Any, *paths: str) -> dict[str, Any]:
@@ -137,11 +126,11 @@ def internal_id(config: ShopifyConfig, payload: Any, customer: Any) -> str | Non
                 and field.get("namespace") == namespace
                 and field.get("key") == key
             ):
-                return _id(field.get("value"))
+                return as_text(field.get("value"))
     if config.internal_id_note_attribute:
         for note in at(payload, "note_attributes") or []:
             if isinstance(note, dict) and note.get("name") == (config.internal_id_note_attribute):
-                return _id(note.get("value"))
+                return as_text(note.get("value"))
     return None
 
 
@@ -344,44 +333,11 @@ def discount_codes(payload: Any) -> list[str]:
     """Discount codes applied (objects with `code`, or bare strings), upper-cased."""
     raw = at(payload, "discount_codes")
     codes = [
-        opt_text(entry, "code") if isinstance(entry, dict) else _id(entry)
+        opt_text(entry, "code") if isinstance(entry, dict) else as_text(entry)
         for entry in (raw if isinstance(raw, list) else [])
     ]
     # Shopify matches discount codes case-insensitively, so case is not material.
     return sorted(code.upper() for code in codes if code)
-
-
-def content_hash(items: list[Item] | None, amounts: dict[str, Any], codes: list[str]) -> str:
-    """16 hex chars of sha256 over what a buyer would call the cart's content."""
-    # Only material content: ids, quantities, prices, subtotal, total, discounts. An
-    # address or contact edit leaves this unchanged, so its cart_updated key repeats and
-    # dedups downstream instead of spamming journeys.
-    lines = sorted(
-        (
-            [
-                item.variant_id or item.product_id or item.sku or item.name,
-                item.quantity,
-                _money_text(item.price),
-            ]
-            for item in items or []
-        ),
-        key=json.dumps,
-    )
-    material = {
-        "items": lines,
-        "subtotal": _money_text(amounts.get("subtotal")),
-        "total": _money_text(amounts.get("total")),
-        "discount": _money_text(amounts.get("discount")),
-        "discount_codes": codes,
-    }
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def _money_text(value: Decimal | None) -> str | None:
-    # Amounts are already quantized to the currency's decimals, so "10.0" and "10.00"
-    # give the same text; str() of a Decimal is exact (no float).
-    return None if value is None else str(value)
 
 
 def refunded(payload: Any) -> tuple[Decimal, str] | None:

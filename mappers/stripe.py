@@ -13,7 +13,7 @@ from typing import Any
 from mappers import read
 from mappers import stripe_billing as billing
 from mappers import stripe_fields as f
-from mappers.actions import Action
+from mappers.actions import Action, Person
 from mappers.base import Handler, StoredDelivery
 from mappers.common import identify, track
 from mappers.errors import MappingError
@@ -39,8 +39,8 @@ def _session_commerce(session: dict[str, Any], delivery: StoredDelivery) -> dict
         # fills them later, and until then the event says so.
         lines = read.items(session, "line_items") or None
     presentment = read.opt_obj(session, "presentment_details")
-    presentment_code = read.opt_text(presentment, "presentment_currency")
-    has_presentment = bool(presentment_code) and presentment_code.upper() != code
+    presentment_code = (read.opt_text(presentment, "presentment_currency") or "").upper()
+    has_presentment = bool(presentment_code) and presentment_code != code
     return {
         "source": "stripe",
         "cart_id": read.text(session, "id"),
@@ -52,15 +52,17 @@ def _session_commerce(session: dict[str, Any], delivery: StoredDelivery) -> dict
         "tax": f.money(session, "total_details.amount_tax", code),
         "total": f.money(session, "amount_total", code),
         "currency": code,
-        "presentment_currency": presentment_code.upper() if has_presentment else None,
-        "presentment_total": f.money(presentment, "presentment_amount", presentment_code.upper())
+        "presentment_currency": presentment_code if has_presentment else None,
+        "presentment_total": f.money(presentment, "presentment_amount", presentment_code)
         if has_presentment
         else None,
         "customer_id": read.ref(session, "customer"),
     }
 
 
-def _session_person(delivery: StoredDelivery, config: StripeConfig, session: dict[str, Any]):
+def _session_person(
+    delivery: StoredDelivery, config: StripeConfig, session: dict[str, Any]
+) -> Person:
     email = read.opt_text(session, "customer_details.email") or read.opt_text(
         session, "customer_email"
     )

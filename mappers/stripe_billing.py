@@ -6,7 +6,7 @@ from typing import Any
 
 from mappers import read
 from mappers import stripe_fields as f
-from mappers.actions import Action, Person, SubscriptionState
+from mappers.actions import Action, Person, SubscriptionState, Track
 from mappers.base import StoredDelivery
 from mappers.common import identify, track
 from mappers.errors import MappingError
@@ -122,7 +122,7 @@ def subscription_created(delivery: StoredDelivery, config: StripeConfig) -> list
     return [track(delivery, who, EventName.SUBSCRIPTION_CREATED, props, props.subscription_id)]
 
 
-def _canceled(delivery: StoredDelivery, sub: dict[str, Any], who: Person, scheduled: bool):
+def _canceled(delivery: StoredDelivery, sub: dict[str, Any], who: Person, scheduled: bool) -> Track:
     # canceled_at is when the cancellation was requested, for scheduled and immediate
     # cancels alike, so the scheduled cancel and the later deletion are one fact, and a
     # cancel after a reactivation is a new one.
@@ -162,37 +162,22 @@ def subscription_updated(delivery: StoredDelivery, config: StripeConfig) -> list
         fields = f.subscription_fields(sub)
         # The event id names this transition; replays of the event repeat it.
         now = read.text(delivery.payload, "id")
+        change: tuple[EventName, SubscriptionPaused | SubscriptionResumed] | None = None
         if sub.get("pause_collection") and not before["pause_collection"]:
-            props = SubscriptionPaused(
+            paused = SubscriptionPaused(
                 source="stripe",
                 **fields,
                 pause_kind="collection",
                 resumes_at=read.opt_int(sub, "pause_collection.resumes_at"),
             )
-            actions.append(
-                track(
-                    delivery,
-                    who,
-                    EventName.SUBSCRIPTION_PAUSED,
-                    props,
-                    fields["subscription_id"],
-                    "collection",
-                    now,
-                )
-            )
+            change = (EventName.SUBSCRIPTION_PAUSED, paused)
         elif before["pause_collection"] and not sub.get("pause_collection"):
-            props = SubscriptionResumed(source="stripe", **fields, pause_kind="collection")
-            actions.append(
-                track(
-                    delivery,
-                    who,
-                    EventName.SUBSCRIPTION_RESUMED,
-                    props,
-                    fields["subscription_id"],
-                    "collection",
-                    now,
-                )
-            )
+            resumed = SubscriptionResumed(source="stripe", **fields, pause_kind="collection")
+            change = (EventName.SUBSCRIPTION_RESUMED, resumed)
+        if change is not None:
+            event, props = change
+            key = (fields["subscription_id"], "collection", now)
+            actions.append(track(delivery, who, event, props, *key))
     status = read.opt_text(sub, "status")
     if "status" in before and status and fields_id(sub):
         # trialing -> active, active -> past_due, ...: no journey event of its own, but

@@ -14,19 +14,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from mappers.money import json_number
+
 TAXONOMY_VERSION = "1.1.0"
-
-
-def _json_number(value: Decimal) -> int | float:
-    # Amounts are exact Decimals in the model; only the JSON boundary turns them into a
-    # number. float(Decimal) gives the shortest repr that round-trips, so "42.50" is
-    # written 42.5 and no arithmetic ever happens in binary floating point.
-    return int(value) if value == value.to_integral_value() else float(value)
 
 
 Money = Annotated[
     Decimal,
-    PlainSerializer(_json_number, return_type=int | float, when_used="json"),
+    PlainSerializer(json_number, return_type=int | float, when_used="json"),
     Field(description="Amount in major units with the currency's own decimals."),
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case.")]

@@ -249,7 +249,8 @@ def test_read_timeout_is_retried(engine: Engine, cio: ScriptedCustomerIO) -> Non
 def test_a_worker_whose_lease_lapsed_writes_nothing(engine: Engine) -> None:
     import pytest
 
-    from webhooks.stage1.process import LeaseLost, _store, map_row
+    from webhooks.stage1.process import LeaseLost, _Writer, map_row
+    from webhooks.stage1.state.step import StateConfig
     from webhooks.storage.queue import claim
     from webhooks.storage.schema import inbox
 
@@ -269,7 +270,7 @@ def test_a_worker_whose_lease_lapsed_writes_nothing(engine: Engine) -> None:
     assert process_batch(engine, "fast", CONFIG) == 1
     before = [(r.id, r.state) for r in outbox_rows(engine)]
     with pytest.raises(LeaseLost):
-        _store(engine, "slow", [(row, actions)], [])
+        _Writer(engine, "slow", False, StateConfig()).store([(row, actions)], [])
     assert [(r.id, r.state) for r in outbox_rows(engine)] == before
     assert inbox_rows(engine)[0].state == "done"
 

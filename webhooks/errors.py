@@ -37,10 +37,20 @@ class UnknownProvider(ConfigError, LookupError):
 
 
 class IngestError(WebhooksError):
-    """A webhook request was refused; carries the HTTP status and a short machine code."""
+    """A webhook request was refused; carries the HTTP status and a short machine code.
+
+    Subclasses set both in their class line: `class X(IngestError, status=400, code=...)`.
+    """
 
     status: int = 400
     code: str = "bad_request"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -50,52 +60,32 @@ class IngestError(WebhooksError):
             self.status = status
 
 
-class ProviderNotConfigured(IngestError):
+class ProviderNotConfigured(IngestError, status=404, code="provider_not_configured"):
     """The provider has no signing secret configured, so its endpoint is disabled."""
 
-    status = 404
-    code = "provider_not_configured"
 
-
-class MissingSignature(IngestError):
+class MissingSignature(IngestError, status=400, code="missing_signature"):
     """The request carries no signature header at all."""
 
-    status = 400
-    code = "missing_signature"
 
-
-class MalformedSignature(IngestError):
+class MalformedSignature(IngestError, status=400, code="malformed_signature"):
     """The signature header cannot be parsed."""
 
-    status = 400
-    code = "malformed_signature"
 
-
-class VerificationError(IngestError):
+class VerificationError(IngestError, status=401, code="invalid_signature"):
     """The signature does not match any configured secret."""
 
-    status = 401
-    code = "invalid_signature"
 
-
-class StaleSignature(VerificationError):
+class StaleSignature(VerificationError, code="timestamp_out_of_tolerance"):
     """The signature matches, but its timestamp is outside the tolerance (either side)."""
 
-    code = "timestamp_out_of_tolerance"
 
-
-class PayloadError(IngestError):
+class PayloadError(IngestError, status=400, code="invalid_payload"):
     """The verified body is not JSON, or lacks what is needed to key it (id, topic)."""
 
-    status = 400
-    code = "invalid_payload"
 
-
-class StorageUnavailable(IngestError):
+class StorageUnavailable(IngestError, status=503, code="storage_unavailable"):
     """The database could not take the write in time; the provider should retry."""
-
-    status = 503
-    code = "storage_unavailable"
 
 
 # --- worker side ----------------------------------------------------------------------

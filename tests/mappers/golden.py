@@ -3,7 +3,7 @@
 A fixture `tests/fixtures/<provider>/<case>.json` holds:
   {"description": "...", "headers": {...}, "body": {...},
    "config": {...settings overrides, optional}, "enrichment": {... optional}}
-and `<case>.expected.json` the list of actions (mappers.actions.to_json of each).
+and `<case>.expected.json` the list of actions (each as JSON data, nulls left out).
 The body goes through the real ingest parse (the provider's receiver) before mapping,
 so a fixture covers the whole chain from the bytes the provider sends. Every registered
 provider's folder is swept; the folder name is the provider's name.
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mappers.actions import Action, to_json
+from mappers.actions import Action
 from mappers.base import StoredDelivery
 from webhooks.config import load_settings
 from webhooks.providers import registry
@@ -66,7 +66,7 @@ def cases() -> list[Path]:
     """Every registered provider's fixture files (not the expected outputs), sorted."""
     return sorted(
         path
-        for name in registry.names()
+        for name in (spec.name for spec in registry.specs())
         for path in (FIXTURES / name).glob("*.json")
         if not path.name.endswith(".expected.json")
     )
@@ -87,8 +87,12 @@ def run_case(case: Path) -> list[dict[str, Any]]:
     mapped = map_delivery(
         stored_delivery(delivery, fixture.get("enrichment")), configs(**fixture.get("config", {}))
     )
-    actions = mapped
-    return [to_json(action) for action in actions]
+    return [as_json(action) for action in mapped]
+
+
+def as_json(action: Action) -> dict[str, Any]:
+    """An action as JSON-ready data: amounts as numbers, no null fields."""
+    return action.model_dump(mode="json", exclude_none=True)
 
 
 def main() -> None:

@@ -28,5 +28,5 @@ def test_every_expected_file_has_its_fixture() -> None:
 
 def test_every_fixture_folder_is_a_registered_provider_with_fixtures() -> None:
     folders = {path.name for path in FIXTURES.iterdir() if path.is_dir()}
-    assert folders == set(registry.names())
+    assert folders == {spec.name for spec in registry.specs()}
     assert all(any((FIXTURES / name).glob("*.expected.json")) for name in folders)

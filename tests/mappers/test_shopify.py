@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from mappers.actions import Action, Identify, Track, to_json
+from mappers.actions import Action, Identify, Track
 from mappers.errors import MappingError
 from mappers.shopify_fields import ShopifyConfig
 from mappers.taxonomy import EventName
-from tests.mappers.golden import FIXTURES, configs, map_with, parse
+from tests.mappers.golden import FIXTURES, as_json, configs, map_with, parse
 from webhooks.stage1.mapping import stored_delivery
 
 Patch = Callable[[dict[str, Any]], object]
@@ -363,8 +363,8 @@ def test_unknown_topic_maps_to_nothing() -> None:
 def test_every_action_is_json_ready() -> None:
     amounts = []
     for action in run("order_paid_presentment_currency"):
-        data = json.loads(json.dumps(to_json(action)))
-        assert data == to_json(action)  # survives the JSON round trip unchanged
+        data = json.loads(json.dumps(as_json(action)))
+        assert data == as_json(action)  # survives the JSON round trip unchanged
         props = data.get("properties", {})
         amounts += [
             props[name] for name in ("total", "subtotal", "presentment_total") if name in props

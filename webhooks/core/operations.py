@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from mappers.actions import Track
-from webhooks.core.identity import Identity
+from webhooks.core.identity import MAX_ID_BYTES, Identity
 
-# Customer.io Track API limits (customerio.md §3), enforced before sending.
-MAX_ID_BYTES = 150
+# Customer.io Track API limits (customerio.md §3), enforced before sending; the one on
+# ids, MAX_ID_BYTES, lives with the identities that keep within it.
 MAX_ATTRIBUTE_NAME_BYTES = 150
 MAX_ATTRIBUTE_VALUE_BYTES = 1000
 MAX_ATTRIBUTES = 300
@@ -25,7 +26,7 @@ MAX_EVENT_DATA_BYTES = 100_000
 MAX_ITEM_BYTES = 32_000
 
 
-class OperationKind:
+class OperationKind(StrEnum):
     """What an outbox row asks Customer.io to do."""
 
     IDENTIFY = "identify"
@@ -40,7 +41,7 @@ class Operation:
     """One Customer.io operation, ready for the outbox."""
 
     op_key: str
-    kind: str
+    kind: OperationKind
     person_id: str | None
     payload: dict[str, Any]
     occurred_at: datetime
@@ -88,9 +89,15 @@ def check_limits(kind: str, payload: dict[str, Any], pid: str | None) -> str | N
     # under the 100 KB data limit, so the data is measured only for a bigger item.
     if _size(payload) <= MAX_ITEM_BYTES:
         return None
-    if event and _size(payload.get("attributes", payload.get("data", {}))) > MAX_EVENT_DATA_BYTES:
+    if event and _size(event_data(payload)) > MAX_EVENT_DATA_BYTES:
         return f"event data over {MAX_EVENT_DATA_BYTES} bytes"
     return f"operation over {MAX_ITEM_BYTES} bytes"
+
+
+def event_data(payload: dict[str, Any]) -> dict[str, Any]:
+    """An event operation's data: `attributes` of a v2 person event, `data` of a v1 one."""
+    data: dict[str, Any] = payload.get("attributes", payload.get("data", {}))
+    return data
 
 
 def at(timestamp: int) -> datetime:

@@ -54,7 +54,7 @@ class RetryPolicy:
 
     def ceiling(self, attempt: int) -> float:
         """The longest wait after failed attempt `attempt` (1-based)."""
-        return min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        return min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
 
     def delay(
         self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
@@ -72,7 +72,6 @@ OPERATION_RETRY = RetryPolicy(base=1.0, cap=300.0)
 # The whole worker pauses after transient delivery failures in a row, so an outage
 # costs a number of calls logarithmic in its length, not one per operation.
 OUTAGE_PAUSE = RetryPolicy(base=1.0, cap=300.0, full_jitter=False)
-MAX_DELAY = OPERATION_RETRY.cap
 
 
 def backoff(

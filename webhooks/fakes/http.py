@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import signal
@@ -156,26 +155,3 @@ def serve_until_signalled(fake: BackgroundFake, on_started: Callable[[], None]) 
         fake.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def bind_arguments(
-    prog: str, description: str | None, default_port: int
-) -> argparse.ArgumentParser:
-    """A `python -m` parser with the `--host` and `--port` options every fake takes."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument(
-        "--port", type=int, default=default_port, help="port to bind (0: any free port)"
-    )
-    return parser
-
-
-def run_in_foreground(serve: Callable[[Callable[[str], None]], None], host: str, port: int) -> int:
-    """Call `serve(announce)` printing to stdout; the exit status, 1 if it cannot listen."""
-    try:
-        # flush: a parent reading our stdout through a pipe must see the line at once.
-        serve(lambda line: print(line, flush=True))
-    except OSError as exc:
-        print(f"cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
-    return 0

@@ -70,8 +70,3 @@ def specs() -> list[AnySpec]:
     """Every registered provider, built-in ones first, in registration order."""
     _load_builtin()
     return list(_specs.values())
-
-
-def names() -> list[str]:
-    """The registered providers' names."""
-    return [spec.name for spec in specs()]

@@ -9,6 +9,7 @@ unique op_key makes a repeat add nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,10 @@ log = structlog.get_logger("webhooks.process")
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
 STATE_ATTEMPTS = 3  # computing a batch again after another worker saved state meanwhile
 MAX_OP_KEY = 512  # the outbox.op_key column
+
+
+Mapped = list[tuple[sa.Row[Any], list[Action]]]  # rows and their actions
+Failed = list[tuple[sa.Row[Any], str]]  # rows that cannot be mapped, and why
 
 
 class LeaseLost(ProcessingError):
@@ -75,8 +80,8 @@ def process_batch(
     # with the rows; a row whose source could not answer yet keeps its lease until later.
     enriched = enrich_rows(engine, owner, rows, enrichers or {})
     deferred = set(enriched.deferred)
-    mapped: list[tuple[sa.Row[Any], list[Action]]] = []
-    failed: list[tuple[sa.Row[Any], str]] = []
+    mapped: Mapped = []
+    failed: Failed = []
     for row in rows:  # pure work first, outside any transaction
         if row.id in deferred:
             continue
@@ -84,9 +89,9 @@ def process_batch(
             mapped.append((row, map_row(row, configs, enriched.enrichment.get(row.id))))
         except MappingError as exc:
             failed.append((row, exc.reason))
-    state = state or StateConfig()
+    writer = _Writer(engine, owner, dry_run, state or StateConfig())
     try:
-        _store(engine, owner, mapped, failed, dry_run, state)
+        writer.store(mapped, failed)
     except LeaseLost:
         # Another worker took some of these over; it will map them again, and the
         # outbox's unique keys make a repeat harmless. Ours are rolled back.
@@ -98,7 +103,7 @@ def process_batch(
     except SQLAlchemyError:
         # One row the database refuses must not hold up the others: store them one by
         # one, and count the refusal against the row that caused it.
-        _store_one_by_one(engine, owner, mapped, failed, dry_run, state)
+        writer.store_one_by_one(mapped, failed)
     for row, reason in failed:
         log.warning(
             "mapping_failed",
@@ -115,83 +120,106 @@ def delivery_key(row: sa.Row[Any]) -> str:
     return f"{row.provider}:{row.account}:{row.event_type}:{row.delivery_id}"
 
 
-def _store(
-    engine: Engine,
-    owner: str,
-    mapped: list[tuple[sa.Row[Any], list[Action]]],
-    failed: list[tuple[sa.Row[Any], str]],
-    dry_run: bool = False,
-    state: StateConfig | None = None,
-) -> None:
-    """State, outbox rows and inbox states of a whole batch: all of it or none of it."""
-    for _ in range(STATE_ATTEMPTS - 1):
-        try:
-            return _store_once(engine, owner, mapped, failed, dry_run, state)
-        except StateChanged:
-            # Another worker saved state while we computed (SQLite); compute again.
-            log.info("state_changed_meanwhile", rows=len(mapped))
-    return _store_once(engine, owner, mapped, failed, dry_run, state)
+@dataclass(frozen=True)
+class _Writer:
+    """Stores mapped batches for one worker: person state, outbox rows, inbox states."""
 
+    engine: Engine
+    owner: str
+    dry_run: bool
+    state: StateConfig
 
-def _store_once(
-    engine: Engine,
-    owner: str,
-    mapped: list[tuple[sa.Row[Any], list[Action]]],
-    failed: list[tuple[sa.Row[Any], str]],
-    dry_run: bool,
-    state: StateConfig | None,
-) -> None:
-    now = utcnow()
-    with engine.begin() as conn:
-        seen = begin_state(conn)
-        step = StateStep(conn, state or StateConfig())
-        outcomes = step.run([(delivery_key(row), actions) for row, actions in mapped])
-        # One fact reported twice within the batch is written once (the first report).
-        by_key: dict[str, dict[str, Any]] = {}
-        waiting: list[tuple[sa.Row[Any], str]] = []
-        for (row, _), outcome in zip(mapped, outcomes, strict=True):
-            if outcome.wait_on is not None:
-                waiting.append((row, outcome.wait_on))
-            for op in outcome.ops:
-                item = _values(op, row, now, dry_run)
-                by_key.setdefault(item["op_key"], item)
-        # Everything above only read; from here the batch writes, briefly.
-        begin_writes(conn, seen)
-        write_operations(conn, list(by_key.values()))
-        for pid in step.redacted:
-            purge_pending(conn, pid)
-        step.save()
-        done = [
-            row.id
-            for (row, _), outcome in zip(mapped, outcomes, strict=True)
-            if outcome.wait_on is None
-        ]
-        released = _release_waiting(conn, owner, waiting, now)
-        released += release(
-            conn,
-            inbox,
-            done,
-            owner,
-            state=InboxState.DONE,
-            processed_at=now,
-            attempts=inbox.c.attempts + 1,
-            last_error=None,
-        )
-        for row, reason in failed:
+    def store(self, mapped: Mapped, failed: Failed) -> None:
+        """State, outbox rows and inbox states of a whole batch: all of it or none of it."""
+        for _ in range(STATE_ATTEMPTS - 1):
+            try:
+                return self._store_once(mapped, failed)
+            except StateChanged:
+                # Another worker saved state while we computed (SQLite); compute again.
+                log.info("state_changed_meanwhile", rows=len(mapped))
+        return self._store_once(mapped, failed)
+
+    def _store_once(self, mapped: Mapped, failed: Failed) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            seen = begin_state(conn)
+            step = StateStep(conn, self.state)
+            outcomes = step.run([(delivery_key(row), actions) for row, actions in mapped])
+            # One fact reported twice within the batch is written once (the first report).
+            by_key: dict[str, dict[str, Any]] = {}
+            waiting: list[tuple[sa.Row[Any], str]] = []
+            for (row, _), outcome in zip(mapped, outcomes, strict=True):
+                if outcome.wait_on is not None:
+                    waiting.append((row, outcome.wait_on))
+                for op in outcome.ops:
+                    item = _values(op, row, now, self.dry_run)
+                    by_key.setdefault(item["op_key"], item)
+            # Everything above only read; from here the batch writes, briefly.
+            begin_writes(conn, seen)
+            write_operations(conn, list(by_key.values()))
+            for pid in step.redacted:
+                purge_pending(conn, pid)
+            step.save()
+            done = [
+                row.id
+                for (row, _), outcome in zip(mapped, outcomes, strict=True)
+                if outcome.wait_on is None
+            ]
+            released = _release_waiting(conn, self.owner, waiting, now)
             released += release(
                 conn,
                 inbox,
-                [row.id],
-                owner,
-                state=InboxState.DEAD,
-                last_error=reason,
+                done,
+                self.owner,
+                state=InboxState.DONE,
+                processed_at=now,
                 attempts=inbox.c.attempts + 1,
+                last_error=None,
             )
-        if released != len(mapped) + len(failed):
-            raise LeaseLost(f"{released} of {len(mapped) + len(failed)} rows still leased to us")
-        woken = step.wake()
-        if woken:
-            log.info("deliveries_woken", rows=woken)
+            for row, reason in failed:
+                released += release(
+                    conn,
+                    inbox,
+                    [row.id],
+                    self.owner,
+                    state=InboxState.DEAD,
+                    last_error=reason,
+                    attempts=inbox.c.attempts + 1,
+                )
+            if released != len(mapped) + len(failed):
+                raise LeaseLost(
+                    f"{released} of {len(mapped) + len(failed)} rows still leased to us"
+                )
+            woken = step.wake()
+            if woken:
+                log.info("deliveries_woken", rows=woken)
+
+    def store_one_by_one(self, mapped: Mapped, failed: Failed) -> None:
+        """Store each row alone, so one the database refuses cannot hold up the rest."""
+        for row, actions in mapped:
+            try:
+                self.store([(row, actions)], [])
+            except (LeaseLost, StateChanged):
+                continue
+            except SQLAlchemyError as exc:
+                attempts = row.attempts + 1
+                outcome = InboxState.DEAD if attempts >= MAX_STORE_ATTEMPTS else InboxState.FAILED
+                with self.engine.begin() as conn:
+                    release(
+                        conn,
+                        inbox,
+                        [row.id],
+                        self.owner,
+                        state=outcome,
+                        attempts=attempts,
+                        last_error=f"storing its operations failed: {type(exc).__name__}",
+                    )
+                log.error("store_failed", inbox_id=row.id, error=type(exc).__name__, state=outcome)
+        for row, reason in failed:
+            try:
+                self.store([], [(row, reason)])
+            except (LeaseLost, StateChanged, SQLAlchemyError):
+                log.error("store_failed", inbox_id=row.id)
 
 
 def _release_waiting(
@@ -210,40 +238,6 @@ def _release_waiting(
         )
         add_wait(conn, key, row.id, now)
     return released
-
-
-def _store_one_by_one(
-    engine: Engine,
-    owner: str,
-    mapped: list[tuple[sa.Row[Any], list[Action]]],
-    failed: list[tuple[sa.Row[Any], str]],
-    dry_run: bool,
-    state: StateConfig,
-) -> None:
-    for row, actions in mapped:
-        try:
-            _store(engine, owner, [(row, actions)], [], dry_run, state)
-        except (LeaseLost, StateChanged):
-            continue
-        except SQLAlchemyError as exc:
-            attempts = row.attempts + 1
-            outcome = InboxState.DEAD if attempts >= MAX_STORE_ATTEMPTS else InboxState.FAILED
-            with engine.begin() as conn:
-                release(
-                    conn,
-                    inbox,
-                    [row.id],
-                    owner,
-                    state=outcome,
-                    attempts=attempts,
-                    last_error=f"storing its operations failed: {type(exc).__name__}",
-                )
-            log.error("store_failed", inbox_id=row.id, error=type(exc).__name__, state=outcome)
-    for row, reason in failed:
-        try:
-            _store(engine, owner, [], [(row, reason)], dry_run, state)
-        except (LeaseLost, StateChanged, SQLAlchemyError):
-            log.error("store_failed", inbox_id=row.id)
 
 
 def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> dict[str, Any]:

@@ -12,5 +12,6 @@ def insert(table: sa.Table, dialect_name: str) -> postgresql.Insert | sqlite.Ins
     Callers build their statement once per dialect (functools.cache) and execute it
     with parameters: building one per row cost more CPU than the insert itself.
     """
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    return dialect.insert(table)
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -61,7 +61,7 @@ def claim(
 
 def _order_cols(order_by: Sequence[sa.ColumnElement[Any]]) -> list[sa.Column[Any]]:
     # RETURNING does not keep the subquery's order; sort by the same columns again.
-    return [getattr(col, "element", col) for col in order_by]  # type: ignore[misc]
+    return [cast(sa.Column[Any], getattr(col, "element", col)) for col in order_by]
 
 
 def release(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +37,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class InboxState:
+class InboxState(StrEnum):
     """Processing states of an inbox row; "seen" is the row existing at all."""
 
     PENDING = "pending"
@@ -46,7 +47,6 @@ class InboxState:
     # Names someone only by a key no event has linked to a person yet (a refund naming
     # only its order): woken when a later event links that key (see `inbox_waits`).
     WAITING = "waiting"
-    ALL = (PENDING, DONE, FAILED, DEAD, WAITING)
 
 
 inbox = sa.Table(
@@ -87,7 +87,7 @@ inbox = sa.Table(
         "provider", "account", "event_type", "delivery_id", name="uq_inbox_delivery"
     ),
     sa.CheckConstraint(
-        "state IN (" + ", ".join(f"'{state}'" for state in InboxState.ALL) + ")",
+        "state IN (" + ", ".join(f"'{state}'" for state in InboxState) + ")",
         name="ck_inbox_state",
     ),
 )
@@ -97,7 +97,7 @@ inbox = sa.Table(
 sa.Index("ix_inbox_state_lane_id", inbox.c.state, inbox.c.lane, inbox.c.id)
 
 
-class OutboxState:
+class OutboxState(StrEnum):
     """Delivery states of an outbox operation."""
 
     PENDING = "pending"
@@ -106,11 +106,7 @@ class OutboxState:
     DEAD = "dead"
     # Withheld on purpose by a journey guard (a cart update after the order); final.
     SUPPRESSED = "suppressed"
-    ALL = (PENDING, DELIVERED, DRY_RUN, DEAD, SUPPRESSED)
 
-
-LANE_LIVE = 0
-LANE_BACKFILL = 1
 
 outbox = sa.Table(
     "outbox",
@@ -143,7 +139,7 @@ outbox = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("delivered_at", UTCDateTime(), nullable=True),
     sa.CheckConstraint(
-        "state IN (" + ", ".join(f"'{state}'" for state in OutboxState.ALL) + ")",
+        "state IN (" + ", ".join(f"'{state}'" for state in OutboxState) + ")",
         name="ck_outbox_state",
     ),
 )

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from mappers.actions import SubscriptionState, Track
+from mappers.actions import Person, SubscriptionState, Track
+from mappers.money import json_number
 from mappers.taxonomy import EventName, PersonAttributes
 
 # The order in which a person's subscriptions decide `subscription_status`: one live
@@ -94,7 +95,7 @@ class Totals:
         """The attributes these totals give (dates as Unix seconds)."""
         attributes: dict[str, Any] = {
             "order_count": self.order_count,
-            "lifetime_value": _number(self.value),
+            "lifetime_value": json_number(self.value),
         }
         if self.first_order_at is not None:
             attributes["first_order_date"] = self.first_order_at
@@ -171,29 +172,27 @@ def _rank(fact: Fact) -> tuple[int, int, str]:
     return (fact.watermark, -status, f"{fact.amount}|{fact.currency}|{fact.status}")
 
 
+# Events that report money moving: the fact's kind, and the properties naming its
+# object and its amount.
+MONEY_FACTS = {
+    EventName.ORDER_COMPLETED: ("order", "order_id", "total"),
+    EventName.REFUND_ISSUED: ("refund", "refund_id", "amount"),
+}
+
+
 def fact_of(track: Track, person_id: str) -> Fact | None:
     """The fact an event reports about its person, if it reports one."""
     props = track.properties
-    scope = f"{track.person.source}:{track.person.account}"
     at = track.timestamp
-    if track.event is EventName.ORDER_COMPLETED:
+    if track.event in MONEY_FACTS:
+        kind, object_id, amount = MONEY_FACTS[track.event]
         return Fact(
-            f"order:{scope}:{props.order_id}",  # type: ignore[attr-defined]
+            _fact_key(kind, track.person, getattr(props, object_id)),
             person_id,
-            "order",
+            kind,
             at,
             at,
-            amount=props.total,  # type: ignore[attr-defined]
-            currency=props.currency,  # type: ignore[attr-defined]
-        )
-    if track.event is EventName.REFUND_ISSUED:
-        return Fact(
-            f"refund:{scope}:{props.refund_id}",  # type: ignore[attr-defined]
-            person_id,
-            "refund",
-            at,
-            at,
-            amount=props.amount,  # type: ignore[attr-defined]
+            amount=getattr(props, amount),
             currency=props.currency,  # type: ignore[attr-defined]
         )
     if track.event in EVENT_STATUS:
@@ -203,22 +202,22 @@ def fact_of(track: Track, person_id: str) -> Fact | None:
         ):
             # A scheduled cancel: still a subscriber until the period ends.
             status = _status(getattr(props, "status", None)) or "active"
-        return Fact(
-            f"subscription:{scope}:{props.subscription_id}",  # type: ignore[attr-defined]
-            person_id,
-            "subscription",
-            at,
-            at,
-            status=status,
-        )
+        subscription = props.subscription_id  # type: ignore[attr-defined]
+        key = _fact_key("subscription", track.person, subscription)
+        return Fact(key, person_id, "subscription", at, at, status=status)
     return None
 
 
 def status_fact(change: SubscriptionState, person_id: str) -> Fact:
     """The subscription fact of a status change that has no event of its own."""
     at = change.timestamp
-    key = f"subscription:{change.person.source}:{change.person.account}:{change.subscription_id}"
+    key = _fact_key("subscription", change.person, change.subscription_id)
     return Fact(key, person_id, "subscription", at, at, status=_status(change.status))
+
+
+def _fact_key(kind: str, person: Person, object_id: str) -> str:
+    """`<kind>:<source>:<account>:<id>`: one business object, whichever event names it."""
+    return f"{kind}:{person.source}:{person.account}:{object_id}"
 
 
 # Provider spellings of one status, so a segment on `canceled` finds every canceller.
@@ -230,10 +229,6 @@ def _status(raw: str | None) -> str | None:
         return None
     status = raw.strip().lower()
     return SPELLINGS.get(status, status)
-
-
-def _number(value: Decimal) -> int | float:
-    return int(value) if value == value.to_integral_value() else float(value)
 
 
 def subscription_status(facts: list[Fact]) -> str | None:

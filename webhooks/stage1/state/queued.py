@@ -13,15 +13,14 @@ from collections.abc import Collection, Mapping
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mappers.cart import material_digest
 from mappers.taxonomy import EventName
-from webhooks.core.operations import OperationKind
-from webhooks.stage1.state.guards import content_digest
-from webhooks.stage1.state.identity import Identity
-from webhooks.stage1.state.store import chunks
+from webhooks.core.identity import Identity
+from webhooks.core.operations import OperationKind, event_data
+from webhooks.stage1.state.guards import COMPLETED, UNCHANGED
+from webhooks.stage1.state.store import select_in
 from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
 
-COMPLETED = "its checkout was already completed by an order"
-UNCHANGED = "no material change since checkout_started"
 QUEUED = (OutboxState.PENDING, OutboxState.DRY_RUN)
 
 
@@ -64,11 +63,7 @@ def suppress_unchanged(conn: Connection, started: Mapping[str, str]) -> None:
                 outbox.c.op_key.startswith(EventName.CART_UPDATED.value + ":"),
             )
         ).all()
-        same = [
-            row.id
-            for row in rows
-            if content_digest(row.payload.get("attributes", row.payload.get("data", {}))) == digest
-        ]
+        same = [row.id for row in rows if material_digest(event_data(row.payload)) == digest]
         if same:
             conn.execute(
                 sa.update(outbox)
@@ -83,10 +78,8 @@ def wake(conn: Connection, linked: Collection[str]) -> int:
         return 0
     if conn.execute(sa.select(inbox_waits.c.inbox_id).limit(1)).first() is None:
         return 0  # the usual case: nothing waits, one cheap query
-    ids: set[int] = set()
-    for chunk in chunks(linked):
-        query = sa.select(inbox_waits.c.inbox_id).where(inbox_waits.c.key.in_(chunk))
-        ids.update(conn.execute(query).scalars())
+    query = sa.select(inbox_waits.c.inbox_id)
+    ids = {row.inbox_id for row in select_in(conn, query, inbox_waits.c.key, linked)}
     if ids:
         conn.execute(
             sa.update(inbox)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from mappers.actions import Action, ExportPersonData, Person, RedactPerson, Track
-from webhooks.stage1.state.identity import Identity, IdentityPolicy, Resolution, learn, resolve
+from webhooks.core.identity import Identity
+from webhooks.stage1.state.identity import IdentityPolicy, Resolution, learn, resolve
 from webhooks.stage1.state.keys import person_keys, track_keys
 
 log = structlog.get_logger("webhooks.stage1.state")
@@ -26,10 +27,6 @@ class Plan:
     keys: dict[int, list[str]] = field(default_factory=dict)
     merges: list[tuple[Identity, Identity]] = field(default_factory=list)
     wait_on: str | None = None
-
-
-def _person(action: Action) -> Person | None:
-    return getattr(action, "person", None)
 
 
 def person_of(action: Action) -> Person | None:
@@ -80,18 +77,18 @@ class Resolver:
                 return Plan(wait_on=found.wait_on)
             plan.resolutions[index] = found
             plan.keys[index] = keys[index]
-        taught: set[tuple[Person, Identity]] = set()
+        taught: set[tuple[Person | None, Identity]] = set()
         for index, found in plan.resolutions.items():
-            if found.identity is None or isinstance(
-                actions[index], RedactPerson | ExportPersonData
-            ):
+            action = actions[index]
+            if found.identity is None or isinstance(action, RedactPerson | ExportPersonData):
                 continue  # a privacy request must not teach links to a person
             if found.by_email:
                 continue  # nor a typed email: its checkout must not become the person's
-            who = self.final(found.identity)
-            if isinstance(actions[index], Track) or (actions[index].person, who) not in taught:
-                taught.add((actions[index].person, who))  # type: ignore[union-attr]
-                self._learn(plan, plan.keys[index], who)
+            identity = self.final(found.identity)
+            lesson = (person_of(action), identity)
+            if isinstance(action, Track) or lesson not in taught:
+                taught.add(lesson)
+                self._learn(plan, plan.keys[index], identity)
         return plan
 
     def _learn(self, plan: Plan, keys: list[str], identity: Identity) -> None:

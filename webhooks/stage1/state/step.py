@@ -26,7 +26,9 @@ from mappers.actions import (
     SubscriptionState,
     Track,
 )
+from mappers.cart import material_digest
 from mappers.taxonomy import EventName
+from webhooks.core.identity import ANONYMOUS, Identity
 from webhooks.core.operations import (
     Operation,
     delete_op,
@@ -36,13 +38,8 @@ from webhooks.core.operations import (
     unsendable_op,
 )
 from webhooks.stage1.state import queued, store
-from webhooks.stage1.state.guards import CART_EVENTS, Checkout, content_digest, verdict
-from webhooks.stage1.state.identity import (
-    ANONYMOUS,
-    Identity,
-    IdentityPolicy,
-    anonymous_id,
-)
+from webhooks.stage1.state.guards import CART_EVENTS, Checkout, verdict
+from webhooks.stage1.state.identity import IdentityPolicy, anonymous_id
 from webhooks.stage1.state.keys import checkout_key
 from webhooks.stage1.state.ledger import Ledger
 from webhooks.stage1.state.person import (
@@ -251,7 +248,7 @@ class StateStep:
                 self.dirty_carts.add(subject)
             self.completed.add(subject)
             return op
-        digest = content_digest(data)
+        digest = material_digest(data)
         reason = verdict(track.event, cart, digest)
         if reason is None and track.event is EventName.CHECKOUT_STARTED and not cart.started_hash:
             cart.started_hash = digest

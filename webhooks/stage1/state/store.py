@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from webhooks.core.identity import Identity
+from webhooks.errors import TransientError
 from webhooks.stage1.state.guards import Checkout
-from webhooks.stage1.state.identity import Identity
 from webhooks.stage1.state.person import Fact, PersonRecord, Totals
 from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
@@ -35,7 +36,7 @@ STATE_LOCK_ID = 0x57EB400C
 STATE_WAIT_SECONDS = 30  # below the default 60 s lease
 
 
-class StateChanged(Exception):
+class StateChanged(TransientError):
     """Another worker saved state while this one was computing: compute again."""
 
 
@@ -72,48 +73,50 @@ def begin_writes(conn: Connection, seen: int | None) -> None:
             .values(epoch=seen + 1)
         ).rowcount
     if changed != 1:
-        raise StateChanged()
+        raise StateChanged("another worker saved person state meanwhile")
 
 
 def chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    """The distinct `values`, sorted, in lists of at most CHUNK (one IN list each)."""
     unique = sorted(set(values))
     for start in range(0, len(unique), CHUNK):
         yield unique[start : start + CHUNK]
 
 
+def select_in(
+    conn: Connection, query: sa.Select[Any], column: sa.ColumnElement[Any], values: Iterable[str]
+) -> Iterator[sa.Row[Any]]:
+    """The rows of `query` whose `column` is one of `values`: one query per chunk."""
+    for chunk in chunks(values):
+        yield from conn.execute(query.where(column.in_(chunk)))
+
+
 def load_links(conn: Connection, keys: Iterable[str]) -> dict[str, Identity]:
     """The person each of `keys` is linked to, for those linked."""
-    found: dict[str, Identity] = {}
     table = identity_links
-    for chunk in chunks(keys):
-        query = sa.select(table.c.key, table.c.person_id, table.c.rank).where(
-            table.c.key.in_(chunk)
-        )
-        for row in conn.execute(query):
-            found[row.key] = Identity(row.person_id, row.rank)
-    return found
+    query = sa.select(table.c.key, table.c.person_id, table.c.rank)
+    rows = select_in(conn, query, table.c.key, keys)
+    return {row.key: Identity(row.person_id, row.rank) for row in rows}
 
 
 def load_records(conn: Connection, person_ids: Iterable[str]) -> dict[str, PersonRecord]:
     """The stored attribute records of these people."""
     found: dict[str, PersonRecord] = {}
-    for chunk in chunks(person_ids):
-        query = sa.select(person_state).where(person_state.c.person_id.in_(chunk))
-        for row in conn.execute(query):
-            totals = Totals(
-                row.order_count,
-                row.first_order_at,
-                row.last_order_at,
-                Decimal(row.lifetime_value),
-                row.value_currency,
-            )
-            found[row.person_id] = PersonRecord(
-                row.person_id, dict(row.attributes), row.watermark, row.sent_hash, totals
-            )
+    for row in select_in(conn, sa.select(person_state), person_state.c.person_id, person_ids):
+        totals = Totals(
+            row.order_count,
+            row.first_order_at,
+            row.last_order_at,
+            Decimal(row.lifetime_value),
+            row.value_currency,
+        )
+        found[row.person_id] = PersonRecord(
+            row.person_id, dict(row.attributes), row.watermark, row.sent_hash, totals
+        )
     return found
 
 
-def _facts(conn: Connection, where: sa.ColumnElement[bool]) -> dict[str, Fact]:
+def _facts(rows: Iterable[sa.Row[Any]]) -> dict[str, Fact]:
     return {
         row.fact_key: Fact(
             row.fact_key,
@@ -125,7 +128,7 @@ def _facts(conn: Connection, where: sa.ColumnElement[bool]) -> dict[str, Fact]:
             row.currency,
             row.status,
         )
-        for row in conn.execute(sa.select(person_facts).where(where))
+        for row in rows
     }
 
 
@@ -141,14 +144,11 @@ def load_facts(
     loads only the facts it reports and the people's subscriptions (a few each), never
     every order a person ever placed.
     """
-    found: dict[str, Fact] = {}
-    for chunk in chunks(person_ids):
-        where = person_facts.c.person_id.in_(chunk)
-        if kinds is not None:
-            where = sa.and_(where, person_facts.c.kind.in_(kinds))
-        found.update(_facts(conn, where))
-    for chunk in chunks(key for key in fact_keys if key not in found):
-        found.update(_facts(conn, person_facts.c.fact_key.in_(chunk)))
+    query = sa.select(person_facts)
+    held = query if kinds is None else query.where(person_facts.c.kind.in_(kinds))
+    found = _facts(select_in(conn, held, person_facts.c.person_id, person_ids))
+    missing = [key for key in fact_keys if key not in found]
+    found.update(_facts(select_in(conn, query, person_facts.c.fact_key, missing)))
     return found
 
 
@@ -173,12 +173,8 @@ def orders_before(
 
 def load_checkouts(conn: Connection, keys: Iterable[str]) -> dict[str, Checkout]:
     """What the guards remember of these checkouts."""
-    found: dict[str, Checkout] = {}
-    for chunk in chunks(keys):
-        query = sa.select(checkouts).where(checkouts.c.checkout_key.in_(chunk))
-        for row in conn.execute(query):
-            found[row.checkout_key] = Checkout(row.started_hash, row.completed_at)
-    return found
+    rows = select_in(conn, sa.select(checkouts), checkouts.c.checkout_key, keys)
+    return {row.checkout_key: Checkout(row.started_hash, row.completed_at) for row in rows}
 
 
 @cache

@@ -20,7 +20,7 @@ from webhooks.providers.stripe.api import (
     StripeUnavailable,
 )
 from webhooks.providers.stripe.api.client import AUTH_PAUSE, CUSTOMER_TTL
-from webhooks.providers.stripe.api.limits import MAX_ATTEMPTS, MAX_DELAY, MAX_RETRY_AFTER_IN_CALL
+from webhooks.providers.stripe.api.limits import IN_CALL, MAX_ATTEMPTS, MAX_RETRY_AFTER_IN_CALL
 
 ADA = {
     "id": "cus_Ada",
@@ -196,7 +196,7 @@ def test_persistent_server_errors_give_up_after_max_attempts(
     assert caught.value.status == status
     assert len(fake_stripe.requests()) == MAX_ATTEMPTS
     assert len(waits.sleeps) == MAX_ATTEMPTS - 1
-    assert all(0 < delay <= MAX_DELAY for delay in waits.sleeps)
+    assert all(0 < delay <= IN_CALL.cap for delay in waits.sleeps)
 
 
 def test_a_5xx_then_success_is_retried(fake_stripe: FakeStripe, waits: Recorder) -> None:

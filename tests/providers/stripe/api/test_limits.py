@@ -8,7 +8,7 @@ import pytest
 
 from webhooks.core.ratelimit import TokenBucket
 from webhooks.core.retry import is_retryable, parse_retry_after
-from webhooks.providers.stripe.api.limits import BASE_DELAY, IN_CALL, MAX_DELAY, customer_cache
+from webhooks.providers.stripe.api.limits import IN_CALL, customer_cache
 
 MISSING = object()
 
@@ -98,7 +98,7 @@ def test_retry_after_wins_over_the_backoff() -> None:
 
 @pytest.mark.parametrize("attempt", range(1, 12))
 def test_backoff_is_equal_jitter_doubling_to_a_cap(attempt: int) -> None:
-    ceiling = min(MAX_DELAY, BASE_DELAY * 2 ** (attempt - 1))
+    ceiling = min(IN_CALL.cap, IN_CALL.base * 2 ** (attempt - 1))
     rng = random.Random(attempt)
     delays = [retry_delay(attempt, rng=rng) for _ in range(50)]
     assert all(ceiling / 2 <= delay <= ceiling for delay in delays)

@@ -18,8 +18,6 @@ from webhooks.core.retry import RetryPolicy
 # Equal jitter: never zero, so a 429 without Retry-After still backs off.
 IN_CALL = RetryPolicy(base=0.5, cap=8.0, full_jitter=False, max_attempts=4)
 MAX_ATTEMPTS = IN_CALL.max_attempts or 1
-BASE_DELAY = IN_CALL.base
-MAX_DELAY = IN_CALL.cap
 # A Retry-After longer than this is not waited out inside the call: the caller is told
 # (StripeUnavailable.retry_after) and tries again that much later.
 MAX_RETRY_AFTER_IN_CALL = 10.0
