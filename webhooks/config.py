@@ -223,6 +223,6 @@ def load_settings(*, _env_file: EnvFile = ".env", **overrides: Any) -> Settings:
 def _problems(exc: ValidationError, prefix: str) -> list[str]:
     found = []
     for error in exc.errors():
-        name = (prefix + str(error["loc"][0])).upper() if error["loc"] else prefix + "settings"
+        name = (prefix + (str(error["loc"][0]) if error["loc"] else "settings")).upper()
         found.append(f"{name}: {error['msg']}")
     return found

@@ -310,3 +310,29 @@ def test_the_guide_names_only_what_exists() -> None:
     # Every module path it cites exists.
     for path in re.findall(r"`((?:webhooks|mappers|tests)/[\w/]+\.py)`", guide):
         assert (ROOT / path).exists(), path
+
+
+def test_a_stored_row_of_a_provider_no_longer_registered_is_dead_lettered(
+    acme: ProviderSpec[AcmeSettings, AcmeConfig], sqlite_url: str
+) -> None:
+    # Acme's delivery is stored; then the build no longer registers Acme. The worker
+    # must dead-letter the row with a reason and keep going, never stop on it.
+    settings = make_settings(sqlite_url, acme_webhook_secret=SECRET)
+    app = create_app(settings)
+    body = event("evt_3")
+    app.test_client().post(
+        "/webhooks/acme", data=body, headers={SIGNATURE_HEADER: sign(body, SECRET)}
+    )
+    registry.unregister("acme")
+    try:
+        later = make_settings(sqlite_url)
+        engine = create_db_engine(later.database_url)
+        Worker(engine, later, None).run_once()
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(inbox.c.state, inbox.c.last_error)).one()
+        engine.dispose()
+    finally:
+        registry.register(SPEC)  # the fixture removes it again
+    assert row.state == "dead"
+    assert row.last_error == "no provider named 'acme' is registered"
+    app.extensions["webhooks.engine"].dispose()

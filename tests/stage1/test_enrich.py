@@ -292,7 +292,7 @@ def test_persistent_5xx_defers_rows_until_their_deadline_then_maps_them_without_
     assert len(fake_stripe.requests()) == MAX_ATTEMPTS
     assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == [
         "stripe_unavailable",
-        "enrichment_deferred",
+        "stripe_enrichment_deferred",
     ]
     for stored in inbox_rows(engine):
         assert stored.enrichment is None
@@ -306,7 +306,7 @@ def test_persistent_5xx_defers_rows_until_their_deadline_then_maps_them_without_
     with capture_logs() as logs:
         result = enrich_rows(engine, OWNER, inbox_rows(engine), api, CONFIG, now=late)
     assert result == EnrichResult({}, [])
-    skipped = [entry for entry in logs if entry["event"] == "enrichment_skipped"]
+    skipped = [entry for entry in logs if entry["event"] == "stripe_enrichment_skipped"]
     assert [entry["inbox_id"] for entry in skipped] == [row.id for row in rows]
     assert {entry["log_level"] for entry in skipped} == {"warning"}
     assert skipped[0]["missing"] == ["line_items"]

@@ -107,8 +107,7 @@ def enrich_rows(
             if found:
                 result.enrichment[row.id] = found
             log.warning(
-                "enrichment_skipped",
-                provider=row.provider,
+                f"{row.provider}_enrichment_skipped",
                 inbox_id=row.id,
                 type=row.event_type,
                 missing=[name for name in calls if name not in found],
@@ -118,9 +117,7 @@ def enrich_rows(
     save_enrichment(engine, owner, stored, deferred)
     for name, done in passes.items():
         if done.deferred:
-            log.warning(
-                "enrichment_deferred", provider=name, rows=done.deferred, reason=done.reason()
-            )
+            log.warning(f"{name}_enrichment_deferred", rows=done.deferred, reason=done.reason())
     return result
 
 

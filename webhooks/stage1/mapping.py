@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from mappers.actions import Action
 from mappers.base import StoredDelivery
 from mappers.errors import MappingError
+from webhooks.errors import UnknownProvider
 from webhooks.providers import registry
 
 UNMAPPED = Counter(
@@ -56,16 +57,22 @@ def map_delivery(delivery: StoredDelivery, configs: Mapping[str, Any]) -> list[A
     Unknown types map to [] (with a debug log and a counter). Anything that stops a
     known type from mapping raises MappingError with a reason; the handler's partial
     output is discarded, so there is never a half event. `configs` holds each
-    provider's mapper config by name (see MapperConfigs).
+    provider's mapper config by name (webhooks.stage1.setup.mapper_configs).
     """
-    spec = registry.get(delivery.provider)
+    try:
+        spec = registry.get(delivery.provider)
+        config = configs[delivery.provider]
+    except (UnknownProvider, KeyError):
+        # Stored under a provider this build does not register (removed, renamed): the
+        # row is dead-lettered with the reason and replayable, the rest goes on.
+        raise MappingError(f"no provider named {delivery.provider!r} is registered") from None
     handler = spec.handlers.get(delivery.event_type)
     if handler is None:
         UNMAPPED.labels(delivery.provider, delivery.event_type).inc()
         log.debug("unmapped_delivery", provider=delivery.provider, type=delivery.event_type)
         return []
     try:
-        actions = handler(delivery, configs[delivery.provider])
+        actions = handler(delivery, config)
     except MappingError:
         raise
     except ValidationError as exc:

@@ -7,12 +7,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.mappers.golden import FIXTURES, configs, parse
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
 from webhooks.stage1.process import process_batch
+from webhooks.stage1.state.identity import IdentityPolicy
 from webhooks.stage1.state.step import StateConfig
 from webhooks.stage2.deliver import deliver_batch
 from webhooks.storage.inbox import store_delivery
@@ -218,19 +220,42 @@ def test_a_redaction_forgets_everything_kept_about_the_person(
     assert "email:grace.buyer@example.test" not in keys
 
 
-def test_a_shop_redaction_erases_the_shops_state(engine: Engine, cio: ScriptedCustomerIO) -> None:
+@pytest.mark.parametrize(
+    "shopify_format", ["shopify:{account}:{customer_id}", "{customer_id}", "sh-{customer_id}"]
+)
+def test_a_shop_redaction_erases_the_shops_state(
+    engine: Engine, cio: ScriptedCustomerIO, shopify_format: str
+) -> None:
+    # Whatever the person-id format (one without {account} too), only the shop's own
+    # customers are erased: never the other source's people, never another shop's.
+    policy = IdentityPolicy(
+        person_id_formats={"stripe": "stripe:{customer_id}", "shopify": shopify_format}
+    )
+    state = StateConfig(identity=policy)
     ingest(engine, "shopify", "order_create")
+    fixture = json.loads((FIXTURES / "shopify" / "order_create.json").read_text())
+    headers = {k.lower(): v for k, v in fixture["headers"].items()}
+    headers.update({"x-shopify-shop-domain": "other-shop.myshopify.com"})
+    other = fixture["body"]
+    other["customer"]["id"] = 8100000000999
+    store_delivery(engine, parse("shopify", json.dumps(other).encode(), headers))
     ingest(engine, "stripe", "customer_created")  # another source's person stays
-    run(engine, cio)
+    run(engine, cio, state)
+    with engine.connect() as conn:
+        before = set(conn.execute(sa.select(person_state.c.person_id)).scalars())
     ingest(engine, "shopify", "shop_redact")
-    run(engine, cio)
+    run(engine, cio, state)
     with engine.connect() as conn:
         keys = set(conn.execute(sa.select(identity_links.c.key)).scalars())
         people = set(conn.execute(sa.select(person_state.c.person_id)).scalars())
-        facts = conn.execute(sa.select(sa.func.count()).select_from(person_facts)).scalar()
+        facts = list(conn.execute(sa.select(person_facts.c.fact_key)).scalars())
     assert not any(key.startswith(f"shopify:{SHOP}:") for key in keys)
-    assert people == {"user_8842"}
-    assert facts == 0
+    ours = shopify_format.format(account=SHOP, customer_id=8100000000001)
+    theirs = shopify_format.format(account="other-shop.myshopify.com", customer_id=8100000000999)
+    assert before == {ours, theirs, "user_8842"}
+    assert people == {theirs, "user_8842"}  # the other shop's and the other source's stay
+    assert len(facts) == 1  # the other shop's order
+    assert not any(f"shopify:{SHOP}:" in fact for fact in facts)
 
 
 def _strip_metadata(event: dict[str, Any]) -> None:

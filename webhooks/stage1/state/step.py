@@ -298,9 +298,7 @@ class StateStep:
             store.forget(self.conn, person_id)
         store.forget_keys(self.conn, self.redacted_keys)
         for provider, account in self.redacted_accounts:
-            template = self.config.identity.person_id_format(provider)
-            people = template.format(account=account, customer_id="%")
-            store.forget_account(self.conn, provider, account, people)
+            store.forget_account(self.conn, provider, account)
 
     def wake(self) -> int:
         """Waiting deliveries whose key this batch linked go back to pending; how many."""

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from webhooks.core.identity import Identity
+from webhooks.core.identity import CUSTOMER, Identity
 from webhooks.errors import TransientError
 from webhooks.stage1.state.guards import Checkout
 from webhooks.stage1.state.person import Fact, PersonRecord, Totals
@@ -294,16 +294,28 @@ def forget_keys(conn: Connection, keys: Iterable[str]) -> None:
         conn.execute(sa.delete(identity_links).where(identity_links.c.key.in_(chunk)))
 
 
-def forget_account(conn: Connection, provider: str, account: str, people: str) -> None:
+def forget_account(conn: Connection, provider: str, account: str) -> None:
     """Erase what is kept of one provider account (Shopify's shop/redact).
 
     Links, facts and checkouts are scoped by provider and account in their keys. Person
-    state is keyed by person id: the account's customers under its person-id format
-    (`people`, a LIKE pattern such as shopify:<shop>:%) are erased; people known by your
-    own ids may also buy elsewhere, so their attributes stay (their facts here do not).
+    state is keyed by person id: the people this account's customer ids made (the
+    customer-rank owners of its customer links, whatever the person-id format) are
+    erased; people known by your own ids may also buy elsewhere, so their attributes
+    stay (their facts here do not).
     """
-    scoped = f"{provider}:{account}:%"
-    conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped)))
-    conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like(f"%:{scoped}")))
-    conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped)))
-    conn.execute(sa.delete(person_state).where(person_state.c.person_id.like(people)))
+    scoped = _like_escaped(f"{provider}:{account}:") + "%"
+    customers = sa.select(identity_links.c.person_id).where(
+        identity_links.c.key.like(_like_escaped(f"{provider}:{account}:customer:") + "%", "\\"),
+        identity_links.c.rank == CUSTOMER,
+    )
+    people = sorted(set(conn.execute(customers).scalars()))
+    for chunk in chunks(people):
+        conn.execute(sa.delete(person_state).where(person_state.c.person_id.in_(chunk)))
+    conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped, "\\")))
+    conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like("%:" + scoped, "\\")))
+    conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped, "\\")))
+
+
+def _like_escaped(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern whose escape character is a backslash."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
