@@ -32,7 +32,16 @@ def _session_order_key(session: dict[str, Any]) -> str:
 
 
 def _session_commerce(session: dict[str, Any], delivery: StoredDelivery) -> dict[str, Any]:
-    code = f.currency(session)
+    code = f.optional_currency(session)
+    if code is None:
+        # Stripe allows a null currency (setup-mode sessions always have one): the event
+        # still goes out, without amounts or priced items, never dead-lettered for it.
+        return {
+            "source": "stripe",
+            "cart_id": read.text(session, "id"),
+            "items_complete": False,
+            "customer_id": read.ref(session, "customer"),
+        }
     lines = delivery.enrichment.get("line_items")
     if not isinstance(lines, list):
         # Checkout webhooks carry no line items unless expanded; the worker's enrichment
@@ -83,6 +92,11 @@ def session_paid(delivery: StoredDelivery, config: StripeConfig) -> list[Action]
     if not paid:
         # Unpaid (an async method still pending) or no_payment_required (a free trial):
         # not a purchase yet; async_payment_succeeded or the subscription events follow.
+        return list(found)
+    if session.get("mode") == "subscription" and session.get("amount_total") == 0:
+        # A free trial started through Checkout can arrive as "paid" with nothing paid:
+        # like its $0 invoice.paid, not a purchase. The first real charge's invoice.paid
+        # is the order.
         return list(found)
     key = _session_order_key(session)
     props = OrderCompleted(

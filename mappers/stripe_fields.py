@@ -56,6 +56,12 @@ def currency(resource: dict[str, Any]) -> str:
     return currency_code(resource.get("currency"), "data.object.currency")
 
 
+def optional_currency(resource: dict[str, Any]) -> str | None:
+    """The resource's currency, upper case, or None where Stripe allows null (setup mode)."""
+    value = resource.get("currency")
+    return None if value is None else currency_code(value, "data.object.currency")
+
+
 def money(resource: dict[str, Any], path: str, code: str) -> Decimal | None:
     """An optional minor-unit amount at `path` in major units."""
     value = read.at(resource, path)
@@ -192,7 +198,8 @@ def subscription_fields(sub: dict[str, Any]) -> dict[str, Any]:
     period_end = read.opt_int(sub, "current_period_end")
     if period_end is None and lines:
         period_end = read.opt_int(lines[0], "current_period_end")
-    products = [p for line in lines if (p := read.ref(line, "price.product"))]
+    # Two prices of one product (monthly seats and a metered add-on) name it once.
+    products = list(dict.fromkeys(p for line in lines if (p := read.ref(line, "price.product"))))
     return {
         "subscription_id": read.text(sub, "id"),
         "status": read.opt_text(sub, "status"),

@@ -300,3 +300,52 @@ def test_a_status_only_update_reports_the_new_status_and_no_event() -> None:
     )
     assert change.timestamp == event["created"]
     assert [a for a in actions if isinstance(a, Track)] == []
+
+
+def test_an_expired_session_without_a_currency_still_goes_out_without_amounts() -> None:
+    # Stripe allows currency null (a setup-mode session always has it); amounts are null
+    # then too. The event and the identify must not be lost for a missing optional field.
+    event = json.loads((STRIPE / "checkout_session_expired_with_recovery.json").read_text())
+    event = event["body"]
+    session = event["data"]["object"]
+    session.update(mode="setup", currency=None, amount_subtotal=None, amount_total=None)
+    session.pop("total_details", None)
+    actions = map_with(load("checkout_session_expired_with_recovery", payload=event))
+    [expired] = [a for a in actions if isinstance(a, Track)]
+    assert expired.event.value == "checkout_expired"
+    sent = expired.payload()
+    assert sent["cart_id"] == session["id"]
+    assert not {"currency", "total", "subtotal", "items"} & set(sent)
+    assert sent["items_complete"] is False
+    assert any(not isinstance(a, Track) for a in actions)  # the identify is kept
+
+
+def test_two_prices_of_one_product_list_the_product_once() -> None:
+    event = json.loads((STRIPE / "subscription_created_basil.json").read_text())["body"]
+    items = event["data"]["object"]["items"]["data"]
+    add_on = json.loads(json.dumps(items[0]))
+    add_on["id"] = "si_Test2"
+    add_on["price"]["id"] = "price_MonthlyBoxExtra"
+    items.append(add_on)
+    [created] = tracks(load("subscription_created_basil", payload=event))
+    assert created.payload()["product_ids"] == ["prod_MonthlyBox"]
+
+
+def test_a_free_trial_through_checkout_is_not_a_purchase() -> None:
+    # Stripe's trial flow: a subscription-mode session reported "paid" with nothing paid.
+    # Like the $0 invoice.paid of the same trial, it is no order_completed.
+    event = json.loads((STRIPE / "checkout_session_completed_paid.json").read_text())["body"]
+    session = event["data"]["object"]
+    session.update(
+        mode="subscription",
+        payment_status="paid",
+        amount_total=0,
+        amount_subtotal=0,
+        subscription="sub_TestTrial1",
+        payment_intent=None,
+    )
+    assert tracks(load("checkout_session_completed_paid", payload=event)) == []
+    assert map_with(load("checkout_session_completed_paid", payload=event))  # the identify
+    session["amount_total"] = 2900  # the same session with a first charge is a purchase
+    [order] = tracks(load("checkout_session_completed_paid", payload=event))
+    assert order.event.value == "order_completed"
