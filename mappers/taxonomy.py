@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from mappers.money import json_number
 
-TAXONOMY_VERSION = "1.1.0"
+TAXONOMY_VERSION = "1.2.0"
 
 
 Money = Annotated[
@@ -83,8 +83,16 @@ class CommerceProperties(EventProperties):
     )
     items_complete: bool = Field(
         True,
-        description="False when the payload could not carry every line item (Stripe "
-        "checkout webhooks carry none; a later enrichment step fills them).",
+        description="False when `items` is not every line item: the payload carried none "
+        "(Stripe checkout webhooks; a later enrichment step fills them), or the list was "
+        "reduced to fit Customer.io's 32 KB event limit (shortened names, then no names, "
+        "then the most valuable lines first). Totals are always complete.",
+    )
+    item_count: int | None = Field(
+        None,
+        ge=0,
+        description="How many line items there really are, when `items` was reduced to "
+        "fit Customer.io's limit.",
     )
     subtotal: Money | None = Field(None, description="Before discounts, shipping and tax.")
     discount: Money | None = Field(None, description="Total discounts.")

@@ -137,6 +137,8 @@ def render_markdown(providers: Sequence[ProviderDocs]) -> str:
         "",
         "## Changes",
         "",
+        "- 1.2.0: commerce events gain `item_count`, set when `items` was reduced to fit "
+        "Customer.io's event size limit (then `items_complete` is false); additive.",
         "- 1.1.0: `order_completed` gains `is_first_order` and `order_count`, set by the "
         "service from the person's orders (additive: no journey breaks). Identify "
         "attributes gain the server-truth set (`order_count`, `lifetime_value`, "

@@ -364,3 +364,51 @@ def test_dry_run_records_operations_directly(engine: Engine) -> None:
     assert rows
     assert {(r.state, r.lease_owner) for r in rows} == {("dry_run", None)}
     assert deliver_batch(engine, "w1", None).claimed == 0  # nothing left to claim
+
+
+def test_the_biggest_order_keeps_its_purchase_event_within_customerios_limit(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # A Shopify order of 250 lines with ordinary names (a ~100 KB webhook) used to lose
+    # its order_completed to "operation over 32000 bytes".
+    import json
+
+    from tests.mappers.golden import FIXTURES, parse
+    from webhooks.core.operations import MAX_ITEM_BYTES
+    from webhooks.storage.inbox import store_delivery
+
+    fixture = json.loads((FIXTURES / "shopify" / "order_create.json").read_text())
+    body = fixture["body"]
+    template = body["line_items"][0]
+    body["line_items"] = [
+        {
+            **template,
+            "id": 16100000100000 + i,
+            "name": f"Hand-thrown stoneware dinner plate, speckled glaze, 27 cm - set {i}",
+            "title": f"Hand-thrown stoneware dinner plate, speckled glaze, 27 cm - set {i}",
+            "variant_id": 44000000100000 + i,
+            "sku": f"PLATE-SPK-{i:04}",
+            "price": f"{10 + i % 50}.00",
+        }
+        for i in range(250)
+    ]
+    headers = {k.lower(): v for k, v in fixture["headers"].items()}
+    raw = json.dumps(body).encode()
+    assert len(raw) > 100_000
+    store_delivery(engine, parse("shopify", raw, headers))
+    run(engine, cio)
+    [order] = [r for r in outbox_rows(engine) if r.op_key.startswith("order_completed:")]
+    assert (order.state, order.last_error) == ("delivered", None)
+    sent = next(
+        item
+        for batch in cio.bodies()
+        for item in batch.get("batch", [])
+        if item.get("name") == "order_completed"
+    )
+    assert len(json.dumps(sent, separators=(",", ":")).encode()) <= MAX_ITEM_BYTES
+    data = sent["attributes"]
+    assert data["items_complete"] is False
+    assert data["item_count"] == 250
+    assert 0 < len(data["items"]) <= 250
+    assert all(len(item.get("name", "")) <= 60 for item in data["items"])
+    assert data["total"] == float(body["total_price"])  # totals stay complete

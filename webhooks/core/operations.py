@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from mappers.actions import Track
+from webhooks.core.fit import fit_items, size
 from webhooks.core.identity import MAX_ID_BYTES, Identity
 
 # Customer.io Track API limits (customerio.md §3), enforced before sending; the one on
@@ -56,10 +57,6 @@ class Operation:
         return self if problem == self.problem else replace(self, problem=problem)
 
 
-def _size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
-
-
 def _attribute_problem(attributes: dict[str, Any]) -> str | None:
     if len(attributes) > MAX_ATTRIBUTES:
         return f"more than {MAX_ATTRIBUTES} attributes"
@@ -87,9 +84,9 @@ def check_limits(kind: str, payload: dict[str, Any], pid: str | None) -> str | N
         return f"event name over {MAX_EVENT_NAME_BYTES} bytes"
     # One serialisation in the common case: data within an item under 32 KB is also
     # under the 100 KB data limit, so the data is measured only for a bigger item.
-    if _size(payload) <= MAX_ITEM_BYTES:
+    if size(payload) <= MAX_ITEM_BYTES:
         return None
-    if event and _size(event_data(payload)) > MAX_EVENT_DATA_BYTES:
+    if event and size(event_data(payload)) > MAX_EVENT_DATA_BYTES:
         return f"event data over {MAX_EVENT_DATA_BYTES} bytes"
     return f"operation over {MAX_ITEM_BYTES} bytes"
 
@@ -122,7 +119,30 @@ def identify_op(
 
 
 def event_op(track: Track, identity: Identity, data: dict[str, Any]) -> Operation:
-    """The event for a person, or an anonymous event for a guest's anonymous id."""
+    """The event for a person, or an anonymous event for a guest's anonymous id.
+
+    Line items are reduced to fit Customer.io's item limit (webhooks.core.fit) rather
+    than the event being dead-lettered for its size.
+    """
+
+    payload, kind = _event_payload(track, identity, data)
+    op = Operation(track.semantic_key, kind, identity.person_id, payload, at(track.timestamp))
+    op = op.checked()
+    if op.problem is None or not data.get("items"):
+        return op  # the common case: one serialisation, in checked()
+
+    def fits(trial: dict[str, Any]) -> bool:
+        return size(_event_payload(track, identity, trial)[0]) <= MAX_ITEM_BYTES
+
+    payload, kind = _event_payload(track, identity, fit_items(data, fits))
+    return replace(op, payload=payload, problem=None).checked()
+
+
+def _event_payload(
+    track: Track, identity: Identity, data: dict[str, Any]
+) -> tuple[dict[str, Any], OperationKind]:
+    """The Track API payload of the event, and its kind (v2 person event or v1 anonymous)."""
+    payload: dict[str, Any]
     if identity.anonymous:
         payload = {
             "name": track.event.value,
@@ -141,9 +161,7 @@ def event_op(track: Track, identity: Identity, data: dict[str, Any]) -> Operatio
             "attributes": data,
         }
         kind = OperationKind.EVENT
-    return Operation(
-        track.semantic_key, kind, identity.person_id, payload, at(track.timestamp)
-    ).checked()
+    return payload, kind
 
 
 def unsendable_op(track: Track, data: dict[str, Any], problem: str) -> Operation:
