@@ -208,19 +208,29 @@ def customer_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Ac
 
 
 def _consent_changed(
-    delivery: StoredDelivery, channel: str, contact_path: str, contact: str
+    delivery: StoredDelivery, channel: str, contact_paths: tuple[str, ...], contact: str
 ) -> list[Action]:
-    """Identify `<channel>_consent` of the customer, or the `contact` the topic names."""
+    """Identify `<channel>_consent` of the customer, or the `contact` the topic names.
+
+    The two consent topics name the customer differently: the email topic sends
+    `customer_id` and `email_address`, the SMS topic (customers_marketing_consent/update)
+    the customer's own `id` and `phone`. Both spellings are read for both.
+    """
     payload = delivery.payload
     state = obj(payload, f"{channel}_marketing_consent").get("state")
-    address = opt_text(payload, contact_path)
-    customer_id = opt_text(payload, "customer_id") or gid_id(
-        payload, "admin_graphql_api_customer_id"
+    address = next((found for path in contact_paths if (found := opt_text(payload, path))), None)
+    customer_id = (
+        opt_text(payload, "customer_id")
+        or gid_id(payload, "admin_graphql_api_customer_id")
+        or opt_text(payload, "id")
     )
     who = person(delivery, customer_id=customer_id, **{contact: address})
     if who.is_empty():
         # A consent change must never be dropped silently.
-        raise MappingError("customer_id is missing and no email_address or phone_number")
+        raise MappingError(
+            f"no customer (customer_id, id) and no {' or '.join(contact_paths)} to attribute "
+            "the consent change to"
+        )
     # extra="forbid" on the model turns a misspelt name into an error, not a lost field.
     attributes = PersonAttributes.model_validate(
         {contact: address, f"{channel}_consent": consent(state)}
@@ -230,12 +240,12 @@ def _consent_changed(
 
 def email_consent_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers_email_marketing_consent/update: identify email_consent."""
-    return _consent_changed(delivery, "email", "email_address", "email")
+    return _consent_changed(delivery, "email", ("email_address", "email"), "email")
 
 
 def sms_consent_changed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """customers_marketing_consent/update (SMS): identify sms_consent."""
-    return _consent_changed(delivery, "sms", "phone_number", "phone")
+    return _consent_changed(delivery, "sms", ("phone", "phone_number"), "phone")
 
 
 # -- subscriptions --------------------------------------------------------------------

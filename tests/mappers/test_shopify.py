@@ -309,11 +309,26 @@ def test_email_consent_states(state: str, expected: bool | None) -> None:
 
 def test_consent_update_naming_nobody_is_a_mapping_error() -> None:
     def nobody(body: dict[str, Any]) -> None:
-        del body["customer_id"]
-        del body["phone_number"]
+        del body["id"]
+        body["phone"] = None
 
-    with pytest.raises(MappingError, match="customer_id"):
+    with pytest.raises(MappingError, match=r"no customer \(customer_id, id\) and no phone"):
         run("sms_consent_update", patch=nobody)
+
+
+def test_sms_consent_under_either_spelling_reaches_the_customer() -> None:
+    # The published topic names the customer by `id` and `phone`; a payload using the
+    # email topic's spelling (customer_id, phone_number) still maps, never dead-letters.
+    def other_spelling(body: dict[str, Any]) -> None:
+        body["customer_id"] = body.pop("id")
+        body["phone_number"] = body.pop("phone")
+
+    for patch in (None, other_spelling):
+        (identify,) = run("sms_consent_update", patch=patch)
+        assert isinstance(identify, Identify)
+        assert identify.person.customer_id == "8100000000001"
+        assert identify.attributes.phone == "+15555550177"
+        assert identify.attributes.sms_consent is True
 
 
 def test_each_subscription_transition_is_keyed_by_revision() -> None:
