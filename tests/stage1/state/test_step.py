@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
 
 from tests.mappers.golden import FIXTURES, configs, parse
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
@@ -256,6 +257,24 @@ def test_a_shop_redaction_erases_the_shops_state(
     assert people == {theirs, "user_8842"}  # the other shop's and the other source's stay
     assert len(facts) == 1  # the other shop's order
     assert not any(f"shopify:{SHOP}:" in fact for fact in facts)
+    # Customer.io is told too: the shop's customer deleted, nobody else.
+    assert [item["identifiers"] for item in sent(cio, "delete")] == [{"id": ours}]
+
+
+def test_a_redaction_of_a_shop_never_seen_sends_nothing_and_says_so(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "stripe", "customer_created")
+    run(engine, cio)
+    with capture_logs() as logs:
+        ingest(engine, "shopify", "shop_redact")
+        run(engine, cio)
+    assert sent(cio, "delete") == []
+    assert [entry["event"] for entry in logs].count("account_redact_unknown") == 1
+    with engine.connect() as conn:
+        people = set(conn.execute(sa.select(person_state.c.person_id)).scalars())
+    assert people == {"user_8842"}
+    assert [r.state for r in inbox_rows(engine)] == ["done", "done"]
 
 
 def _strip_metadata(event: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import structlog
 from sqlalchemy.engine import Connection
 
 from mappers.actions import (
@@ -28,7 +29,7 @@ from mappers.actions import (
 )
 from mappers.cart import material_digest
 from mappers.taxonomy import EventName
-from webhooks.core.identity import ANONYMOUS, Identity
+from webhooks.core.identity import ANONYMOUS, CUSTOMER, Identity
 from webhooks.core.operations import (
     Operation,
     delete_op,
@@ -48,6 +49,8 @@ from webhooks.stage1.state.person import (
     status_fact,
 )
 from webhooks.stage1.state.resolver import Plan, Resolver
+
+log = structlog.get_logger("webhooks.stage1.state")
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class StateStep:
             if isinstance(action, RedactShop):
                 # The delivery key starts with the provider's name (no colon in it).
                 provider = delivery_key.split(":", 1)[0]
-                self.redacted_accounts.append((provider, action.account))
+                events += self._redact_account(provider, action)
                 continue
             found = plan.resolutions.get(index)
             if found is None:
@@ -261,6 +264,20 @@ class StateStep:
             suppressed=reason,
             hold_seconds=hold if track.event is EventName.CART_UPDATED else 0.0,
         )
+
+    def _redact_account(self, provider: str, action: RedactShop) -> list[Operation]:
+        """Delete the account's customers at Customer.io, then forget the account here.
+
+        The deletes are queued before the links that find these people are erased (in
+        save()); people known by the merchant's own ids may buy elsewhere and stay.
+        """
+        people = store.account_people(self.conn, provider, action.account)
+        if not people:
+            log.info("account_redact_unknown", provider=provider, people=0)
+        for person_id in people:
+            self.redacted.append(person_id)
+        self.redacted_accounts.append((provider, action.account))
+        return [delete_op(Identity(pid, CUSTOMER), action.timestamp) for pid in people]
 
     def _redact(self, who: Identity, keys: list[str]) -> None:
         """Erase the person, the guest profiles their identifiers lead to, and the keys.

@@ -304,16 +304,20 @@ def forget_account(conn: Connection, provider: str, account: str) -> None:
     stay (their facts here do not).
     """
     scoped = _like_escaped(f"{provider}:{account}:") + "%"
-    customers = sa.select(identity_links.c.person_id).where(
-        identity_links.c.key.like(_like_escaped(f"{provider}:{account}:customer:") + "%", "\\"),
-        identity_links.c.rank == CUSTOMER,
-    )
-    people = sorted(set(conn.execute(customers).scalars()))
-    for chunk in chunks(people):
+    for chunk in chunks(account_people(conn, provider, account)):
         conn.execute(sa.delete(person_state).where(person_state.c.person_id.in_(chunk)))
     conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped, "\\")))
     conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like("%:" + scoped, "\\")))
     conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped, "\\")))
+
+
+def account_people(conn: Connection, provider: str, account: str) -> list[str]:
+    """The people this account's customer ids made: customer-rank owners of its links."""
+    customers = sa.select(identity_links.c.person_id).where(
+        identity_links.c.key.like(_like_escaped(f"{provider}:{account}:customer:") + "%", "\\"),
+        identity_links.c.rank == CUSTOMER,
+    )
+    return sorted(set(conn.execute(customers).scalars()))
 
 
 def _like_escaped(text: str) -> str:
