@@ -234,3 +234,19 @@ checkouts = sa.Table(
     sa.Column("completed_at", sa.BigInteger(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+# Data requests (Shopify customers/data_request): the merchant must answer each within
+# 30 days, so each is kept, open until answered, with the person it resolved to.
+data_requests = sa.Table(
+    "data_requests",
+    metadata,
+    # The delivery that carried it (provider:account:type:delivery id): one row each.
+    sa.Column("request_key", sa.String(512), primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("account", sa.String(255), nullable=False),
+    sa.Column("request_id", sa.String(255), nullable=True),  # the provider's own id
+    sa.Column("person_id", sa.String(255), nullable=True),  # null: nobody known by it
+    sa.Column("order_ids", sa.JSON(), nullable=False),
+    sa.Column("requested_at", UTCDateTime(), nullable=False),
+    sa.Column("answered_at", UTCDateTime(), nullable=True),
+)

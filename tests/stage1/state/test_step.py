@@ -387,3 +387,28 @@ def test_state_saved_by_another_worker_meanwhile_makes_a_worker_compute_again(
             begin_writes(slow, seen)
     with engine.begin() as again:  # computing again from fresh reads succeeds
         begin_writes(again, begin_state(again))
+
+
+def test_a_data_request_is_kept_open_with_the_person_it_names(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    from webhooks.storage.schema import data_requests
+
+    ingest(engine, "shopify", "order_create")
+    run(engine, cio)
+    with capture_logs() as logs:
+        ingest(engine, "shopify", "customers_data_request")
+        ingest(engine, "shopify", "customers_data_request")  # redelivered: kept once
+        run(engine, cio)
+    with engine.connect() as conn:
+        [request] = conn.execute(sa.select(data_requests)).all()
+    assert request.provider == "shopify"
+    assert request.account == SHOP
+    assert request.request_id == "7300000001"
+    assert request.person_id == GRACE
+    assert request.order_ids == ["6200000000001"]
+    assert request.answered_at is None
+    [logged] = [e for e in logs if e["event"] == "data_request_recorded"]
+    assert logged["person_known"] is True
+    assert "grace" not in str(logged).lower()  # ids only, never the person's data
+    assert [r.state for r in inbox_rows(engine)] == ["done", "done"]

@@ -15,12 +15,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import structlog
 from sqlalchemy.engine import Connection
 
 from mappers.actions import (
     Action,
+    ExportPersonData,
     Identify,
     RedactPerson,
     RedactShop,
@@ -29,9 +31,11 @@ from mappers.actions import (
 )
 from mappers.cart import material_digest
 from mappers.taxonomy import EventName
+from webhooks.core.hashing import bounded
 from webhooks.core.identity import ANONYMOUS, CUSTOMER, Identity
 from webhooks.core.operations import (
     Operation,
+    at,
     delete_op,
     event_op,
     identify_op,
@@ -40,7 +44,7 @@ from webhooks.core.operations import (
 )
 from webhooks.stage1.state import queued, store
 from webhooks.stage1.state.guards import CART_EVENTS, Checkout, verdict
-from webhooks.stage1.state.identity import IdentityPolicy, anonymous_id
+from webhooks.stage1.state.identity import IdentityPolicy, Resolution, anonymous_id
 from webhooks.stage1.state.keys import checkout_key
 from webhooks.stage1.state.ledger import Ledger
 from webhooks.stage1.state.person import (
@@ -86,6 +90,7 @@ class StateStep:
         self.redacted: list[str] = []  # people whose state is erased
         self.redacted_keys: set[str] = set()  # identifiers (emails, tokens) erased
         self.redacted_accounts: list[tuple[str, str]] = []  # (provider, account)
+        self.data_requests: list[dict[str, Any]] = []  # rows of the data_requests table
 
     # -- the batch -------------------------------------------------------------------
 
@@ -130,6 +135,9 @@ class StateStep:
                 events += self._redact_account(provider, action)
                 continue
             found = plan.resolutions.get(index)
+            if isinstance(action, ExportPersonData):
+                self._data_request(delivery_key, action, found)
+                continue
             if found is None:
                 continue
             if found.identity is None:
@@ -155,10 +163,8 @@ class StateStep:
                     # later in this batch (a later batch drops them in _fold).
                     continue
                 self.ledger.record(who.person_id).report(action.attributes, action.timestamp)
-            elif isinstance(action, Track):
+            else:  # a Track: every other kind of action is handled above
                 events.append(self._event(action, who))
-            else:
-                continue
             touched[who.person_id] = who
             anon = anonymous_id(action.person)
             if anon and not who.anonymous:
@@ -265,6 +271,32 @@ class StateStep:
             hold_seconds=hold if track.event is EventName.CART_UPDATED else 0.0,
         )
 
+    def _data_request(
+        self, delivery_key: str, action: ExportPersonData, found: Resolution | None
+    ) -> None:
+        """Keep a data request, open, with the person it names (if anyone is known)."""
+        who = self.resolver.final(found.identity) if found and found.identity else None
+        provider, account = action.person.source, action.person.account
+        self.data_requests.append(
+            {
+                "request_key": bounded(delivery_key, 512),
+                "provider": provider,
+                "account": account,
+                "request_id": action.request_id,
+                "person_id": who.person_id if who and not who.anonymous else None,
+                "order_ids": list(action.order_ids),
+                "requested_at": at(action.timestamp),
+                "answered_at": None,
+            }
+        )
+        # Ids only, never the person's data; the merchant has 30 days to answer.
+        log.warning(
+            "data_request_recorded",
+            provider=provider,
+            request_id=action.request_id,
+            person_known=bool(who and not who.anonymous),
+        )
+
     def _redact_account(self, provider: str, action: RedactShop) -> list[Operation]:
         """Delete the account's customers at Customer.io, then forget the account here.
 
@@ -316,6 +348,7 @@ class StateStep:
         store.forget_keys(self.conn, self.redacted_keys)
         for provider, account in self.redacted_accounts:
             store.forget_account(self.conn, provider, account)
+        store.record_requests(self.conn, self.data_requests)
 
     def wake(self) -> int:
         """Waiting deliveries whose key this batch linked go back to pending; how many."""

@@ -23,6 +23,7 @@ from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import (
     checkouts,
+    data_requests,
     identity_links,
     person_facts,
     person_state,
@@ -309,6 +310,17 @@ def forget_account(conn: Connection, provider: str, account: str) -> None:
     conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped, "\\")))
     conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like("%:" + scoped, "\\")))
     conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped, "\\")))
+
+
+@cache
+def _request_once(dialect_name: str) -> sa.Insert:
+    return insert(data_requests, dialect_name).on_conflict_do_nothing()
+
+
+def record_requests(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep data requests (a redelivered one is kept once, by its request_key)."""
+    if rows:
+        conn.execute(_request_once(conn.dialect.name), list(rows))
 
 
 def account_people(conn: Connection, provider: str, account: str) -> list[str]:
