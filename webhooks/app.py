@@ -41,8 +41,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
 def receivers(settings: Settings) -> dict[str, Receiver]:
     """The enabled providers' receivers by URL name; one without secrets is left out (404)."""
+    enabled = set(settings.enabled_providers())
     return {
         spec.name: spec.receiver(settings.provider(spec.name))
         for spec in registry.specs()
-        if spec.name in settings.enabled_providers()
+        if spec.name in enabled
     }

@@ -33,15 +33,16 @@ def _load_builtin() -> None:
         return
     _loaded = True
     for module in BUILTIN:
-        spec = importlib.import_module(module).SPEC
-        if spec.name in _specs:
-            raise ConfigError(f"a provider named {spec.name!r} is registered already")
-        _specs[spec.name] = spec
+        _add(importlib.import_module(module).SPEC)
 
 
 def register(spec: AnySpec) -> AnySpec:
     """Add a provider; a second one of the same name is an error, not a replacement."""
     _load_builtin()
+    return _add(spec)
+
+
+def _add(spec: AnySpec) -> AnySpec:
     if spec.name in _specs:
         raise ConfigError(f"a provider named {spec.name!r} is registered already")
     _specs[spec.name] = spec

@@ -27,7 +27,7 @@ from webhooks.errors import ProcessingError
 from webhooks.providers.base import Enricher
 from webhooks.stage1.enrich import enrich_rows
 from webhooks.stage1.mapping import map_row
-from webhooks.stage1.state.step import StateConfig, StateStep
+from webhooks.stage1.state.step import MappedDelivery, StateConfig, StateStep
 from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.inbox import add_wait
 from webhooks.storage.outbox import purge_pending, write_operations
@@ -144,7 +144,12 @@ class _Writer:
         with self.engine.begin() as conn:
             seen = begin_state(conn)
             step = StateStep(conn, self.state)
-            outcomes = step.run([(delivery_key(row), actions) for row, actions in mapped])
+            outcomes = step.run(
+                [
+                    MappedDelivery(delivery_key(row), row.provider, actions)
+                    for row, actions in mapped
+                ]
+            )
             # One fact reported twice within the batch is written once (the first report).
             by_key: dict[str, dict[str, Any]] = {}
             waiting: list[tuple[sa.Row[Any], str]] = []

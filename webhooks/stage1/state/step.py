@@ -67,6 +67,16 @@ class StateConfig:
     merge_delay_seconds: float = 60.0
 
 
+@dataclass(frozen=True)
+class MappedDelivery:
+    """One mapped delivery: its inbox key (operation keys derive from it), the provider
+    it came from, and its actions."""
+
+    key: str
+    provider: str
+    actions: list[Action]
+
+
 @dataclass
 class Outcome:
     """One delivery's operations, or the identity key it waits for."""
@@ -94,21 +104,19 @@ class StateStep:
 
     # -- the batch -------------------------------------------------------------------
 
-    def run(self, deliveries: Sequence[tuple[str, list[Action]]]) -> list[Outcome]:
+    def run(self, deliveries: Sequence[MappedDelivery]) -> list[Outcome]:
         """Operations for each delivery (in order); see the module doc for the steps."""
         resolver = self.resolver
-        keys = [[resolver.keys(action) for action in actions] for _, actions in deliveries]
+        keys = [[resolver.keys(action) for action in d.actions] for d in deliveries]
         resolver.links = store.load_links(self.conn, {k for row in keys for ks in row for k in ks})
-        plans = [
-            resolver.plan(actions, row) for (_, actions), row in zip(deliveries, keys, strict=True)
-        ]
+        plans = [resolver.plan(d.actions, row) for d, row in zip(deliveries, keys, strict=True)]
         people = {
             self.resolver.final(found.identity).person_id
             for plan in plans
             for found in plan.resolutions.values()
             if found.identity is not None
         } | {old.person_id for old, _ in self.resolver.merges}
-        tracks = [a for _, actions in deliveries for a in actions if isinstance(a, Track)]
+        tracks = [a for d in deliveries for a in d.actions if isinstance(a, Track)]
         self.ledger.load(people, {f.fact_key for t in tracks if (f := fact_of(t, ""))})
         self.carts = store.load_checkouts(self.conn, {s for t in tracks if (s := _subject(t))})
         for old, new in self.resolver.merges:
@@ -120,19 +128,18 @@ class StateStep:
         return [
             Outcome(wait_on=plan.wait_on)
             if plan.wait_on
-            else Outcome(self._operations(key, actions, plan))
-            for (key, actions), plan in zip(deliveries, plans, strict=True)
+            else Outcome(self._operations(delivery, plan))
+            for delivery, plan in zip(deliveries, plans, strict=True)
         ]
 
-    def _operations(self, delivery_key: str, actions: list[Action], plan: Plan) -> list[Operation]:
+    def _operations(self, delivery: MappedDelivery, plan: Plan) -> list[Operation]:
+        delivery_key = delivery.key
         events: list[Operation] = []
         touched: dict[str, Identity] = {}
         tokens: dict[str, set[str]] = {}
-        for index, action in enumerate(actions):
+        for index, action in enumerate(delivery.actions):
             if isinstance(action, RedactShop):
-                # The delivery key starts with the provider's name (no colon in it).
-                provider = delivery_key.split(":", 1)[0]
-                events += self._redact_account(provider, action)
+                events += self._redact_account(delivery.provider, action)
                 continue
             found = plan.resolutions.get(index)
             if isinstance(action, ExportPersonData):

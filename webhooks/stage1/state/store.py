@@ -296,17 +296,14 @@ def forget_keys(conn: Connection, keys: Iterable[str]) -> None:
 
 
 def forget_account(conn: Connection, provider: str, account: str) -> None:
-    """Erase what is kept of one provider account (Shopify's shop/redact).
+    """Erase the links, facts and checkouts of one provider account (Shopify's shop/redact).
 
-    Links, facts and checkouts are scoped by provider and account in their keys. Person
-    state is keyed by person id: the people this account's customer ids made (the
-    customer-rank owners of its customer links, whatever the person-id format) are
-    erased; people known by your own ids may also buy elsewhere, so their attributes
-    stay (their facts here do not).
+    They are scoped by provider and account in their keys. The people the account's
+    customer ids made (account_people) are forgotten whole by the caller, like any
+    redacted person; people known by your own ids may also buy elsewhere, so their
+    attributes stay (their facts here do not).
     """
     scoped = _like_escaped(f"{provider}:{account}:") + "%"
-    for chunk in chunks(account_people(conn, provider, account)):
-        conn.execute(sa.delete(person_state).where(person_state.c.person_id.in_(chunk)))
     conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped, "\\")))
     conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like("%:" + scoped, "\\")))
     conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped, "\\")))
