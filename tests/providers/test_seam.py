@@ -33,7 +33,7 @@ from mappers.taxonomy_doc import EventDoc
 from tests.conftest import make_settings
 from webhooks.app import create_app
 from webhooks.cli import main
-from webhooks.errors import ConfigError, MissingSignature, VerificationError
+from webhooks.errors import ConfigError, MissingSignature, UnknownProvider, VerificationError
 from webhooks.fakes.customerio import FakeCustomerIO
 from webhooks.providers import registry
 from webhooks.providers.base import (
@@ -336,3 +336,15 @@ def test_a_stored_row_of_a_provider_no_longer_registered_is_dead_lettered(
     assert row.state == "dead"
     assert row.last_error == "no provider named 'acme' is registered"
     app.extensions["webhooks.engine"].dispose()
+
+
+def test_settings_loaded_before_a_provider_was_registered_say_so(
+    acme: ProviderSpec[AcmeSettings, AcmeConfig], sqlite_url: str
+) -> None:
+    registry.unregister("acme")
+    try:
+        settings = make_settings(sqlite_url)
+    finally:
+        registry.register(SPEC)
+    with pytest.raises(UnknownProvider, match="settings were loaded before 'acme'"):
+        settings.provider("acme")

@@ -35,6 +35,7 @@ LINE_ITEM_EVENTS = frozenset(
 # Mapped events whose person is read from a resource naming a customer. customer.*
 # events carry the customer itself, metadata included, as it was at the event.
 CUSTOMER_EVENTS = frozenset(HANDLERS) - {"customer.created", "customer.updated"}
+CANDIDATES = LINE_ITEM_EVENTS | CUSTOMER_EVENTS
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Lookup:
 
 def lookup(delivery: StoredDelivery, config: StripeConfig) -> Lookup | None:
     """What `delivery` needs fetched, or None (pure)."""
-    if delivery.event_type not in LINE_ITEM_EVENTS | CUSTOMER_EVENTS:
+    if delivery.event_type not in CANDIDATES:
         return None
     if delivery.event_type.startswith("payment_intent.") and not config.payment_intent_events:
         return None  # mapped to nothing: nobody to identify
@@ -87,7 +88,7 @@ def _items_missing(session: dict[str, Any]) -> bool:
 class StripeEnricher:
     """The Stripe lookups of one worker, through one rate-limited, cached client."""
 
-    event_types = LINE_ITEM_EVENTS | CUSTOMER_EVENTS
+    event_types = CANDIDATES
 
     def __init__(self, api: StripeAPI, config: StripeConfig) -> None:
         self.api = api
