@@ -90,6 +90,23 @@ class SubscriptionState(_Action):
     timestamp: int = Field(ge=0)
 
 
+class OrderPayment(_Action):
+    """A payment of an order reported under another id: refunds naming the payment are
+    the order's. Stripe from API 2025-03-31: an invoice names no PaymentIntent, and
+    invoice_payment.paid says which one paid it. Updates person state only."""
+
+    kind: Literal["order_payment"] = "order_payment"
+    person: Person = Field(description="Names the order (`order_id`) the payment paid.")
+    payment_id: str = Field(min_length=1, description="The payment (Stripe PaymentIntent).")
+    timestamp: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _names_the_order(self) -> OrderPayment:
+        if not self.person.order_id:
+            raise ValueError("an order payment names its order in person.order_id")
+        return self
+
+
 class RedactPerson(_Action):
     """Shopify customers/redact: erase this person's data (executed by a later stage)."""
 
@@ -117,4 +134,12 @@ class ExportPersonData(_Action):
     timestamp: int = Field(ge=0)
 
 
-Action = Identify | Track | SubscriptionState | RedactPerson | RedactShop | ExportPersonData
+Action = (
+    Identify
+    | Track
+    | SubscriptionState
+    | OrderPayment
+    | RedactPerson
+    | RedactShop
+    | ExportPersonData
+)

@@ -208,9 +208,24 @@ person_facts = sa.Table(
     sa.Column("first_at", sa.BigInteger(), nullable=False),
     # Event time of the report the amount/status came from: an older one never wins.
     sa.Column("watermark", sa.BigInteger(), nullable=False),
+    # A refund's order, as the refund names it ("order:stripe:acct:pi_1"): the key of
+    # an order, or one of its aliases. An order's value is its total less its refunds.
+    sa.Column("parent_key", sa.String(512), nullable=True),
     sa.CheckConstraint("kind IN ('order', 'refund', 'subscription')", name="ck_person_facts_kind"),
 )
 sa.Index("ix_person_facts_person", person_facts.c.person_id)
+sa.Index("ix_person_facts_parent", person_facts.c.parent_key)
+
+# Other names of an order that refunds may use: a Stripe invoice's PaymentIntent
+# ("order:stripe:acct:pi_1" -> "order:stripe:acct:in_1"). Learned from the order's own
+# report or from Stripe's invoice_payment.paid, in whichever order they arrive.
+order_aliases = sa.Table(
+    "order_aliases",
+    metadata,
+    sa.Column("alias_key", sa.String(512), primary_key=True),
+    sa.Column("order_key", sa.String(512), nullable=False),
+)
+sa.Index("ix_order_aliases_order", order_aliases.c.order_key)
 
 # One row, bumped by every stage-1 commit: a worker that read state while another
 # committed sees the epoch moved and computes its batch again (SQLite, where the step

@@ -89,6 +89,7 @@ from webhooks.storage.schema import (
     identity_links,
     inbox,
     inbox_waits,
+    order_aliases,
     outbox,
     person_facts,
     person_state,
@@ -99,7 +100,16 @@ CONFIG = configs(shopify_internal_id_metafield="app.user_id")
 # or merge would only make the final deliver pass wait (the guards still suppress, and a
 # merge still goes alone, after its primary's identify: the same occurred_at, a later id).
 STATE = StateConfig(cart_update_hold_seconds=0, merge_delay_seconds=0)
-TABLES = (inbox_waits, inbox, outbox, identity_links, person_state, person_facts, checkouts)
+TABLES = (
+    inbox_waits,
+    inbox,
+    outbox,
+    identity_links,
+    person_state,
+    person_facts,
+    order_aliases,
+    checkouts,
+)
 
 
 def shopify_stack() -> list[Hook]:
@@ -705,3 +715,33 @@ def test_subscription_status_follows_a_trial_that_converts_then_falls_past_due(
     # Today: "trialing". A dunning journey on past_due never starts, and a trial-nurture
     # segment keeps mailing a customer who has paid for two months.
     assert ada["subscription_status"] == "past_due"
+
+
+def test_a_cancelled_and_refunded_order_leaves_the_same_totals_in_any_order(
+    engine: Engine, fake: FakeCustomerIO, customerio: CustomerIO
+) -> None:
+    """orders/create, its cancellation, the cancellation's refund and a second order.
+
+    In every order: the cancelled order counts for nothing (its refund is not taken off
+    a second time), the second order is the person's one order, and the person's state
+    and profile are the same. The cancelled order's order_completed goes out only when
+    it arrived before its cancellation (asserted in test_step).
+    """
+    order = fixture("shopify", "order_create")
+    second = {"id": 6200000000002, "checkout_token": None, "cart_token": None}
+    hooks = [
+        shopify("orders-create", "order_create", "2026-05-04T15:26:43Z"),
+        shopify("orders-cancelled", "order_cancelled", "2026-05-05T12:00:02Z"),
+        shopify(
+            "refund", "refund_create_partial", "2026-05-05T12:00:03Z", order_id=order["body"]["id"]
+        ),
+        shopify("orders-create-2", "order_create", "2026-06-01T14:00:00Z", "wh-2", **second),
+    ]
+    want = run_order(engine, fake, customerio, hooks, 100)
+    check_settled(want)
+    [profile] = want.profiles.values()
+    assert (profile["order_count"], profile["lifetime_value"]) == (1, 56.04)
+    for arrival in itertools.permutations(hooks):
+        got = run_order(engine, fake, customerio, list(arrival), 1)
+        check_settled(got)
+        assert (got.state, got.profiles, got.facts) == (want.state, want.profiles, want.facts)

@@ -412,3 +412,67 @@ def test_a_data_request_is_kept_open_with_the_person_it_names(
     assert logged["person_known"] is True
     assert "grace" not in str(logged).lower()  # ids only, never the person's data
     assert [r.state for r in inbox_rows(engine)] == ["done", "done"]
+
+
+def last_identify(cio: ScriptedCustomerIO, person_id: str) -> dict[str, Any]:
+    identifies = [i for i in sent(cio, "identify") if i["identifiers"] == {"id": person_id}]
+    return dict(identifies[-1]["attributes"])
+
+
+def test_a_refund_of_an_order_never_seen_is_sent_but_subtracts_nothing(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # A purchase made before go-live: the refund names a customer, so it is sent to
+    # them, but the service never counted the order and must not count below zero.
+    ingest(engine, "stripe", "charge_refunded_second_partial_2023")  # 10.00 of pi_3TestPay01
+    run(engine, cio)
+    assert [i["name"] for i in sent(cio, "event")] == ["refund_issued"]
+    attributes = last_identify(cio, "stripe:cus_TestAda01")
+    assert (attributes["order_count"], attributes["lifetime_value"]) == (0, 0)
+    # When the order does arrive (here: a late webhook), the refund counts against it.
+    ingest(engine, "stripe", "payment_intent_succeeded_from_checkout")
+    while process_batch(engine, "w", configs(stripe_payment_intent_events=True)):
+        pass
+    deliver_batch(engine, "w", cio.client())
+    attributes = last_identify(cio, "user_8842")
+    assert (attributes["order_count"], attributes["lifetime_value"]) == (1, 39.5)
+
+
+def test_a_cancelled_order_leaves_the_totals_and_its_refund_is_not_subtracted_twice(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    run(engine, cio)
+    assert last_identify(cio, GRACE)["order_count"] == 1
+    ingest(engine, "shopify", "order_cancelled")
+    ingest(engine, "shopify", "refund_create_partial")  # the cancellation's refund
+    run(engine, cio)
+    names = [i["name"] for i in sent(cio, "event")]
+    # What was sent stays sent; the cancellation and the refund follow it.
+    assert names == ["order_completed", "order_canceled", "refund_issued"]
+    attributes = last_identify(cio, GRACE)
+    assert (attributes["order_count"], attributes["lifetime_value"]) == (0, 0)
+    assert "first_order_date" not in attributes
+    # A later order is the person's first that counts.
+    second = body("shopify", "order_create")
+    second.update(id=6200000000002, checkout_token=None)
+    ingest_as(engine, "order_create", second, "wh-second", "2026-06-01T14:00:00Z")
+    run(engine, cio)
+    [later] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000002"]
+    assert (later["attributes"]["order_count"], later["attributes"]["is_first_order"]) == (1, True)
+    assert last_identify(cio, GRACE)["lifetime_value"] == 56.04
+
+
+def test_an_order_reported_after_its_cancellation_starts_no_purchase_journey(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "order_cancelled")
+    run(engine, cio)
+    ingest(engine, "shopify", "order_paid")  # delivered late, after the cancellation
+    run(engine, cio)
+    assert [i["name"] for i in sent(cio, "event")] == ["order_canceled"]
+    [completed] = [r for r in outbox_rows(engine) if r.op_key.startswith("order_completed:")]
+    assert completed.state == "suppressed"
+    assert "cancelled" in completed.last_error
+    attributes = last_identify(cio, GRACE)
+    assert (attributes["order_count"], attributes["lifetime_value"]) == (0, 0)

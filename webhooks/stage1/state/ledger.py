@@ -1,19 +1,28 @@
 """A batch's view of people's records, facts and totals (webhooks.stage1.state.person).
 
 Loaded once per batch, changed in memory as deliveries are applied, written back by
-the step. Orders and refunds are summed into each person's totals as they arrive; only
-an order arriving earlier than the person's latest asks the database for its place.
+the step. Orders are counted into each person's totals as they arrive, and an order's
+value (its total less its refunds) is redone whenever one of them changes: the batch
+loads every order it reports, their aliases, and every refund naming them. Only an
+order arriving earlier than the person's latest asks the database for its place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from decimal import Decimal
 
 from sqlalchemy.engine import Connection
 
 from webhooks.stage1.state import store
-from webhooks.stage1.state.person import Fact, PersonRecord, Totals
+from webhooks.stage1.state.person import (
+    Fact,
+    PersonRecord,
+    Totals,
+    counted,
+    order_value,
+)
 
 
 class Ledger:
@@ -26,24 +35,35 @@ class Ledger:
         self.facts: dict[str, Fact] = {}
         self.by_person: dict[str, set[str]] = {}  # person id -> their fact keys loaded
         self.absorbed: dict[str, set[str]] = {}  # person id -> ids merged into them
+        self.aliases: dict[str, str] = {}  # another name of an order -> its key
+        self.refunds: dict[str, set[str]] = {}  # order key or alias -> refunds naming it
         self.dirty_records: set[str] = set()
         self.dirty_facts: set[str] = set()
+        self.dirty_aliases: set[str] = set()
 
-    def load(self, people: set[str], fact_keys: Iterable[str]) -> None:
-        """These people's records and subscriptions, and these facts whoever holds them."""
-        self.facts = store.load_facts(self.conn, people, fact_keys)
-        for key, fact in self.facts.items():
-            self.by_person.setdefault(fact.person_id, set()).add(key)
+    def load(self, people: set[str], fact_keys: Iterable[str], refs: Iterable[str] = ()) -> None:
+        """These people's records and subscriptions, and these facts whoever holds them.
+
+        `refs`: the order keys and aliases the batch's orders and refunds name; their
+        aliases, orders and refunds are loaded too, so an order's value can be redone.
+        """
+        self.aliases = store.load_aliases(self.conn, refs)
+        names = set(refs) | set(self.aliases) | set(self.aliases.values())
+        self.facts = store.load_orders(self.conn, names)
+        self.facts.update(store.load_facts(self.conn, people, set(fact_keys) - set(self.facts)))
+        for fact in self.facts.values():
+            self._index(fact)
         # A reported fact may be held by someone else (an equal-rank conflict): its
         # holder's totals change, so their record is loaded too.
         self.records = store.load_records(self.conn, people | set(self.by_person))
 
-    def changed(self) -> tuple[list[PersonRecord], list[Fact]]:
-        """Records (totals brought up to date) and facts to write back."""
+    def changed(self) -> tuple[list[PersonRecord], list[Fact], dict[str, str]]:
+        """Records (totals brought up to date), facts and aliases to write back."""
         records = [self.records[pid] for pid in self.dirty_records if pid in self.records]
         for record in records:
             self.refresh(record)
-        return records, [self.facts[key] for key in self.dirty_facts]
+        facts = [self.facts[key] for key in self.dirty_facts]
+        return records, facts, {alias: self.aliases[alias] for alias in self.dirty_aliases}
 
     def record(self, person_id: str) -> PersonRecord:
         record = self.records.get(person_id)
@@ -73,13 +93,50 @@ class Ledger:
         for key in self.by_person.pop(old, set()):
             self._put(replace(self.facts[key], person_id=new))
 
+    def _index(self, fact: Fact) -> None:
+        self.by_person.setdefault(fact.person_id, set()).add(fact.fact_key)
+        if fact.kind == "refund" and fact.parent:
+            self.refunds.setdefault(fact.parent, set()).add(fact.fact_key)
+
     def _put(self, fact: Fact) -> None:
         known = self.facts.get(fact.fact_key)
         if known is not None:
             self.by_person.get(known.person_id, set()).discard(fact.fact_key)
+            if known.parent:
+                self.refunds.get(known.parent, set()).discard(fact.fact_key)
         self.facts[fact.fact_key] = fact
-        self.by_person.setdefault(fact.person_id, set()).add(fact.fact_key)
+        self._index(fact)
         self.dirty_facts.add(fact.fact_key)
+
+    def order_of(self, ref: str | None) -> str | None:
+        """The key of the order `ref` names (itself unless it is an alias)."""
+        return None if ref is None else self.aliases.get(ref, ref)
+
+    def _value(self, order_key: str | None) -> tuple[str | None, Decimal]:
+        """The holder of an order and what it adds to their lifetime value now."""
+        order = self.facts.get(order_key) if order_key else None
+        if order is None or order_key is None:
+            return None, Decimal(0)
+        names = {order_key} | {a for a, o in self.aliases.items() if o == order_key}
+        refunds = [self.facts[k] for name in names for k in self.refunds.get(name, ())]
+        return order.person_id, order_value(order, refunds, self.currency)
+
+    def _revalue(self, order_keys: Iterable[str | None], change: Callable[[], None]) -> None:
+        """Apply `change`, moving each order's value in its holder's totals by the difference."""
+        keys = {key for key in order_keys if key}
+        for key in keys:  # counted again first if stale, so the difference lands on truth
+            holder = self.facts.get(key)
+            if holder is not None:
+                self.refresh(self.record(holder.person_id))
+        before = {key: self._value(key) for key in keys}
+        change()
+        for key in keys:
+            old_holder, old_value = before[key]
+            new_holder, new_value = self._value(key)
+            if old_holder is not None:
+                self.record(old_holder).totals.value -= old_value
+            if new_holder is not None:
+                self.record(new_holder).totals.value += new_value
 
     def add_fact(self, fact: Fact) -> tuple[Fact, int | None]:
         """Record one report of a fact and count it in its holder's totals, once.
@@ -91,10 +148,31 @@ class Ledger:
         # Counted again first if a merge made them stale: `latest` must be the truth.
         totals = self.refresh(self.record(combined.person_id))
         latest = totals.last_order_at
-        if combined != known:
+        if combined == known:
+            return combined, latest
+        if combined.kind == "subscription":
+            self._put(combined)
+            return combined, latest
+        order = combined.fact_key if combined.kind == "order" else self.order_of(combined.parent)
+
+        def put() -> None:
             self._put(combined)
             totals.add(known, combined)
+
+        self._revalue([order], put)
         return combined, latest
+
+    def alias(self, alias: str, order_key: str) -> None:
+        """Learn another name of an order: refunds naming it now count against the order."""
+        if alias == order_key or self.aliases.get(alias) == order_key:
+            return
+
+        def learn() -> None:
+            self.aliases[alias] = order_key
+            self.dirty_aliases.add(alias)
+
+        # The refunds naming the alias leave whatever it named before.
+        self._revalue([self.order_of(alias), order_key], learn)
 
     def facts_of(self, person_id: str) -> list[Fact]:
         return [self.facts[key] for key in self.by_person.get(person_id, ())]
@@ -107,10 +185,22 @@ class Ledger:
         """The record's totals, counted again from every fact if they went stale."""
         wanted = self.currency
         if record.totals.stale or record.totals.currency != wanted:
-            stored = store.load_facts(self.conn, self.holders(record.person_id), kinds=None)
+            holders = self.holders(record.person_id)
+            stored = store.load_facts(self.conn, holders, kinds=None)
+            orders = {k for k, f in stored.items() if f.kind == "order"}
+            orders |= {f.fact_key for f in self.facts_of(record.person_id) if f.kind == "order"}
+            aliases = store.load_aliases(self.conn, orders)
+            aliases.update(self.aliases)
+            names = orders | {a for a, o in aliases.items() if o in orders}
+            # Refunds of the person's orders, held by whoever: only their own orders count.
+            stored.update(
+                {k: f for k, f in store.load_orders(self.conn, names).items() if f.kind == "refund"}
+            )
             facts = {k: replace(f, person_id=record.person_id) for k, f in stored.items()}
             facts.update({f.fact_key: f for f in self.facts_of(record.person_id)})
-            record.totals = Totals.of(list(facts.values()), wanted)
+            facts.update({k: f for k, f in self.facts.items() if f.kind == "refund"})
+            mine = [f for f in facts.values() if f.kind != "order" or f.fact_key in orders]
+            record.totals = Totals.of(mine, wanted, aliases)
         return record.totals
 
     def position(self, order: Fact, latest: int | None) -> int:
@@ -122,7 +212,7 @@ class Ledger:
         if latest is None or order.first_at > latest:
             return totals.order_count  # later than every other: the common case
         # Earlier than the latest, or tied with it to the second (ties go by key).
-        mine = [f for f in self.facts_of(order.person_id) if f.kind == "order"]
+        mine = [f for f in self.facts_of(order.person_id) if counted(f)]
         before = store.orders_before(
             self.conn,
             self.holders(order.person_id),

@@ -6,11 +6,18 @@ Two kinds of state, both order-independent by construction:
 - facts (orders, refunds, subscriptions), one row per business object: order count,
   first/last order date and lifetime value are aggregates over them, and a
   subscription's status comes from its newest report (a per-object watermark).
+
+Lifetime value is counted per order: an order adds its total less the refunds that name
+it (or one of its aliases: a Stripe invoice's PaymentIntent), never less than nothing;
+a cancelled order adds nothing and is not counted; a refund naming an order the service
+never saw subtracts nothing (it may be of a purchase before go-live, or of a payment the
+mappers ignore: the total never goes below what the service can account for).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -46,22 +53,41 @@ def _order_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _contribution(fact: Fact | None, currency: str) -> Decimal:
-    """What a fact adds to lifetime value in `currency` (refunds subtract)."""
-    if fact is None or fact.amount is None or fact.currency != currency:
+CANCELED = "canceled"  # an order's status once cancelled or voided: it stays so
+
+
+def counted(fact: Fact | None) -> bool:
+    """True for an order that counts: in order_count, the order dates and the value."""
+    return fact is not None and fact.kind == "order" and fact.status != CANCELED
+
+
+def order_value(order: Fact | None, refunds: Iterable[Fact], currency: str) -> Decimal:
+    """What one order adds to lifetime value in `currency`: its total less its refunds.
+
+    Never below zero, whatever arrives (a cancellation refunded as well, refunds larger
+    than the order): nothing is subtracted twice or beyond the order.
+    """
+    if not counted(order) or order is None or order.amount is None:
         return Decimal(0)
-    return fact.amount if fact.kind == "order" else -fact.amount
+    if order.currency != currency:
+        return Decimal(0)
+    refunded = sum(
+        (r.amount for r in refunds if r.amount is not None and r.currency == order.currency),
+        Decimal(0),
+    )
+    return max(Decimal(0), order.amount - refunded)
 
 
 @dataclass
 class Totals:
     """Order count, dates and lifetime value, kept up to date fact by fact.
 
-    Each fact contributes once (a repeat report contributes only its difference), and
-    sums, minimums and maximums do not care about order, so the totals are the same
-    whatever order facts arrive in. The one move a maximum cannot undo (an order's date
-    moving earlier when it was the latest) marks the totals stale, to be recomputed from
-    every fact.
+    Each order counts once (a repeat report changes only what differs), and counts,
+    minimums and maximums do not care about order, so the totals are the same whatever
+    order facts arrive in. The moves a minimum or maximum cannot undo (an order's date
+    moving earlier when it was the latest, a first or last order cancelled) mark the
+    totals stale, to be recomputed from every fact. `value` is kept by the caller, one
+    order's refunds at a time (`order_value`).
     """
 
     order_count: int = 0
@@ -72,24 +98,38 @@ class Totals:
     stale: bool = False
 
     @classmethod
-    def of(cls, facts: list[Fact], currency: str) -> Totals:
-        """The totals of a complete list of facts."""
+    def of(cls, facts: Iterable[Fact], currency: str, aliases: Mapping[str, str]) -> Totals:
+        """The totals of a person's orders in `facts`, less the refunds in `facts` naming them.
+
+        `facts` holds every order of the person and every refund of those orders (which
+        may be held by someone else); `aliases` maps other names of orders to their keys.
+        """
+        facts = list(facts)
         totals = cls(currency=currency)
+        refunds = refunds_by_order(facts, aliases)
         for fact in facts:
-            totals.add(None, fact)
+            if fact.kind == "order":
+                totals.add(None, fact)
+                totals.value += order_value(fact, refunds.get(fact.fact_key, ()), currency)
         return totals
 
     def add(self, old: Fact | None, new: Fact) -> None:
-        """Account for a new fact, or for `new` replacing its earlier report `old`."""
-        if new.kind == "order":
-            if old is None:
-                self.order_count += 1
-            elif old.first_at > new.first_at and old.first_at == self.last_order_at:
+        """Count an order, or `new` replacing its earlier report `old`, once (not its value)."""
+        was, now = counted(old), counted(new)
+        if was and now and old is not None:
+            if old.first_at > new.first_at and old.first_at == self.last_order_at:
                 self.stale = True  # the latest order moved earlier: the max must be redone
-            self.first_order_at = _min(self.first_order_at, new.first_at)
-            self.last_order_at = max(self.last_order_at or new.first_at, new.first_at)
-        currency = self.currency or ""
-        self.value += _contribution(new, currency) - _contribution(old, currency)
+        elif was and old is not None:
+            self.order_count -= 1  # cancelled: it no longer counts
+            if old.first_at in (self.first_order_at, self.last_order_at):
+                self.stale = True  # it bounded the dates: they must be redone
+            return
+        elif now:
+            self.order_count += 1
+        else:
+            return
+        self.first_order_at = _min(self.first_order_at, new.first_at)
+        self.last_order_at = max(self.last_order_at or new.first_at, new.first_at)
 
     def attributes(self) -> dict[str, Any]:
         """The attributes these totals give (dates as Unix seconds)."""
@@ -156,13 +196,23 @@ class Fact:
     amount: Decimal | None = None
     currency: str | None = None
     status: str | None = None
+    # A refund: the key of the order it names (which may be an alias of the order).
+    parent: str | None = None
 
     def combine(self, newer: Fact) -> Fact:
-        """This fact with another report of it: earliest date, newest values."""
+        """This fact with another report of it: earliest date, newest values.
+
+        A cancelled order stays cancelled, whichever report is newer: Shopify cannot
+        undo a cancellation, and a late orders/paid must not count it again.
+        """
         first_at = min(self.first_at, newer.first_at)
         if _rank(newer) > _rank(self):
-            return replace(newer, first_at=first_at, person_id=self.person_id)
-        return replace(self, first_at=first_at)
+            combined = replace(newer, first_at=first_at, person_id=self.person_id)
+        else:
+            combined = replace(self, first_at=first_at)
+        if combined.kind == "order" and CANCELED in (self.status, newer.status):
+            combined = replace(combined, status=CANCELED)
+        return combined
 
 
 def _rank(fact: Fact) -> tuple[int, int, str]:
@@ -172,11 +222,21 @@ def _rank(fact: Fact) -> tuple[int, int, str]:
     return (fact.watermark, -status, f"{fact.amount}|{fact.currency}|{fact.status}")
 
 
-# Events that report money moving: the fact's kind, and the properties naming its
-# object and its amount.
+def refunds_by_order(facts: Iterable[Fact], aliases: Mapping[str, str]) -> dict[str, list[Fact]]:
+    """The refunds among `facts`, by the key of the order they name (aliases followed)."""
+    found: dict[str, list[Fact]] = {}
+    for fact in facts:
+        if fact.kind == "refund" and fact.parent:
+            found.setdefault(aliases.get(fact.parent, fact.parent), []).append(fact)
+    return found
+
+
+# Events that report money moving: the fact's kind, the properties naming its object
+# and its amount, and the status the report gives it.
 MONEY_FACTS = {
-    EventName.ORDER_COMPLETED: ("order", "order_id", "total"),
-    EventName.REFUND_ISSUED: ("refund", "refund_id", "amount"),
+    EventName.ORDER_COMPLETED: ("order", "order_id", "total", None),
+    EventName.ORDER_CANCELED: ("order", "order_id", "total", CANCELED),
+    EventName.REFUND_ISSUED: ("refund", "refund_id", "amount", None),
 }
 
 
@@ -185,7 +245,8 @@ def fact_of(track: Track, person_id: str) -> Fact | None:
     props = track.properties
     at = track.timestamp
     if track.event in MONEY_FACTS:
-        kind, object_id, amount = MONEY_FACTS[track.event]
+        kind, object_id, amount, status = MONEY_FACTS[track.event]
+        order = getattr(props, "order_id", None) if kind == "refund" else None
         return Fact(
             _fact_key(kind, track.person, getattr(props, object_id)),
             person_id,
@@ -194,6 +255,8 @@ def fact_of(track: Track, person_id: str) -> Fact | None:
             at,
             amount=getattr(props, amount),
             currency=props.currency,  # type: ignore[attr-defined]
+            status=status,
+            parent=order_key(track.person, order) if order else None,
         )
     if track.event in EVENT_STATUS:
         status = _status(getattr(props, "status", None)) or EVENT_STATUS[track.event]
@@ -218,6 +281,40 @@ def status_fact(change: SubscriptionState, person_id: str) -> Fact:
 def _fact_key(kind: str, person: Person, object_id: str) -> str:
     """`<kind>:<source>:<account>:<id>`: one business object, whichever event names it."""
     return f"{kind}:{person.source}:{person.account}:{object_id}"
+
+
+def order_key(person: Person, order_id: str) -> str:
+    """The fact key of an order (or of another name of it, an alias)."""
+    return _fact_key("order", person, order_id)
+
+
+def order_alias(track: Track) -> tuple[str, str] | None:
+    """(alias, order key) when an order event names the order's payment under another id.
+
+    A Stripe invoice's PaymentIntent: its refunds name the PaymentIntent, not the invoice.
+    """
+    if track.event is not EventName.ORDER_COMPLETED:
+        return None
+    props = track.properties
+    payment = getattr(props, "payment_id", None)
+    order = getattr(props, "order_id", None)
+    if not payment or not order or payment == order:
+        return None
+    return order_key(track.person, payment), order_key(track.person, order)
+
+
+def order_refs(track: Track) -> set[str]:
+    """The order keys and aliases an event's facts need to be counted (see Ledger.load)."""
+    fact = fact_of(track, "")
+    refs: set[str] = set()
+    if fact is not None and fact.kind == "order":
+        refs.add(fact.fact_key)
+    elif fact is not None and fact.parent:
+        refs.add(fact.parent)
+    alias = order_alias(track)
+    if alias is not None:
+        refs.update(alias)
+    return refs
 
 
 # Provider spellings of one status, so a segment on `canceled` finds every canceller.

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from mappers.actions import Action, ExportPersonData, Person, RedactPerson, Track
+from mappers.actions import Action, ExportPersonData, OrderPayment, Person, RedactPerson, Track
 from webhooks.core.identity import Identity
 from webhooks.stage1.state.identity import IdentityPolicy, Resolution, learn, resolve
-from webhooks.stage1.state.keys import person_keys, track_keys
+from webhooks.stage1.state.keys import payment_key, person_keys, track_keys
 
 log = structlog.get_logger("webhooks.stage1.state")
 
@@ -58,6 +58,8 @@ class Resolver:
         keys = person_keys(who, self.policy.isolated(who))
         if isinstance(action, Track):
             keys += [key for key in track_keys(action) if key not in keys]
+        if isinstance(action, OrderPayment):
+            keys.append(payment_key(action))  # a refund naming only the payment finds them
         return keys
 
     def plan(self, actions: list[Action], keys: list[list[str]]) -> Plan:

@@ -24,6 +24,7 @@ from mappers.actions import (
     Action,
     ExportPersonData,
     Identify,
+    OrderPayment,
     RedactPerson,
     RedactShop,
     SubscriptionState,
@@ -48,8 +49,12 @@ from webhooks.stage1.state.identity import IdentityPolicy, Resolution, anonymous
 from webhooks.stage1.state.keys import checkout_key
 from webhooks.stage1.state.ledger import Ledger
 from webhooks.stage1.state.person import (
+    CANCELED,
     attributes_of,
     fact_of,
+    order_alias,
+    order_key,
+    order_refs,
     status_fact,
 )
 from webhooks.stage1.state.resolver import Plan, Resolver
@@ -117,7 +122,10 @@ class StateStep:
             if found.identity is not None
         } | {old.person_id for old, _ in self.resolver.merges}
         tracks = [a for d in deliveries for a in d.actions if isinstance(a, Track)]
-        self.ledger.load(people, {f.fact_key for t in tracks if (f := fact_of(t, ""))})
+        payments = [a for d in deliveries for a in d.actions if isinstance(a, OrderPayment)]
+        refs = {ref for t in tracks for ref in order_refs(t)}
+        refs |= {key for p in payments for key in _payment_alias(p)}
+        self.ledger.load(people, {f.fact_key for t in tracks if (f := fact_of(t, ""))}, refs)
         self.carts = store.load_checkouts(self.conn, {s for t in tracks if (s := _subject(t))})
         for old, new in self.resolver.merges:
             self.ledger.fold(
@@ -160,6 +168,12 @@ class StateStep:
                 continue
             if isinstance(action, SubscriptionState):
                 self._status(action, who)
+                touched[who.person_id] = who
+                continue
+            if isinstance(action, OrderPayment):
+                # Nothing to send: refunds naming the payment now count against the
+                # order (the person's totals may change, and their identify with them).
+                self.ledger.alias(*_payment_alias(action))
                 touched[who.person_id] = who
                 continue
             if isinstance(action, Identify):
@@ -243,10 +257,17 @@ class StateStep:
         record.touch(track.timestamp)
         fact = fact_of(track, who.person_id)
         latest = None
+        alias = order_alias(track)
+        if alias is not None:
+            self.ledger.alias(*alias)
         if fact is not None:
             fact, latest = self.ledger.add_fact(fact)
         data = track.payload()
         if track.event is EventName.ORDER_COMPLETED and fact is not None:
+            if fact.status == CANCELED:
+                # Cancelled before this report arrived: no post-purchase journey for it.
+                op = event_op(track, who, data)
+                return replace(op, suppressed="the order was cancelled before it was reported")
             position = self.ledger.position(fact, latest)
             # Welcome vs repeat journeys: the order's place among the person's orders
             # by date (a late-arriving earlier order is counted where it belongs). The
@@ -337,7 +358,7 @@ class StateStep:
     def save(self) -> None:
         """Write the state this batch changed, and apply it to rows already queued."""
         merged = [(old.person_id, self.resolver.final(new)) for old, new in self.resolver.merges]
-        records, facts = self.ledger.changed()
+        records, facts, aliases = self.ledger.changed()
         store.save(
             self.conn,
             {key: self.resolver.final(who) for key, who in self.resolver.new_links.items()},
@@ -345,6 +366,7 @@ class StateStep:
             facts,
             {key: self.carts[key] for key in self.dirty_carts},
             merged,
+            aliases,
         )
         for old, new in merged:
             queued.repoint(self.conn, old, new)
@@ -360,6 +382,12 @@ class StateStep:
     def wake(self) -> int:
         """Waiting deliveries whose key this batch linked go back to pending; how many."""
         return queued.wake(self.conn, self.resolver.new_links)
+
+
+def _payment_alias(payment: OrderPayment) -> tuple[str, str]:
+    """(alias, order key) of an order's payment."""
+    order = payment.person.order_id or ""  # required by OrderPayment's validator
+    return order_key(payment.person, payment.payment_id), order_key(payment.person, order)
 
 
 def _subject(track: Track) -> str | None:

@@ -18,13 +18,14 @@ from sqlalchemy.engine import Connection
 from webhooks.core.identity import CUSTOMER, Identity
 from webhooks.errors import TransientError
 from webhooks.stage1.state.guards import Checkout
-from webhooks.stage1.state.person import Fact, PersonRecord, Totals
+from webhooks.stage1.state.person import CANCELED, Fact, PersonRecord, Totals
 from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import (
     checkouts,
     data_requests,
     identity_links,
+    order_aliases,
     person_facts,
     person_state,
     state_epoch,
@@ -128,6 +129,7 @@ def _facts(rows: Iterable[sa.Row[Any]]) -> dict[str, Fact]:
             Decimal(row.amount) if row.amount is not None else None,
             row.currency,
             row.status,
+            row.parent_key,
         )
         for row in rows
     }
@@ -141,15 +143,37 @@ def load_facts(
 ) -> dict[str, Fact]:
     """These people's facts of `kinds` (None: all), and these facts whoever holds them.
 
-    Orders and refunds are summed into each person's totals as they arrive, so a batch
-    loads only the facts it reports and the people's subscriptions (a few each), never
-    every order a person ever placed.
+    Orders and refunds are counted into each person's totals as they arrive, so a batch
+    loads only the facts it reports, their orders' refunds and the people's
+    subscriptions (a few each), never every order a person ever placed.
     """
     query = sa.select(person_facts)
     held = query if kinds is None else query.where(person_facts.c.kind.in_(kinds))
     found = _facts(select_in(conn, held, person_facts.c.person_id, person_ids))
     missing = [key for key in fact_keys if key not in found]
     found.update(_facts(select_in(conn, query, person_facts.c.fact_key, missing)))
+    return found
+
+
+def load_aliases(conn: Connection, refs: Iterable[str]) -> dict[str, str]:
+    """Alias -> order key, for aliases among `refs` and aliases of orders among them."""
+    refs = set(refs)
+    table = order_aliases
+    query = sa.select(table.c.alias_key, table.c.order_key)
+    rows = select_in(conn, query, table.c.alias_key, refs)
+    found = {row.alias_key: row.order_key for row in rows}
+    for row in select_in(conn, query, table.c.order_key, refs | set(found.values())):
+        found[row.alias_key] = row.order_key
+    return found
+
+
+def load_orders(conn: Connection, refs: Iterable[str]) -> dict[str, Fact]:
+    """The orders keyed by `refs`, and every refund naming one of `refs`, whoever holds them."""
+    refs = set(refs)
+    query = sa.select(person_facts)
+    found = _facts(select_in(conn, query, person_facts.c.fact_key, refs))
+    refunds = query.where(person_facts.c.kind == "refund")
+    found.update(_facts(select_in(conn, refunds, person_facts.c.parent_key, refs)))
     return found
 
 
@@ -167,7 +191,10 @@ def orders_before(
         sa.and_(table.c.first_at == first_at, table.c.fact_key < fact_key),
     )
     query = sa.select(table.c.fact_key).where(
-        table.c.person_id.in_(list(person_ids)), table.c.kind == "order", earlier
+        table.c.person_id.in_(list(person_ids)),
+        table.c.kind == "order",
+        sa.or_(table.c.status.is_(None), table.c.status != CANCELED),
+        earlier,
     )
     return sum(1 for key in conn.execute(query).scalars() if key not in skip)
 
@@ -180,7 +207,8 @@ def load_checkouts(conn: Connection, keys: Iterable[str]) -> dict[str, Checkout]
 
 @cache
 def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
-    table = {t.name: t for t in (identity_links, person_state, person_facts, checkouts)}[table_name]
+    tables = (identity_links, person_state, person_facts, checkouts, order_aliases)
+    table = {t.name: t for t in tables}[table_name]
     statement = insert(table, dialect_name)
     keys = {col.name for col in table.primary_key.columns}
     return statement.on_conflict_do_update(
@@ -207,6 +235,7 @@ def save(
     facts: Iterable[Fact],
     carts: dict[str, Checkout],
     merged: Sequence[tuple[str, Identity]],
+    aliases: dict[str, str],
 ) -> None:
     """Write what a batch changed; fold merged people's rows into their new person."""
     now = utcnow()
@@ -244,9 +273,15 @@ def save(
                 "status": fact.status,
                 "first_at": fact.first_at,
                 "watermark": fact.watermark,
+                "parent_key": fact.parent,
             }
             for fact in facts
         ],
+    )
+    _write(
+        conn,
+        order_aliases,
+        [{"alias_key": alias, "order_key": order} for alias, order in aliases.items()],
     )
     _write(
         conn,
@@ -285,6 +320,8 @@ def save(
 def forget(conn: Connection, person_id: str) -> None:
     """Erase everything kept about a person (a privacy redaction)."""
     conn.execute(sa.delete(identity_links).where(identity_links.c.person_id == person_id))
+    orders = sa.select(person_facts.c.fact_key).where(person_facts.c.person_id == person_id)
+    conn.execute(sa.delete(order_aliases).where(order_aliases.c.order_key.in_(orders)))
     conn.execute(sa.delete(person_facts).where(person_facts.c.person_id == person_id))
     conn.execute(sa.delete(person_state).where(person_state.c.person_id == person_id))
 
@@ -306,6 +343,8 @@ def forget_account(conn: Connection, provider: str, account: str) -> None:
     scoped = _like_escaped(f"{provider}:{account}:") + "%"
     conn.execute(sa.delete(identity_links).where(identity_links.c.key.like(scoped, "\\")))
     conn.execute(sa.delete(person_facts).where(person_facts.c.fact_key.like("%:" + scoped, "\\")))
+    aliases = order_aliases.c.alias_key
+    conn.execute(sa.delete(order_aliases).where(aliases.like("%:" + scoped, "\\")))
     conn.execute(sa.delete(checkouts).where(checkouts.c.checkout_key.like(scoped, "\\")))
 
 
