@@ -198,6 +198,10 @@ def payment_intent_failed(delivery: StoredDelivery, config: StripeConfig) -> lis
     return [track(delivery, who, EventName.PAYMENT_FAILED, props, read.text(intent, "id"), attempt)]
 
 
+# Refund statuses under which no money went back to the buyer.
+NO_MONEY_BACK = frozenset({"failed", "canceled"})
+
+
 def _refund(
     delivery: StoredDelivery,
     who: Any,
@@ -224,7 +228,7 @@ def _refund(
 def refund_created(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """refund.created -> refund_issued, keyed by refund id."""
     refund = f.data_object(delivery)
-    if read.opt_text(refund, "status") in ("failed", "canceled"):
+    if read.opt_text(refund, "status") in NO_MONEY_BACK:
         return []  # no money went back
     code = f.currency(refund)
     refund_id = read.text(refund, "id")
@@ -270,6 +274,8 @@ def charge_refunded(delivery: StoredDelivery, config: StripeConfig) -> list[Acti
             )
             for r in refunds
             if (rid := read.opt_text(r, "id"))
+            # As refund.created: a failed or canceled refund sent no money back.
+            and read.opt_text(r, "status") not in NO_MONEY_BACK
         ]
         return [*found, *listed]
     if f.api_at_least(delivery, f.REFUND_EVENTS_FOR_ALL):
@@ -311,6 +317,7 @@ HANDLERS: dict[str, Handler[StripeConfig]] = {
     "invoice.paid": billing.invoice_paid,
     "invoice.payment_succeeded": billing.invoice_paid,
     "invoice.payment_failed": billing.invoice_failed,
+    "invoice_payment.paid": billing.invoice_payment_paid,
     "customer.subscription.created": billing.subscription_created,
     "customer.subscription.updated": billing.subscription_updated,
     "customer.subscription.deleted": billing.subscription_deleted,

@@ -6,7 +6,7 @@ from typing import Any
 
 from mappers import read
 from mappers import stripe_fields as f
-from mappers.actions import Action, Person, SubscriptionState, Track
+from mappers.actions import Action, OrderPayment, Person, SubscriptionState, Track
 from mappers.base import StoredDelivery
 from mappers.common import identify, track
 from mappers.errors import MappingError
@@ -41,6 +41,45 @@ def _sum(entries: list[dict[str, Any]], field: str) -> int | None:
     return sum(values) if values else None
 
 
+def invoice_payment(delivery: StoredDelivery, invoice: dict[str, Any]) -> str | None:
+    """The PaymentIntent that paid an invoice, if anything says so.
+
+    Before API 2025-03-31 the invoice names it. From then on only its payments do: the
+    `payments` list when the payload includes it, or the worker's lookup of the
+    invoice's payments (enrichment `payment_intent`); without either,
+    invoice_payment.paid says it (see invoice_payment_paid).
+    """
+    named = read.ref(invoice, "payment_intent")
+    if named:
+        return named
+    for entry in read.items(invoice, "payments"):
+        if read.opt_text(entry, "status") in (None, "paid"):
+            found = read.ref(read.opt_obj(entry, "payment"), "payment_intent")
+            if found:
+                return found
+    return read.opt_text(delivery.enrichment, "payment_intent")
+
+
+def invoice_payment_paid(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
+    """invoice_payment.paid (API 2025-03-31+): which payment paid an invoice.
+
+    Nothing is sent: refunds name the PaymentIntent (or the charge), and this is how
+    they find the invoice's order and its buyer (see docs/identity.md).
+    """
+    record = f.data_object(delivery)
+    if read.opt_text(record, "status") not in (None, "paid"):
+        return []
+    invoice = read.ref(record, "invoice")
+    if not invoice:
+        raise MappingError("data.object.invoice is missing")
+    payment = read.opt_obj(record, "payment")
+    paid_by = read.ref(payment, "payment_intent") or read.ref(payment, "charge")
+    if not paid_by:
+        return []  # paid out of band (a payment record): no refund can name it
+    who = Person(source="stripe", account=delivery.account, order_id=invoice)
+    return [OrderPayment(person=who, payment_id=paid_by, timestamp=delivery.timestamp())]
+
+
 def invoice_paid(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
     """invoice.paid / invoice.payment_succeeded -> order_completed, keyed by invoice id."""
     invoice = f.data_object(delivery)
@@ -65,7 +104,7 @@ def invoice_paid(delivery: StoredDelivery, config: StripeConfig) -> list[Action]
         source="stripe",
         order_id=key,
         financial_status="paid",
-        payment_id=read.ref(invoice, "payment_intent"),
+        payment_id=invoice_payment(delivery, invoice),
         subscription_id=f.invoice_subscription(invoice),
         billing_reason=read.opt_text(invoice, "billing_reason"),
         items=f.line_items(lines, code) if lines else None,

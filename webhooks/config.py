@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         "primary's identify has been applied (Customer.io ignores a merge into a profile "
         "that does not exist yet).",
     )
+    redact_action: Literal["delete", "suppress"] = Field(
+        "delete",
+        description="What a privacy redaction (Shopify customers/redact, shop/redact) sends "
+        "Customer.io per person: delete the profile, or suppress it (delete it and refuse "
+        "its identifier from then on, so a late webhook cannot bring it back).",
+    )
     customerio_site_id: str | None = Field(None, description="Track API site id.")
     customerio_api_key: SecretStr | None = Field(None, description="Track API key.")
     customerio_region: Literal["us", "eu"] = Field("us", description="Workspace region.")

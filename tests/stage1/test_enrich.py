@@ -471,8 +471,15 @@ def test_rows_that_need_nothing_cost_no_query_and_no_call(
         ("invoice.paid", {"id": "in_1", "customer": "cus_Ada"}, CONFIG, Lookup(None, "cus_Ada")),
         ("payment_intent.succeeded", {"id": "pi_1", "customer": "cus_Ada"}, CONFIG, None),
         (
+            # API 2025-03-31+: no `invoice` field, so whether one reports it is asked.
             "payment_intent.succeeded",
             {"id": "pi_1", "customer": "cus_Ada"},
+            StripeConfig(payment_intent_events=True),
+            Lookup(None, "cus_Ada", payment_intent_id="pi_1"),
+        ),
+        (
+            "payment_intent.succeeded",
+            {"id": "pi_1", "customer": "cus_Ada", "invoice": None},
             StripeConfig(payment_intent_events=True),
             Lookup(None, "cus_Ada"),
         ),
@@ -510,3 +517,99 @@ def test_a_body_that_is_not_json_needs_nothing(engine: Engine) -> None:
     )
     enricher = StripeEnricher(StripeAPI.create("sk_test_unused"), CONFIG)
     assert enrich.enrich_rows(engine, OWNER, [row], {"stripe": enricher}) == EnrichResult()  # type: ignore[list-item]
+
+
+# --- API 2025-03-31+: invoices and their PaymentIntents -----------------------------------
+
+
+def basil_invoice(invoice_id: str = "in_Basil1", **fields: Any) -> dict[str, Any]:
+    """A paid Basil invoice: no `payment_intent` field, the subscription under `parent`."""
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "customer": "cus_Ada",
+        "currency": "usd",
+        "amount_paid": 2900,
+        "total": 2900,
+        "status": "paid",
+        "billing_reason": "subscription_cycle",
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": "sub_1", "metadata": {}},
+        },
+        "lines": {"object": "list", "has_more": False, "data": []},
+        **fields,
+    }
+
+
+def invoice_payment(invoice_id: str, intent_id: str, status: str = "paid") -> dict[str, Any]:
+    """An invoice payment as Stripe's API reference shows one."""
+    return {
+        "id": f"inpay_{intent_id}",
+        "amount_paid": 2900 if status == "paid" else None,
+        "amount_requested": 2900,
+        "currency": "usd",
+        "invoice": invoice_id,
+        "is_default": True,
+        "livemode": False,
+        "payment": {"type": "payment_intent", "payment_intent": intent_id},
+        "status": status,
+        "status_transitions": {"canceled_at": None, "paid_at": 1764320000},
+    }
+
+
+def test_a_basil_invoice_learns_the_payment_intent_that_paid_it(
+    engine: Engine, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.add_invoice_payment(invoice_payment("in_Basil1", "pi_Failed", status="canceled"))
+    fake_stripe.add_invoice_payment(invoice_payment("in_Basil1", "pi_Paid"))
+    fake_stripe.add_customer(ADA)
+    store(engine, "invoice.paid", basil_invoice())
+    [row] = claim_all(engine)
+    result = enrich_rows(engine, OWNER, [row], stripe_client(fake_stripe), CONFIG)
+    assert result.enrichment[row.id]["payment_intent"] == "pi_Paid"
+    # Refunds name the PaymentIntent: the order carries it so they find the invoice.
+    assert order(row, result)["payment_id"] == "pi_Paid"
+    [asked] = [e["query"] for e in fake_stripe.requests() if e["path"] == "/v1/invoice_payments"]
+    assert (asked["invoice"], asked["status"]) == ("in_Basil1", "paid")
+
+
+def test_a_pre_basil_invoice_or_a_zero_one_asks_nothing_about_payments() -> None:
+    older = {**basil_invoice(), "payment_intent": None}  # the field exists, even when null
+    free = basil_invoice(amount_paid=0)
+    for resource in (older, free):
+        delivery = StoredDelivery(
+            "stripe", "platform", "invoice.paid", {"data": {"object": resource}}, None
+        )
+        need = lookup(delivery, StripeConfig(internal_id_metadata_key="nothing"))
+        assert need is None or need.invoice_id is None
+
+
+def test_a_basil_payment_intent_of_an_invoice_defers_to_the_invoice(
+    engine: Engine, fake_stripe: FakeStripe
+) -> None:
+    # With STRIPE_PAYMENT_INTENT_EVENTS=true a renewal's payment_intent.succeeded and
+    # its invoice.paid would be two orders; the lookup says the invoice reports it.
+    config = StripeConfig(payment_intent_events=True)
+    fake_stripe.add_invoice_payment(invoice_payment("in_Renewal", "pi_Renewal"))
+    intent = {
+        "id": "pi_Renewal",
+        "object": "payment_intent",
+        "amount": 2900,
+        "amount_received": 2900,
+        "currency": "usd",
+        "customer": "cus_Ada",
+        "metadata": {"customer_id": "user_8842"},
+        "status": "succeeded",
+    }
+    store(engine, "payment_intent.succeeded", intent)
+    store(engine, "payment_intent.succeeded", {**intent, "id": "pi_OneOff"})
+    renewal, one_off = claim_all(engine)
+    result = enrich_rows(engine, OWNER, [renewal, one_off], stripe_client(fake_stripe), config)
+    assert result.enrichment[renewal.id] == {"invoice": "in_Renewal"}
+    assert result.enrichment[one_off.id] == {}  # looked up: no invoice (kept, not asked again)
+    with_events = configs(stripe_payment_intent_events=True)
+    renewal_actions = map_row(renewal, with_events, result.enrichment.get(renewal.id))
+    one_off_actions = map_row(one_off, with_events, result.enrichment.get(one_off.id))
+    assert [a.event for a in renewal_actions if isinstance(a, Track)] == []
+    assert [a.event.value for a in one_off_actions if isinstance(a, Track)] == ["order_completed"]

@@ -172,10 +172,10 @@ def unsendable_op(track: Track, data: dict[str, Any], problem: str) -> Operation
     )
 
 
-def delete_op(identity: Identity, timestamp: int) -> Operation:
-    """Delete the person (a privacy redaction)."""
-    payload = {"type": "person", "identifiers": identity.identifier, "action": "delete"}
-    key = f"delete:{identity.person_id}:{timestamp}"
+def delete_op(identity: Identity, timestamp: int, action: str = "delete") -> Operation:
+    """Delete the person (a privacy redaction); `action` "suppress" also bars the id."""
+    payload = {"type": "person", "identifiers": identity.identifier, "action": action}
+    key = f"{action}:{identity.person_id}:{timestamp}"
     return Operation(key, OperationKind.DELETE, identity.person_id, payload, at(timestamp))
 
 

@@ -40,6 +40,7 @@ def state_config(settings: Settings) -> StateConfig:
         reporting_currency=settings.reporting_currency,
         cart_update_hold_seconds=settings.cart_update_hold_seconds,
         merge_delay_seconds=settings.merge_delay_seconds,
+        redact_action=settings.redact_action,
     )
 
 

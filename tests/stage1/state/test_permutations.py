@@ -46,7 +46,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -745,3 +745,56 @@ def test_a_cancelled_and_refunded_order_leaves_the_same_totals_in_any_order(
         got = run_order(engine, fake, customerio, list(arrival), 1)
         check_settled(got)
         assert (got.state, got.profiles, got.facts) == (want.state, want.profiles, want.facts)
+
+
+def test_a_refund_of_a_basil_invoice_payment_finds_the_invoice_in_any_order(
+    engine: Engine, fake: FakeCustomerIO, customerio: CustomerIO
+) -> None:
+    """API 2025-03-31+: the invoice names no PaymentIntent, the refund only that.
+
+    invoice_payment.paid says which PaymentIntent paid the invoice. Whatever the order
+    the three arrive in, the refund reaches the invoice's buyer and counts against the
+    invoice's order: one order of 29.00 less 9.00.
+    """
+    hooks = [
+        stripe("invoice", "invoice_paid_subscription_create_basil"),
+        stripe("invoice-payment", "invoice_payment_paid_clover"),
+        stripe("refund", "refund_created_invoice_payment_basil"),
+    ]
+    want = run_order(engine, fake, customerio, hooks, 100)
+    check_settled(want)
+    [who] = want.profiles
+    assert json.loads(who) == {"id": ADA}
+    assert (want.profiles[who]["order_count"], want.profiles[who]["lifetime_value"]) == (1, 20)
+    assert {name for name, _ in want.attached[who]} == {"order_completed", "refund_issued"}
+    for arrival in itertools.permutations(hooks):
+        for batch in (1, 100):
+            got = run_order(engine, fake, customerio, list(arrival), batch, arrive_by=1)
+            check_settled(got)
+            assert (got.profiles, got.attached) == (want.profiles, want.attached)
+
+
+def test_redact_action_suppress_bars_the_profile_from_coming_back(
+    engine: Engine, fake: FakeCustomerIO, customerio: CustomerIO
+) -> None:
+    """REDACT_ACTION=suppress: Customer.io refuses the id after the redaction.
+
+    A late orders/paid for the redacted customer's order would otherwise recreate the
+    profile with an identify (delete alone does not bar the id).
+    """
+    wipe(engine)
+    fake.reset()
+    state = replace(STATE, redact_action="suppress")
+    hooks = [
+        shopify("orders-create", "order_create", "2026-05-04T15:26:43Z"),
+        shopify("redact", "customers_redact", "2026-06-01T10:00:00Z"),
+        shopify("orders-paid", "order_paid", "2026-05-04T15:26:44Z"),  # delivered late
+    ]
+    for hook in hooks:
+        arrive(engine, [hook], None)
+        while process_batch(engine, "w", CONFIG, state=state):
+            pass
+        deliver(engine, customerio)
+    erased = [op["operation"] for op in fake.operations() if op["operation"]["action"] != "event"]
+    assert {"type": "person", "identifiers": {"id": GRACE}, "action": "suppress"} in erased
+    assert [p["identifier"] for p in fake.people()["people"]] == []

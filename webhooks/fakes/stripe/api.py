@@ -70,6 +70,8 @@ def handle(
             return _line_items(unquote(session_id), query, account, state)
         case "GET", ["v1", "customers", customer_id]:
             return _customer(unquote(customer_id), account, state)
+        case "GET", ["v1", "invoice_payments"]:
+            return _invoice_payments(query, account, state)
     return error_reply(404, f"Unrecognized request URL ({method}: {path}).")
 
 
@@ -78,23 +80,31 @@ def _one(query: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def _line_items(
-    session_id: str, query: dict[str, list[str]], account: str | None, state: FakeState
-) -> Reply:
+def _limit(query: dict[str, list[str]]) -> tuple[int, Reply | None]:
+    """The page size asked for, or Stripe's answer to a bad one."""
     raw_limit = _one(query, "limit")
     try:
         limit = int(raw_limit) if raw_limit is not None else DEFAULT_LIMIT
     except ValueError:
-        return error_reply(
+        return 0, error_reply(
             400, f"Invalid integer: {raw_limit}", code="parameter_invalid_integer", param="limit"
         )
     if not 1 <= limit <= MAX_LIMIT:
-        return error_reply(
+        return 0, error_reply(
             400,
             f"limit must be between 1 and {MAX_LIMIT}",
             code="parameter_invalid_integer",
             param="limit",
         )
+    return limit, None
+
+
+def _line_items(
+    session_id: str, query: dict[str, list[str]], account: str | None, state: FakeState
+) -> Reply:
+    limit, problem = _limit(query)
+    if problem is not None:
+        return problem
     items = state.line_items(session_id, account)
     if items is None:
         return error_reply(
@@ -134,3 +144,39 @@ def _customer(customer_id: str, account: str | None, state: FakeState) -> Reply:
             404, f"No such customer: '{customer_id}'", code="resource_missing", param="id"
         )
     return Reply(200, customer)
+
+
+def _invoice_payments(query: dict[str, list[str]], account: str | None, state: FakeState) -> Reply:
+    """GET /v1/invoice_payments, filtered by invoice, payment and status (one page)."""
+    limit, problem = _limit(query)
+    if problem is not None:
+        return problem
+    kind = _one(query, "payment[type]")
+    wanted = {
+        "invoice": _one(query, "invoice"),
+        "status": _one(query, "status"),
+        "payment_intent": _one(query, "payment[payment_intent]"),
+    }
+    if kind is not None and kind not in ("payment_intent", "payment_record"):
+        return error_reply(
+            400, f"Invalid payment[type]: {kind}", code="parameter_invalid", param="payment[type]"
+        )
+    found = [
+        p
+        for p in state.invoice_payments(account)
+        if (wanted["invoice"] is None or p.get("invoice") == wanted["invoice"])
+        and (wanted["status"] is None or p.get("status") == wanted["status"])
+        and (
+            wanted["payment_intent"] is None
+            or (p.get("payment") or {}).get("payment_intent") == wanted["payment_intent"]
+        )
+    ]
+    return Reply(
+        200,
+        {
+            "object": "list",
+            "data": found[:limit],
+            "has_more": len(found) > limit,
+            "url": "/v1/invoice_payments",
+        },
+    )

@@ -165,6 +165,10 @@ class FakeStripe(BackgroundFake):
         """Add or replace a customer in `account` (None: the platform)."""
         self.state.add_customer(customer, account)
 
+    def add_invoice_payment(self, payment: dict[str, Any], account: str | None = None) -> None:
+        """Add or replace an invoice payment in `account` (None: the platform)."""
+        self.state.add_invoice_payment(payment, account)
+
     def set_faults(self, **faults: Any) -> None:
         """Replace the faults: latency_ms, status, retry_after, should_retry, down, times."""
         self.state.set_faults(Faults.from_json(faults))

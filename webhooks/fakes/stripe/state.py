@@ -68,6 +68,7 @@ class FakeState:
         self._faults = Faults()
         self._line_items: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
         self._customers: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self._invoice_payments: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._requests: list[dict[str, Any]] = []
 
     # --- objects ------------------------------------------------------------------------------
@@ -94,8 +95,19 @@ class FakeState:
         with self._lock:
             self._customers[(account, customer["id"])] = stored
 
+    def add_invoice_payment(self, payment: dict[str, Any], account: str | None = None) -> None:
+        """Add or replace an invoice payment (needs `id` and `invoice`; `payment` says how)."""
+        if not isinstance(payment, dict) or not all(
+            isinstance(payment.get(name), str) for name in ("id", "invoice")
+        ):
+            raise ValueError("an invoice payment must be an object with string id and invoice")
+        stored = {"object": "invoice_payment", "status": "paid", **copy.deepcopy(payment)}
+        with self._lock:
+            self._invoice_payments[(account, payment["id"])] = stored
+
     def load(self, fixtures: Any) -> None:
-        """Load `{"account": ..., "line_items": {session id: [...]}, "customers": [...]}`."""
+        """Load `{"account", "line_items": {session id: [...]}, "customers": [...],
+        "invoice_payments": [...]}`."""
         if not isinstance(fixtures, dict):
             raise ValueError("fixtures must be a JSON object")
         account = fixtures.get("account")
@@ -103,12 +115,17 @@ class FakeState:
             raise ValueError("account must be a string or null")
         line_items = fixtures.get("line_items") or {}
         customers = fixtures.get("customers") or []
+        payments = fixtures.get("invoice_payments") or []
         if not isinstance(line_items, dict) or not isinstance(customers, list):
             raise ValueError("line_items must be an object, customers a list")
+        if not isinstance(payments, list):
+            raise ValueError("invoice_payments must be a list")
         for session_id, items in line_items.items():
             self.add_line_items(session_id, items, account)
         for customer in customers:
             self.add_customer(customer, account)
+        for payment in payments:
+            self.add_invoice_payment(payment, account)
 
     def line_items(self, session_id: str, account: str | None) -> list[dict[str, Any]] | None:
         """A copy of the session's line items, or None when the account has no such session."""
@@ -121,6 +138,12 @@ class FakeState:
         with self._lock:
             found = self._customers.get((account, customer_id))
             return copy.deepcopy(found) if found is not None else None
+
+    def invoice_payments(self, account: str | None) -> list[dict[str, Any]]:
+        """Copies of the account's invoice payments, newest first (as Stripe lists them)."""
+        with self._lock:
+            found = [p for (owner, _), p in self._invoice_payments.items() if owner == account]
+            return copy.deepcopy(found[::-1])
 
     # --- faults -------------------------------------------------------------------------------
 
@@ -173,4 +196,5 @@ class FakeState:
             self._faults = Faults()
             self._line_items.clear()
             self._customers.clear()
+            self._invoice_payments.clear()
             self._requests = []

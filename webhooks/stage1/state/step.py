@@ -70,6 +70,7 @@ class StateConfig:
     reporting_currency: str = "USD"
     cart_update_hold_seconds: float = 120.0
     merge_delay_seconds: float = 60.0
+    redact_action: str = "delete"  # REDACT_ACTION: delete | suppress
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class StateStep:
             who = self.resolver.final(found.identity)
             if isinstance(action, RedactPerson):
                 if not who.anonymous:
-                    events.append(delete_op(who, action.timestamp))
+                    events.append(delete_op(who, action.timestamp, self.config.redact_action))
                 self._redact(who, plan.keys.get(index, []))
                 continue
             if isinstance(action, SubscriptionState):
@@ -337,7 +338,8 @@ class StateStep:
         for person_id in people:
             self.redacted.append(person_id)
         self.redacted_accounts.append((provider, action.account))
-        return [delete_op(Identity(pid, CUSTOMER), action.timestamp) for pid in people]
+        erase = self.config.redact_action
+        return [delete_op(Identity(pid, CUSTOMER), action.timestamp, erase) for pid in people]
 
     def _redact(self, who: Identity, keys: list[str]) -> None:
         """Erase the person, the guest profiles their identifiers lead to, and the keys.

@@ -325,6 +325,59 @@ def test_no_key_no_client(sqlite_url: str) -> None:
     assert [entry["event"] for entry in logs] == ["stripe_enrichment_off"]
 
 
+def test_payment_intent_events_without_a_key_are_warned_about(sqlite_url: str) -> None:
+    # From API 2025-03-31 only a lookup tells a renewal's PaymentIntent from a one-off.
+    from mappers.stripe_fields import StripeConfig
+    from webhooks.providers.stripe.enrich import enricher
+
+    settings = make_settings(sqlite_url).provider("stripe")
+    with capture_logs() as logs:
+        assert enricher(settings, StripeConfig(payment_intent_events=True)) is None  # type: ignore[arg-type]
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("stripe_enrichment_off", "info"),
+        ("stripe_payment_intents_unresolved", "warning"),
+    ]
+
+
+def test_invoice_payments_tell_an_invoice_and_its_payment_intent_apart(
+    fake_stripe: FakeStripe,
+) -> None:
+    fake_stripe.add_invoice_payment(
+        {
+            "id": "inpay_1",
+            "invoice": "in_1",
+            "status": "canceled",
+            "payment": {"type": "payment_intent", "payment_intent": "pi_declined"},
+        }
+    )
+    fake_stripe.add_invoice_payment(
+        {
+            "id": "inpay_2",
+            "invoice": "in_1",
+            "status": "paid",
+            "payment": {"type": "payment_intent", "payment_intent": "pi_paid"},
+        }
+    )
+    fake_stripe.add_invoice_payment(
+        {
+            "id": "inpay_3",
+            "invoice": "in_2",
+            "status": "paid",
+            "payment": {"type": "payment_intent", "payment_intent": "pi_other"},
+        },
+        account="acct_1Conn",
+    )
+    api = StripeAPI.create(DEFAULT_API_KEY, base_url=fake_stripe.url)
+    try:
+        assert api.payment_of_invoice("in_1") == "pi_paid"  # the paid one, not the decline
+        assert api.invoice_of_payment("pi_declined") == "in_1"
+        assert api.invoice_of_payment("pi_one_off") is None
+        assert api.payment_of_invoice("in_2") is None  # another account's
+        assert api.payment_of_invoice("in_2", "acct_1Conn") == "pi_other"
+    finally:
+        api.close()
+
+
 def test_settings_point_the_client_at_stripe_api_base(
     fake_stripe: FakeStripe, sqlite_url: str
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import stripe
 import structlog
+from stripe.params import InvoicePaymentListParams
 from stripe.params.checkout import SessionLineItemListParams
 
 from webhooks.core.ratelimit import TokenBucket
@@ -48,7 +49,7 @@ AUTH_HINT = (
 
 
 class StripeAPI:
-    """Line items and customer metadata from Stripe: rate limited, retried and cached.
+    """Line items, customer metadata and invoice payments: rate limited, retried, cached.
 
     Answers are plain JSON as Stripe sends it, so they can be stored with the inbox row
     and a replay maps the same data. Errors: StripeUnavailable (try later),
@@ -152,6 +153,36 @@ class StripeAPI:
         # A copy: the caller may store or change it, the cache must not change with it.
         return {"id": cached["id"], "metadata": dict(cached["metadata"])}
 
+    def payment_of_invoice(self, invoice_id: str, account: str | None = None) -> str | None:
+        """The PaymentIntent that paid an invoice (API 2025-03-31+), if a paid one did."""
+        params: InvoicePaymentListParams = {"invoice": invoice_id, "status": "paid", "limit": 10}
+        for entry in self._invoice_payments(params, account):
+            intent = _ref(entry.get("payment"), "payment_intent")
+            if intent:
+                return intent
+        return None
+
+    def invoice_of_payment(self, intent_id: str, account: str | None = None) -> str | None:
+        """The invoice a PaymentIntent paid or tried to pay (API 2025-03-31+), if any."""
+        params: InvoicePaymentListParams = {
+            "payment": {"type": "payment_intent", "payment_intent": intent_id},
+            "limit": 10,
+        }
+        for entry in self._invoice_payments(params, account):
+            invoice = _ref(entry, "invoice")
+            if invoice:
+                return invoice
+        return None
+
+    def _invoice_payments(
+        self, params: InvoicePaymentListParams, account: str | None
+    ) -> list[dict[str, Any]]:
+        # One page: an invoice has a handful of payment attempts, a PaymentIntent one invoice.
+        list_page = self._stripe.v1.invoice_payments.list
+        page = self._call("invoice_payments", partial(list_page, params, _options(account)))
+        data = page.get("data") if page is not None else None
+        return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
     def _call(self, what: str, request: Callable[[], Any]) -> dict[str, Any] | None:
         """Run one API request under the rate limit and the retry policy; None on 404."""
         if self._auth_paused_until is not None and self._clock() < self._auth_paused_until:
@@ -208,6 +239,14 @@ def _raw(obj: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StripeRefused("Stripe answered something other than a JSON object")
     return data
+
+
+def _ref(data: Any, field: str) -> str | None:
+    """An id field, whether Stripe sent the id or the expanded object."""
+    value = data.get(field) if isinstance(data, dict) else None
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
 
 
 def _header(exc: stripe.StripeError, name: str) -> str | None:
