@@ -318,7 +318,15 @@ def contract_cancelled(delivery: StoredDelivery, config: ShopifyConfig) -> list[
 def billing_attempt_failed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
     """subscription_billing_attempts/failure: payment_failed keyed by attempt id."""
     payload = delivery.payload
-    attempt_id = text(payload, "id")
+    # Shopify's published samples send "id": null; the idempotency key the app chose
+    # for the attempt names it as well.
+    attempt_id = (
+        opt_text(payload, "id")
+        or gid_id(payload, "admin_graphql_api_id")
+        or opt_text(payload, "idempotency_key")
+    )
+    if attempt_id is None:
+        raise MappingError("id, admin_graphql_api_id and idempotency_key are all missing")
     failed = PaymentFailed(
         source=SOURCE,
         payment_id=attempt_id,

@@ -192,11 +192,20 @@ def order_attributes(payload: Any, who: Person) -> PersonAttributes:
         phone=who.phone,
         first_name=first_text(payload, "customer.first_name", "billing_address.first_name"),
         last_name=first_text(payload, "customer.last_name", "billing_address.last_name"),
-        email_consent=consent(at(payload, "customer.email_marketing_consent.state")),
+        # Orders carry the customer's consent only before API 2025-01; from then on the
+        # box ticked at checkout is all an order says (an unticked one is no news).
+        email_consent=_first_known(
+            consent(at(payload, "customer.email_marketing_consent.state")),
+            True if who.email and opt_bool(payload, "buyer_accepts_marketing") else None,
+        ),
         sms_consent=consent(at(payload, "customer.sms_marketing_consent.state")),
         country=opt_text(address, "country_code"),
         city=opt_text(address, "city"),
     )
+
+
+def _first_known(*values: bool | None) -> bool | None:
+    return next((value for value in values if value is not None), None)
 
 
 def customer_attributes(customer: Any) -> PersonAttributes:

@@ -386,3 +386,20 @@ def test_every_action_is_json_ready() -> None:
         ]
     assert len(amounts) == 3
     assert all(isinstance(value, int | float) for value in amounts)  # numbers, never strings
+
+
+def test_a_billing_attempt_with_a_null_id_is_keyed_by_its_idempotency_key() -> None:
+    # Shopify's published samples of subscription_billing_attempts/failure (webhook
+    # reference up to 2025-10) send "id": null and "admin_graphql_api_id": null.
+    def unsaved(body: dict[str, Any]) -> None:
+        body.update(id=None, admin_graphql_api_id=None)
+
+    def unnamed(body: dict[str, Any]) -> None:
+        body.update(id=None, admin_graphql_api_id=None, idempotency_key=None)
+
+    failed = only_track(run("billing_attempt_failure", patch=unsaved), EventName.PAYMENT_FAILED)
+    key = "renewal-29000000001-2026-08-04"
+    assert failed.properties.payment_id == key  # type: ignore[attr-defined]
+    assert failed.semantic_key.endswith(f":{key}")
+    with pytest.raises(MappingError, match="idempotency_key"):
+        run("billing_attempt_failure", patch=unnamed)

@@ -114,6 +114,18 @@ def test_failed_or_canceled_refund_is_not_money_back() -> None:
     )
 
 
+def test_a_failed_refund_listed_on_an_old_charge_is_not_money_back() -> None:
+    # API versions before 2022-11-15 list the charge's refunds, each with its status.
+    delivery = load("charge_refunded_with_refund_list_2020")
+    charge = delivery.payload["data"]["object"]
+    [listed] = charge["refunds"]["data"]
+    failed = {**listed, "id": "re_failed", "status": "failed"}
+    obj = {**charge, "refunds": {**charge["refunds"], "data": [listed, failed]}}
+    payload = {**delivery.payload, "data": {**delivery.payload["data"], "object": obj}}
+    found = tracks(load("charge_refunded_with_refund_list_2020", payload=payload))
+    assert [t.properties.refund_id for t in found] == [listed["id"]]  # type: ignore[attr-defined]
+
+
 def test_refund_delta_needs_the_previous_total() -> None:
     delivery = load("charge_refunded_second_partial_2023")
     payload = {**delivery.payload, "data": {"object": delivery.payload["data"]["object"]}}
