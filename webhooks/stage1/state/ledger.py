@@ -36,6 +36,7 @@ class Ledger:
         self.by_person: dict[str, set[str]] = {}  # person id -> their fact keys loaded
         self.absorbed: dict[str, set[str]] = {}  # person id -> ids merged into them
         self.aliases: dict[str, str] = {}  # another name of an order -> its key
+        self.names: dict[str, set[str]] = {}  # an order's key -> its other names
         self.refunds: dict[str, set[str]] = {}  # order key or alias -> refunds naming it
         self.dirty_records: set[str] = set()
         self.dirty_facts: set[str] = set()
@@ -48,9 +49,13 @@ class Ledger:
         aliases, orders and refunds are loaded too, so an order's value can be redone.
         """
         self.aliases = store.load_aliases(self.conn, refs)
+        for alias, order in self.aliases.items():
+            self.names.setdefault(order, set()).add(alias)
         names = set(refs) | set(self.aliases) | set(self.aliases.values())
         self.facts = store.load_orders(self.conn, names)
-        self.facts.update(store.load_facts(self.conn, people, set(fact_keys) - set(self.facts)))
+        # Orders among the reported facts were looked for above, found or not.
+        others = set(fact_keys) - names
+        self.facts.update(store.load_facts(self.conn, people, others))
         for fact in self.facts.values():
             self._index(fact)
         # A reported fact may be held by someone else (an equal-rank conflict): its
@@ -117,7 +122,7 @@ class Ledger:
         order = self.facts.get(order_key) if order_key else None
         if order is None or order_key is None:
             return None, Decimal(0)
-        names = {order_key} | {a for a, o in self.aliases.items() if o == order_key}
+        names = {order_key} | self.names.get(order_key, set())
         refunds = [self.facts[k] for name in names for k in self.refunds.get(name, ())]
         return order.person_id, order_value(order, refunds, self.currency)
 
@@ -168,7 +173,11 @@ class Ledger:
             return
 
         def learn() -> None:
+            before = self.aliases.get(alias)
+            if before is not None:
+                self.names.get(before, set()).discard(alias)
             self.aliases[alias] = order_key
+            self.names.setdefault(order_key, set()).add(alias)
             self.dirty_aliases.add(alias)
 
         # The refunds naming the alias leave whatever it named before.

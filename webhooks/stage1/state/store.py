@@ -160,20 +160,28 @@ def load_aliases(conn: Connection, refs: Iterable[str]) -> dict[str, str]:
     refs = set(refs)
     table = order_aliases
     query = sa.select(table.c.alias_key, table.c.order_key)
-    rows = select_in(conn, query, table.c.alias_key, refs)
-    found = {row.alias_key: row.order_key for row in rows}
-    for row in select_in(conn, query, table.c.order_key, refs | set(found.values())):
-        found[row.alias_key] = row.order_key
+    found: dict[str, str] = {}
+    for chunk in chunks(refs):
+        named = sa.or_(table.c.alias_key.in_(chunk), table.c.order_key.in_(chunk))
+        found.update((row.alias_key, row.order_key) for row in conn.execute(query.where(named)))
+    # An alias in `refs` (a refund naming a PaymentIntent) leads to its order's other names.
+    orders = set(found.values()) - refs
+    found.update(
+        (row.alias_key, row.order_key) for row in select_in(conn, query, table.c.order_key, orders)
+    )
     return found
 
 
 def load_orders(conn: Connection, refs: Iterable[str]) -> dict[str, Fact]:
     """The orders keyed by `refs`, and every refund naming one of `refs`, whoever holds them."""
-    refs = set(refs)
-    query = sa.select(person_facts)
-    found = _facts(select_in(conn, query, person_facts.c.fact_key, refs))
-    refunds = query.where(person_facts.c.kind == "refund")
-    found.update(_facts(select_in(conn, refunds, person_facts.c.parent_key, refs)))
+    found: dict[str, Fact] = {}
+    table = person_facts
+    for chunk in chunks(refs):
+        named = sa.or_(
+            table.c.fact_key.in_(chunk),
+            sa.and_(table.c.kind == "refund", table.c.parent_key.in_(chunk)),
+        )
+        found.update(_facts(conn.execute(sa.select(table).where(named))))
     return found
 
 
