@@ -126,7 +126,8 @@ def order_placed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action
     payload = delivery.payload
     order_id = text(payload, "id")
     who = commerce_person(delivery, config, payload, opt_text(payload, "checkout_token"))
-    actions: list[Action] = [*identify(delivery, who, order_attributes(payload, who))]
+    placed = delivery.event_type == "orders/create"
+    actions: list[Action] = [*identify(delivery, who, order_attributes(payload, who, placed))]
     if not _counts_as_purchase(delivery.event_type, payload, config):
         return actions
     money = order_money(payload)

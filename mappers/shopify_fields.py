@@ -184,8 +184,12 @@ def checkout_attributes(payload: Any, who: Person) -> PersonAttributes:
     )
 
 
-def order_attributes(payload: Any, who: Person) -> PersonAttributes:
-    """What an order reveals about its customer."""
+def order_attributes(payload: Any, who: Person, placed: bool = False) -> PersonAttributes:
+    """What an order reveals about its customer.
+
+    `placed`: the report of the order being placed (orders/create), the one time its
+    checkout's marketing box is news.
+    """
     address = _address(payload, "customer.default_address", "billing_address")
     return PersonAttributes(
         email=who.email,
@@ -193,10 +197,12 @@ def order_attributes(payload: Any, who: Person) -> PersonAttributes:
         first_name=first_text(payload, "customer.first_name", "billing_address.first_name"),
         last_name=first_text(payload, "customer.last_name", "billing_address.last_name"),
         # Orders carry the customer's consent only before API 2025-01; from then on the
-        # box ticked at checkout is all an order says (an unticked one is no news).
+        # box ticked at checkout is all an order says (an unticked one is no news). It
+        # was ticked when the order was placed: orders/paid or orders/cancelled, timed
+        # later, would put it over an unsubscribe that came in between.
         email_consent=_first_known(
             consent(at(payload, "customer.email_marketing_consent.state")),
-            True if who.email and opt_bool(payload, "buyer_accepts_marketing") else None,
+            True if placed and who.email and opt_bool(payload, "buyer_accepts_marketing") else None,
         ),
         sms_consent=consent(at(payload, "customer.sms_marketing_consent.state")),
         country=opt_text(address, "country_code"),

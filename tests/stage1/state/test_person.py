@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy.engine import Engine
 
 from mappers.taxonomy import PersonAttributes
+from webhooks.stage1.state import store
 from webhooks.stage1.state.ledger import Ledger
 from webhooks.stage1.state.person import (
     CANCELED,
@@ -211,6 +212,12 @@ def test_totals_kept_fact_by_fact_equal_totals_counted_from_all_facts(engine: En
         cancel("4", 260, "8"),
         order("4", 250, "8"),
         order("1", 250, "12"),
+        # An order kept under a name that is also another order's alias (a PaymentIntent
+        # reported on its own, then found to pay invoice 2): refunds naming it are 2's.
+        order("pi_2", 120, "6"),
+        # One refund reported twice, the newer report naming another order.
+        refund("rx", "order:unknown", 330, "2"),
+        refund("rx", "order:1", 340, "2"),
     ]
     aliases = {"order:pi_2": "order:2"}
     final: dict[str, Fact] = {}
@@ -218,7 +225,8 @@ def test_totals_kept_fact_by_fact_equal_totals_counted_from_all_facts(engine: En
         known = final.get(fact.fact_key)
         final[fact.fact_key] = fact if known is None else known.combine(fact)
     expected = Totals.of(final.values(), "USD", aliases)
-    assert (expected.order_count, expected.value) == (3, Decimal("25"))
+    # 1: 12 - 2; 2: 20 - 3 - 4; pi_2: 6; 3 in EUR; 4 cancelled.
+    assert (expected.order_count, expected.value) == (4, Decimal("29"))
     outcomes = set()
     shuffler = random.Random(7)
     with engine.connect() as conn:
@@ -247,3 +255,21 @@ def test_the_latest_order_moving_earlier_makes_the_totals_stale() -> None:
     created_earlier = order("1", 200, "10")
     totals.add(paid, paid.combine(created_earlier))
     assert totals.stale
+
+
+def test_an_order_cancelled_in_this_batch_is_no_longer_counted_before_a_later_one(
+    engine: Engine,
+) -> None:
+    # A and C are stored; one batch then cancels A and reports B, dated between them.
+    with engine.begin() as conn:
+        ledger = Ledger(conn, "USD")
+        for fact in (order("A", 100, "10"), order("C", 300, "10")):
+            ledger.add_fact(fact)
+        records, facts, aliases = ledger.changed()
+        store.save(conn, {}, records, facts, {}, [], aliases)
+    with engine.begin() as conn:
+        ledger = Ledger(conn, "USD")
+        ledger.load({"p"}, ["order:A", "order:B"], {"order:A", "order:B"})
+        ledger.add_fact(cancel("A", 250))
+        placed, latest = ledger.add_fact(order("B", 200, "10"))
+        assert ledger.position(placed, latest) == 1  # A no longer counts; C is later

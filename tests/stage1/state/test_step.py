@@ -476,3 +476,19 @@ def test_an_order_reported_after_its_cancellation_starts_no_purchase_journey(
     assert "cancelled" in completed.last_error
     attributes = last_identify(cio, GRACE)
     assert (attributes["order_count"], attributes["lifetime_value"]) == (0, 0)
+
+
+def test_the_box_ticked_at_checkout_never_outvotes_a_later_unsubscribe(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # API 2025-01+: an order's only consent is buyer_accepts_marketing, ticked when it
+    # was placed. A cancellation reported after the buyer unsubscribed must not bring
+    # the subscription back.
+    ingest(engine, "shopify", "order_create")  # ticked, 2026-05-04
+    ingest(engine, "shopify", "email_consent_update")  # unsubscribed, 2026-05-12
+    run(engine, cio)
+    cancelled = body("shopify", "order_cancelled")
+    ingest_as(engine, "order_cancelled", cancelled, "wh-cancel", "2026-06-01T10:00:00Z")
+    run(engine, cio)
+    assert state_of(engine, GRACE)["email_consent"] is False
+    assert last_identify(cio, GRACE)["email_consent"] is False

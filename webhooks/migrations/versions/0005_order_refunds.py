@@ -4,9 +4,10 @@ Revision ID: 0005_order_refunds
 Revises: 0004_data_requests
 Create Date: 2026-11-30
 
-Refunds stored before this revision have no parent: they no longer subtract from
-lifetime value when a person's totals are next counted again from their facts (a
-refund of an unknown order subtracts nothing). Stored totals are kept until then.
+Every person's totals are counted again from their facts at their next event (the
+stored value would mix the old rule, all refunds subtracted, with the new one).
+Refunds stored before this revision name no order, so from then on they subtract
+nothing, like a refund of an order the service never saw.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def upgrade() -> None:
         sa.Column("order_key", sa.String(512), nullable=False),
     )
     op.create_index("ix_order_aliases_order", "order_aliases", ["order_key"])
+    # A currency no totals are kept in: Ledger.refresh counts them again when next used.
+    op.execute("UPDATE person_state SET value_currency = NULL")
 
 
 def downgrade() -> None:

@@ -123,7 +123,14 @@ class Ledger:
         if order is None or order_key is None:
             return None, Decimal(0)
         names = {order_key} | self.names.get(order_key, set())
-        refunds = [self.facts[k] for name in names for k in self.refunds.get(name, ())]
+        refunds = [
+            refund
+            for name in names
+            for key in self.refunds.get(name, ())
+            # A name that is an alias belongs to the order it names, even when an order
+            # of its own is kept under it (as refunds_by_order counts them).
+            if self.order_of((refund := self.facts[key]).parent) == order_key
+        ]
         return order.person_id, order_value(order, refunds, self.currency)
 
     def _revalue(self, order_keys: Iterable[str | None], change: Callable[[], None]) -> None:
@@ -158,13 +165,16 @@ class Ledger:
         if combined.kind == "subscription":
             self._put(combined)
             return combined, latest
-        order = combined.fact_key if combined.kind == "order" else self.order_of(combined.parent)
+        orders: list[str | None] = [combined.fact_key]
+        if combined.kind == "refund":  # the order it named before (if that changed) and now
+            before = known.parent if known is not None else None
+            orders = [self.order_of(combined.parent), self.order_of(before)]
 
         def put() -> None:
             self._put(combined)
             totals.add(known, combined)
 
-        self._revalue([order], put)
+        self._revalue(orders, put)
         return combined, latest
 
     def alias(self, alias: str, order_key: str) -> None:
@@ -221,13 +231,16 @@ class Ledger:
         if latest is None or order.first_at > latest:
             return totals.order_count  # later than every other: the common case
         # Earlier than the latest, or tied with it to the second (ties go by key).
-        mine = [f for f in self.facts_of(order.person_id) if counted(f)]
+        held = [f for f in self.facts_of(order.person_id) if f.kind == "order"]
+        # The stored copy of an order this batch changed (cancelled, say) is out of date:
+        # every order held here is counted from memory, the stored ones from the store.
+        mine = [f for f in held if counted(f)]
         before = store.orders_before(
             self.conn,
             self.holders(order.person_id),
             order.first_at,
             order.fact_key,
-            skip={f.fact_key for f in mine},
+            skip={f.fact_key for f in held},
         )
         return (
             1

@@ -264,18 +264,19 @@ class StateStep:
         if fact is not None:
             fact, latest = self.ledger.add_fact(fact)
         data = track.payload()
+        cancelled = None
         if track.event is EventName.ORDER_COMPLETED and fact is not None:
             if fact.status == CANCELED:
-                # Cancelled before this report arrived: no post-purchase journey for it.
-                op = event_op(track, who, data)
-                return replace(op, suppressed="the order was cancelled before it was reported")
+                # Cancelled before this report arrived: no post-purchase journey for it
+                # (the checkout was still completed: its cart events stay suppressed).
+                cancelled = "the order was cancelled before it was reported"
             position = self.ledger.position(fact, latest)
             # Welcome vs repeat journeys: the order's place among the person's orders
             # by date (a late-arriving earlier order is counted where it belongs). The
             # fields are OrderCompleted's own; set on the JSON to spare a model copy.
             data["is_first_order"] = position == 1
             data["order_count"] = position
-        op = event_op(track, who, data)
+        op = replace(event_op(track, who, data), suppressed=cancelled)
         subject = _subject(track)
         if subject is None:
             return op

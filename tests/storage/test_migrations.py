@@ -1,0 +1,45 @@
+"""Migrations that change stored data, on each backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from webhooks.storage import migrate
+from webhooks.storage.db import create_db_engine
+
+
+@pytest.fixture
+def bare(database_url: str) -> Iterator[Engine]:
+    """A database of each backend, not migrated yet."""
+    eng = create_db_engine(database_url, timeout=2)
+    yield eng
+    eng.dispose()
+
+
+def test_0005_makes_every_persons_totals_count_again_from_their_facts(bare: Engine) -> None:
+    # Stored values subtracted every refund; from 0005 refunds count per order, so a
+    # value kept under the old rule must not be adjusted under the new one.
+    migrate.upgrade(bare, "0004_data_requests")
+    row = {
+        "person_id": "p",
+        "attributes": "{}",
+        "watermark": 1,
+        "order_count": 1,
+        "lifetime_value": "-5",
+        "value_currency": "USD",
+        "updated_at": datetime(2026, 11, 1, tzinfo=UTC),
+    }
+    with bare.begin() as conn:
+        table = sa.Table("person_state", sa.MetaData(), autoload_with=conn)
+        conn.execute(table.insert(), row)
+    migrate.upgrade(bare)
+    with bare.connect() as conn:
+        table = sa.Table("person_state", sa.MetaData(), autoload_with=conn)
+        assert conn.execute(sa.select(table.c.value_currency)).scalar_one() is None
+        facts = sa.Table("person_facts", sa.MetaData(), autoload_with=conn)
+        assert "parent_key" in facts.c
