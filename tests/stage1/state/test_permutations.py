@@ -43,6 +43,7 @@ not changed here). Fixed meanwhile: regression tests; still open: strict xfails
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from collections.abc import Iterator
@@ -798,3 +799,99 @@ def test_redact_action_suppress_bars_the_profile_from_coming_back(
     erased = [op["operation"] for op in fake.operations() if op["operation"]["action"] != "event"]
     assert {"type": "person", "identifiers": {"id": GRACE}, "action": "suppress"} in erased
     assert [p["identifier"] for p in fake.people()["people"]] == []
+
+
+def shopify_repeat_guest() -> list[Hook]:
+    """Grace orders as a customer, then again as a guest; the guest order is refunded.
+
+    The refund names only the guest order, which was matched to Grace by its email.
+    """
+    guest = guest_order()
+    return [
+        shopify("orders-create", "order_create", "2026-05-04T15:26:43Z"),
+        guest,
+        shopify(
+            "guest-refund",
+            "refund_create_partial",
+            "2026-05-08T14:00:01Z",
+            "wh-guest-refund",
+            order_id=guest.body["id"],
+        ),
+    ]
+
+
+def stripe_repeat_guest() -> list[Hook]:
+    """Ada is a customer; she pays a Payment Link as a guest; that payment is refunded.
+
+    The guest session names no customer, only her email; the refund only its
+    PaymentIntent.
+    """
+    session = fixture("stripe", "checkout_session_completed_paid")["body"]
+    guest = copy.deepcopy(session["data"]["object"])
+    guest.update(
+        id="cs_test_GuestLink01",
+        customer=None,
+        metadata={},
+        client_reference_id=None,
+        payment_intent="pi_3TestGuest01",
+    )
+    refund = fixture("stripe", "refund_created_partial")["body"]
+    refunded = {**refund["data"]["object"], "id": "re_3TestGuest01", "charge": "ch_3TestGuest01"}
+    refunded["payment_intent"] = "pi_3TestGuest01"
+    return [
+        stripe("customer-created", "customer_created"),
+        stripe(
+            "guest-session",
+            "checkout_session_completed_paid",
+            id="evt_1TestGuestLink01",
+            created=1764320500,
+            data={"object": guest},
+        ),
+        stripe(
+            "guest-refund",
+            "refund_created_partial",
+            id="evt_3TestGuestRefund01",
+            created=1764327500,
+            data={"object": refunded},
+        ),
+    ]
+
+
+REPEAT_GUESTS = {
+    "shopify": (shopify_repeat_guest, GRACE, 2, round(56.04 * 2 - 17.50, 2)),
+    "stripe": (stripe_repeat_guest, ADA, 1, 49.5 - 15),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(REPEAT_GUESTS))
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_a_refund_of_a_guest_order_matched_by_email_reaches_the_person_in_any_order(
+    provider: str,
+    engine: Engine,
+    fake: FakeCustomerIO,
+    customerio: CustomerIO,
+    data: st.DataObject,
+) -> None:
+    """A known buyer buys again as a guest with their email; the refund names only the
+    guest order (Shopify) or its PaymentIntent (Stripe). In every arrival order the
+    refund is sent to the person and taken off their lifetime value."""
+    make, person, orders, value = REPEAT_GUESTS[provider]
+    hooks = make()
+    want = run_order(engine, fake, customerio, hooks, 1, arrive_by=1)
+    check_settled(want)
+    profile = want.profiles[json.dumps({"id": person})]
+    assert (profile["order_count"], profile["lifetime_value"]) == (orders, value)
+    assert "refund_issued" in {name for name, _ in want.attached[json.dumps({"id": person})]}
+    arrival = data.draw(st.permutations(hooks))
+    batch = data.draw(st.sampled_from([1, 100]))
+    arrive_by = data.draw(st.sampled_from([1, None]))
+    got = run_order(engine, fake, customerio, list(arrival), batch, arrive_by=arrive_by)
+    check_settled(got)
+    assert got.profiles == want.profiles
+    assert got.attached == want.attached
+    assert got.facts == want.facts

@@ -22,7 +22,7 @@ from mappers.actions import Person
 from webhooks.core.identity import ANONYMOUS, CUSTOMER, EMAIL, INTERNAL, Identity, safe_id
 from webhooks.errors import UnknownProvider
 from webhooks.providers import registry
-from webhooks.stage1.state.keys import email_key
+from webhooks.stage1.state.keys import email_key, names_a_fact
 
 GuestPolicy = Literal["anonymous", "email", "skip"]
 
@@ -134,7 +134,7 @@ def resolve(
     anon = anonymous_id(person)
     if anon is not None and policy.guest_policy == "anonymous":
         return Resolution(Identity(anon, ANONYMOUS))
-    waitable = [key for key in keys if ":order:" in key or ":subscription:" in key]
+    waitable = [key for key in keys if names_a_fact(key)]
     if waitable:
         return Resolution(wait_on=waitable[0])
     if linked is not None:

@@ -97,3 +97,9 @@ def track_keys(track: Track) -> list[str]:
 def payment_key(payment: OrderPayment) -> str:
     """The key of the payment an OrderPayment names: an order key, as refunds spell it."""
     return _scoped(payment.person, "order", payment.payment_id)
+
+
+def names_a_fact(key: str) -> bool:
+    """True for the key of an order (payment, invoice) or a subscription: a business
+    object of one person, which a later report may name alone."""
+    return ":order:" in key or ":subscription:" in key

@@ -14,7 +14,7 @@ import structlog
 from mappers.actions import Action, ExportPersonData, OrderPayment, Person, RedactPerson, Track
 from webhooks.core.identity import Identity
 from webhooks.stage1.state.identity import IdentityPolicy, Resolution, learn, resolve
-from webhooks.stage1.state.keys import payment_key, person_keys, track_keys
+from webhooks.stage1.state.keys import names_a_fact, payment_key, person_keys, track_keys
 
 log = structlog.get_logger("webhooks.stage1.state")
 
@@ -84,13 +84,19 @@ class Resolver:
             action = actions[index]
             if found.identity is None or isinstance(action, RedactPerson | ExportPersonData):
                 continue  # a privacy request must not teach links to a person
-            if found.by_email:
-                continue  # nor a typed email: its checkout must not become the person's
             identity = self.final(found.identity)
+            lessons = plan.keys[index]
+            if found.by_email:
+                # Met through an email anyone can type: its checkout, cart and email must
+                # not become the person's (they could move someone else's events). Its
+                # orders and subscriptions are the person's facts, and later reports
+                # naming only them (a refund) must find the person: linked if nobody
+                # has them yet, never taken over from anyone.
+                lessons = [k for k in lessons if names_a_fact(k) and k not in self.links]
             lesson = (person_of(action), identity)
             if isinstance(action, Track) or lesson not in taught:
                 taught.add(lesson)
-                self._learn(plan, plan.keys[index], identity)
+                self._learn(plan, lessons, identity)
         return plan
 
     def _learn(self, plan: Plan, keys: list[str], identity: Identity) -> None:
