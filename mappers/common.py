@@ -18,13 +18,19 @@ def track(
     event: EventName,
     properties: EventProperties,
     *key_parts: str,
+    timestamp: int | None = None,
 ) -> Track:
-    """A Track at the delivery's event time, keyed by `key_parts` of the fact."""
+    """A Track keyed by `key_parts` of the fact.
+
+    `timestamp`: the fact's own time when the payload states it (an order's creation,
+    a cancellation's request), so every report of one fact carries the same time and
+    its event the same id whichever arrives first; else the delivery's event time.
+    """
     return Track(
         person=person,
         event=event,
         properties=properties,
-        timestamp=delivery.timestamp(),
+        timestamp=delivery.timestamp() if timestamp is None else timestamp,
         semantic_key=semantic_key(event, delivery, *key_parts),
     )
 

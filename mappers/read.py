@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from mappers.errors import MappingError
@@ -62,6 +63,20 @@ def opt_int(data: Any, path: str) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     return None
+
+
+def opt_time(data: Any, path: str) -> int | None:
+    """An optional ISO 8601 time with its offset (Shopify's), as Unix seconds."""
+    value = at(data, path)
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None  # a time without its offset names no instant
+    return int(parsed.timestamp())
 
 
 def opt_bool(data: Any, path: str) -> bool | None:

@@ -14,7 +14,7 @@ from mappers.base import Handler, StoredDelivery
 from mappers.cart import material_digest
 from mappers.common import identify, track
 from mappers.errors import MappingError
-from mappers.read import at, obj, opt_int, opt_text, text
+from mappers.read import at, obj, opt_int, opt_text, opt_time, text
 from mappers.shopify_fields import (
     SOURCE,
     ShopifyConfig,
@@ -143,7 +143,11 @@ def order_placed(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action
         **presentment(payload, money.currency),
         customer_id=who.customer_id,
     )
-    return [*actions, track(delivery, who, EventName.ORDER_COMPLETED, completed, order_id)]
+    placed_at = opt_time(payload, "created_at")
+    return [
+        *actions,
+        track(delivery, who, EventName.ORDER_COMPLETED, completed, order_id, timestamp=placed_at),
+    ]
 
 
 def order_cancelled(delivery: StoredDelivery, config: ShopifyConfig) -> list[Action]:
@@ -163,7 +167,14 @@ def order_cancelled(delivery: StoredDelivery, config: ShopifyConfig) -> list[Act
     )
     return [
         *identify(delivery, who, order_attributes(payload, who)),
-        track(delivery, who, EventName.ORDER_CANCELED, canceled, order_id),
+        track(
+            delivery,
+            who,
+            EventName.ORDER_CANCELED,
+            canceled,
+            order_id,
+            timestamp=opt_time(payload, "cancelled_at"),
+        ),
     ]
 
 
@@ -188,7 +199,8 @@ def refund_created(delivery: StoredDelivery, config: ShopifyConfig) -> list[Acti
     )
     # A refund names no customer: identity resolution links it through the order.
     who = person(delivery, order_id=opt_text(payload, "order_id"))
-    return [track(delivery, who, EventName.REFUND_ISSUED, issued, refund_id)]
+    created = opt_time(payload, "created_at")
+    return [track(delivery, who, EventName.REFUND_ISSUED, issued, refund_id, timestamp=created)]
 
 
 # -- customers and consent ------------------------------------------------------------

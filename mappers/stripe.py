@@ -211,6 +211,7 @@ def _refund(
     order: Any,
     reason: str | None,
     *key: str,
+    created: int | None = None,
 ) -> Action:
     if amount is None:
         raise MappingError("the refund amount is missing")
@@ -222,7 +223,8 @@ def _refund(
         currency=code,
         reason=reason,
     )
-    return track(delivery, who, EventName.REFUND_ISSUED, props, *key)
+    # The refund's own creation time: refund.created and a charge listing it agree.
+    return track(delivery, who, EventName.REFUND_ISSUED, props, *key, timestamp=created)
 
 
 def refund_created(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
@@ -245,6 +247,7 @@ def refund_created(delivery: StoredDelivery, config: StripeConfig) -> list[Actio
             order,
             read.opt_text(refund, "reason"),
             refund_id,
+            created=read.opt_int(refund, "created"),
         )
     ]
 
@@ -271,6 +274,7 @@ def charge_refunded(delivery: StoredDelivery, config: StripeConfig) -> list[Acti
                 order,
                 read.opt_text(r, "reason"),
                 rid,
+                created=read.opt_int(r, "created"),
             )
             for r in refunds
             if (rid := read.opt_text(r, "id"))

@@ -177,7 +177,7 @@ def _canceled(delivery: StoredDelivery, sub: dict[str, Any], who: Person, schedu
         feedback=read.opt_text(sub, "cancellation_details.feedback"),
     )
     key = (props.subscription_id, str(requested))
-    return track(delivery, who, EventName.SUBSCRIPTION_CANCELED, props, *key)
+    return track(delivery, who, EventName.SUBSCRIPTION_CANCELED, props, *key, timestamp=requested)
 
 
 def subscription_deleted(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:

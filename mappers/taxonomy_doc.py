@@ -96,8 +96,12 @@ def render_markdown(providers: Sequence[ProviderDocs]) -> str:
         "refunds state what the buyer saw or got back (their payloads carry no shop "
         "money). `subtotal` is before discounts; Shopify amounts include tax when the shop's "
         "prices do.",
-        "- Timestamps are the provider's own event time in Unix seconds, never the time of "
-        "processing.",
+        "- Timestamps are the provider's own time in Unix seconds, never the time of "
+        "processing: the fact's own time where the payload states it (a Shopify order's "
+        "`created_at`, its `cancelled_at`, a refund's creation, a Stripe cancellation's "
+        "`canceled_at`), else the earliest event time among the fact's reports. So every "
+        "report of a fact carries one time, and its event one id, whatever order they "
+        "arrive in.",
         "- Properties without a value are left out, never sent as null.",
         "- Every event carries a semantic key, `<event>:<provider>:<account>:<fact>`, naming "
         "the business fact: however many overlapping webhooks report it, in any order, any "

@@ -161,7 +161,8 @@ def test_shopify_only_store_guest_checkout_then_order_then_refund(
         assert placed["cart_id"] == TOKEN
         assert grace["attributes"]["order_count"] == 1
         assert grace["attributes"]["lifetime_value"] == 56.04
-        assert grace["attributes"]["first_order_date"] == 1777908403  # the order's time
+        # The order's creation time (created_at), not the webhook's.
+        assert grace["attributes"]["first_order_date"] == 1777908402
         assert grace["attributes"]["email"] == "grace.buyer@example.test"
 
         post(base, refund)  # names only order_id: the order's link finds Grace
@@ -224,11 +225,12 @@ def test_stripe_only_subscription_business(
             what="three events on stripe:cus_TestAda01",
         )
         assert [p["identifier"] for p in fake.people()["people"]] == [{"id": CUS}]
-        # In event-time order, each at its webhook's time: what journeys run on.
+        # In time order, each at its fact's time: what journeys run on. The cancel is
+        # timed by its request (canceled_at), whichever of its reports arrived first.
         assert [(e["name"], e["timestamp"]) for e in ada["events"]] == [
             ("subscription_created", 1764320000),
             ("order_completed", 1764320100),
-            ("subscription_canceled", 1766912000),
+            ("subscription_canceled", 1764406400),
         ]
         assert event(ada, "order_completed")["data"]["order_id"] == "in_1TestFirst05"
         attributes = ada["attributes"]

@@ -30,7 +30,7 @@ from webhooks.stage1.mapping import map_row
 from webhooks.stage1.state.step import MappedDelivery, StateConfig, StateStep
 from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.inbox import add_wait
-from webhooks.storage.outbox import purge_pending, write_operations
+from webhooks.storage.outbox import correct_times, purge_pending, retime, write_operations
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import InboxState, OutboxState, inbox
 
@@ -150,7 +150,8 @@ class _Writer:
                     for row, actions in mapped
                 ]
             )
-            # One fact reported twice within the batch is written once (the first report).
+            # One fact reported twice within the batch is written once: what the first
+            # report says, at the time (and with the id) of the earliest.
             by_key: dict[str, dict[str, Any]] = {}
             waiting: list[tuple[sa.Row[Any], str]] = []
             for (row, _), outcome in zip(mapped, outcomes, strict=True):
@@ -158,10 +159,13 @@ class _Writer:
                     waiting.append((row, outcome.wait_on))
                 for op in outcome.ops:
                     item = _values(op, row, now, self.dry_run)
-                    by_key.setdefault(item["op_key"], item)
+                    first = by_key.setdefault(item["op_key"], item)
+                    if item["occurred_at"] < first["occurred_at"]:
+                        by_key[item["op_key"]] = retime(first, item)
             # Everything above only read; from here the batch writes, briefly.
             begin_writes(conn, seen)
             write_operations(conn, list(by_key.values()))
+            correct_times(conn, list(by_key.values()), now)
             for pid in step.redacted:
                 purge_pending(conn, pid)
             step.save()

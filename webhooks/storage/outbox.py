@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -55,6 +56,62 @@ def write_operations(conn: Connection, values: list[dict[str, Any]]) -> None:
     """Insert outbox rows; a fact already queued or delivered adds nothing (see _upsert)."""
     if values:
         conn.execute(_upsert(conn.dialect.name), values)
+
+
+EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)
+
+
+def retime(item: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """`item` (an event row) at the time, and with the id, of an earlier report of its fact.
+
+    What it says stays as first mapped; only its time and id become the fact's earliest,
+    so re-ingesting the same history in any order gives the same ids.
+    """
+    payload = {**item["payload"], "id": earlier["op_id"]}
+    if "timestamp" in payload and "timestamp" in earlier["payload"]:
+        payload["timestamp"] = earlier["payload"]["timestamp"]
+    return {
+        **item,
+        "op_id": earlier["op_id"],
+        "occurred_at": earlier["occurred_at"],
+        "payload": payload,
+    }
+
+
+def correct_times(conn: Connection, values: list[dict[str, Any]], now: datetime) -> int:
+    """Move queued events back to an earlier-dated report of their fact; how many.
+
+    Only an event never attempted and not leased: once a request may have reached
+    Customer.io, its id stays, or a retry under a new id could be a second event.
+    """
+    reported = {v["op_key"]: v for v in values if v["kind"] in EVENT_KINDS}
+    if not reported:
+        return 0
+    columns = (outbox.c.id, outbox.c.op_key, outbox.c.op_id, outbox.c.occurred_at)
+    queued = sa.select(*columns, outbox.c.payload).where(
+        outbox.c.state == OutboxState.PENDING, outbox.c.attempts == 0
+    )
+    moved = 0
+    for start in range(0, len(reported), 500):
+        keys = list(reported)[start : start + 500]
+        for row in conn.execute(queued.where(outbox.c.op_key.in_(keys))):
+            earlier = reported[row.op_key]
+            if earlier["occurred_at"] >= row.occurred_at or earlier["op_id"] == row.op_id:
+                continue
+            fixed = retime({"payload": dict(row.payload)}, earlier)
+            moved += conn.execute(
+                sa.update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.state == OutboxState.PENDING,
+                    outbox.c.attempts == 0,
+                    sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+                )
+                .values(
+                    op_id=fixed["op_id"], occurred_at=fixed["occurred_at"], payload=fixed["payload"]
+                )
+            ).rowcount
+    return moved
 
 
 def purge_pending(conn: Connection, person_id: str) -> None:

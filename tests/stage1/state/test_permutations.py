@@ -729,7 +729,12 @@ def test_a_cancelled_and_refunded_order_leaves_the_same_totals_in_any_order(
     it arrived before its cancellation (asserted in test_step).
     """
     order = fixture("shopify", "order_create")
-    second = {"id": 6200000000002, "checkout_token": None, "cart_token": None}
+    second = {
+        "id": 6200000000002,
+        "checkout_token": None,
+        "cart_token": None,
+        "created_at": "2026-06-01T10:00:00-04:00",
+    }
     hooks = [
         shopify("orders-create", "order_create", "2026-05-04T15:26:43Z"),
         shopify("orders-cancelled", "order_cancelled", "2026-05-05T12:00:02Z"),
@@ -895,3 +900,32 @@ def test_a_refund_of_a_guest_order_matched_by_email_reaches_the_person_in_any_or
     assert got.profiles == want.profiles
     assert got.attached == want.attached
     assert got.facts == want.facts
+
+
+def event_ids(got: Outcome) -> dict[str, tuple[str, int]]:
+    """Each delivered event's fact key -> (its id, its timestamp)."""
+    return {
+        got.keys_by_id[item["id"]]: (item["id"], item["timestamp"])
+        for item in got.sent
+        if item.get("action") == "event" or "name" in item
+    }
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+@pytest.mark.parametrize("batch", [1, 100])
+def test_a_fresh_database_fed_the_history_backwards_sends_the_same_ids_and_times(
+    stack: str, batch: int, engine: Engine, fake: FakeCustomerIO, customerio: CustomerIO
+) -> None:
+    """A restore, a migration or a backfill into a fresh database, in reverse order.
+
+    Every fact's event carries the same id and timestamp: the fact's own time where the
+    payload states it (an order's creation, a cancel's request), else the earliest of
+    its reports (a queued event moved back when an earlier-dated report arrives).
+    Customer.io's own dedup by id then backs ours up across databases.
+    """
+    hooks = STACKS[stack]
+    forwards = run_order(engine, fake, customerio, hooks, batch, arrive_by=1)
+    backwards = run_order(engine, fake, customerio, hooks[::-1], batch, arrive_by=1)
+    check_settled(forwards)
+    check_settled(backwards)
+    assert event_ids(backwards) == event_ids(forwards)

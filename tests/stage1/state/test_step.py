@@ -84,7 +84,7 @@ def test_a_later_order_of_the_same_person_is_counted_and_a_repeat_changes_nothin
 ) -> None:
     ingest(engine, "shopify", "order_create")
     second = body("shopify", "order_create")
-    second.update(id=6200000000002, checkout_token=None)
+    second.update(id=6200000000002, checkout_token=None, created_at="2026-06-01T10:00:00-04:00")
     ingest_as(engine, "order_create", second, "wh-second", "2026-06-01T14:00:00Z")
     ingest(engine, "shopify", "order_paid")  # the first order again: same fact
     run(engine, cio)
@@ -344,7 +344,7 @@ def test_an_earlier_order_arriving_late_takes_its_place_by_date(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
     later = body("shopify", "order_create")
-    later.update(id=6200000000002, checkout_token=None)
+    later.update(id=6200000000002, checkout_token=None, created_at="2026-06-01T10:00:00-04:00")
     ingest_as(engine, "order_create", later, "wh-later", "2026-06-01T14:00:00Z")
     run(engine, cio)  # a separate batch: the totals are stored before the late one
     ingest(engine, "shopify", "order_create")  # placed 2026-05-04, arrives last
@@ -363,11 +363,11 @@ def test_an_earlier_order_arriving_late_takes_its_place_by_date(
 
 
 def orders_date(day: str) -> int:
-    """The Unix time order_create's event carries (its triggered-at header)."""
+    """The Unix time order_create's order was placed (its created_at)."""
     fixture = json.loads((FIXTURES / "shopify" / "order_create.json").read_text())
-    at = fixture["headers"]["X-Shopify-Triggered-At"]
+    at = fixture["body"]["created_at"]
     assert at.startswith(day)
-    return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+    return int(datetime.fromisoformat(at).timestamp())
 
 
 def test_state_saved_by_another_worker_meanwhile_makes_a_worker_compute_again(
@@ -455,7 +455,7 @@ def test_a_cancelled_order_leaves_the_totals_and_its_refund_is_not_subtracted_tw
     assert "first_order_date" not in attributes
     # A later order is the person's first that counts.
     second = body("shopify", "order_create")
-    second.update(id=6200000000002, checkout_token=None)
+    second.update(id=6200000000002, checkout_token=None, created_at="2026-06-01T10:00:00-04:00")
     ingest_as(engine, "order_create", second, "wh-second", "2026-06-01T14:00:00Z")
     run(engine, cio)
     [later] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000002"]

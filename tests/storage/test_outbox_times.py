@@ -1,0 +1,81 @@
+"""A queued event moves to an earlier report's time and id, only while nothing was sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from webhooks.core.ids import op_ulid
+from webhooks.core.operations import OperationKind
+from webhooks.storage import migrate
+from webhooks.storage.db import create_db_engine
+from webhooks.storage.outbox import correct_times, write_operations
+from webhooks.storage.schema import outbox
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+KEY = "order_completed:stripe:platform:in_1"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = create_db_engine(database_url, timeout=2)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def report(at: datetime) -> dict[str, Any]:
+    op_id = op_ulid(KEY, at)
+    return {
+        "op_key": KEY,
+        "op_id": op_id,
+        "kind": OperationKind.EVENT,
+        "person_id": "user_1",
+        "payload": {"name": "order_completed", "id": op_id, "timestamp": int(at.timestamp())},
+        "occurred_at": at,
+        "lane": 0,
+        "inbox_id": None,
+        "subject": None,
+        "solo": False,
+        "next_attempt_at": NOW,
+        "created_at": NOW,
+        "state": "pending",
+        "last_error": None,
+    }
+
+
+def stored(engine: Engine) -> sa.Row[Any]:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(outbox)).one()
+
+
+def test_an_earlier_report_moves_a_queued_event_and_a_later_one_does_not(engine: Engine) -> None:
+    later, earlier = NOW - timedelta(minutes=1), NOW - timedelta(minutes=5)
+    with engine.begin() as conn:
+        write_operations(conn, [report(later)])
+        assert correct_times(conn, [report(NOW)], NOW) == 0  # a later report: no change
+        write_operations(conn, [report(earlier)])  # the fact is queued: nothing added
+        assert correct_times(conn, [report(earlier)], NOW) == 1
+    row = stored(engine)
+    assert (row.op_id, row.occurred_at) == (op_ulid(KEY, earlier), earlier)
+    assert row.payload["id"] == row.op_id
+    assert row.payload["timestamp"] == int(earlier.timestamp())
+
+
+@pytest.mark.parametrize(
+    "sent", [{"attempts": 1}, {"lease_until": NOW + timedelta(seconds=30)}, {"state": "delivered"}]
+)
+def test_an_event_that_may_have_reached_customerio_keeps_its_id(
+    engine: Engine, sent: dict[str, Any]
+) -> None:
+    # A retry under a new id after a request that did arrive would be a second event.
+    with engine.begin() as conn:
+        write_operations(conn, [report(NOW - timedelta(minutes=1))])
+        conn.execute(sa.update(outbox).values(**sent))
+        assert correct_times(conn, [report(NOW - timedelta(minutes=5))], NOW) == 0
+    assert stored(engine).op_id == op_ulid(KEY, NOW - timedelta(minutes=1))
