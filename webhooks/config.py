@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         "Customer.io per person: delete the profile, or suppress it (delete it and refuse "
         "its identifier from then on, so a late webhook cannot bring it back).",
     )
+    erasure_retention_days: int = Field(
+        365,
+        ge=1,
+        le=3650,
+        description="How long a privacy redaction is remembered (as keyed digests, never "
+        "in clear), so webhooks arriving later about what it erased are suppressed.",
+    )
     customerio_site_id: str | None = Field(None, description="Track API site id.")
     customerio_api_key: SecretStr | None = Field(None, description="Track API key.")
     customerio_region: Literal["us", "eu"] = Field("us", description="Workspace region.")

@@ -41,6 +41,7 @@ def state_config(settings: Settings) -> StateConfig:
         cart_update_hold_seconds=settings.cart_update_hold_seconds,
         merge_delay_seconds=settings.merge_delay_seconds,
         redact_action=settings.redact_action,
+        erasure_retention_days=settings.erasure_retention_days,
     )
 
 

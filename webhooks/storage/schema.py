@@ -265,3 +265,25 @@ data_requests = sa.Table(
     sa.Column("requested_at", UTCDateTime(), nullable=False),
     sa.Column("answered_at", UTCDateTime(), nullable=True),
 )
+
+# What privacy redactions erased, remembered as keyed digests (never in clear) for
+# ERASURE_RETENTION_DAYS, so a webhook arriving later about an erased person or order
+# is suppressed instead of recreating them (webhooks.stage1.state.erasure).
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    # HMAC-SHA256 under the service's erasure key of an identity key or person id.
+    sa.Column("digest", sa.String(64), primary_key=True),
+    # Event time of the redaction, Unix seconds: what is dated before it was erased.
+    sa.Column("erased_at", sa.BigInteger(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)
+sa.Index("ix_erasures_expires", erasures.c.expires_at)
+
+# Secrets the service makes for itself, one row each (the erasure digest key).
+service_keys = sa.Table(
+    "service_keys",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+)

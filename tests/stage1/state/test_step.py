@@ -492,3 +492,88 @@ def test_the_box_ticked_at_checkout_never_outvotes_a_later_unsubscribe(
     run(engine, cio)
     assert state_of(engine, GRACE)["email_consent"] is False
     assert last_identify(cio, GRACE)["email_consent"] is False
+
+
+LATE_AFTER_REDACTION = [
+    # (fixture, what it is): each names the erased customer, their email or an erased
+    # order, and is dated before the redaction (2026-09-01) or about an erased order.
+    ("order_paid", "orders/paid of an erased order"),
+    ("refund_create_partial", "a refund naming only an erased order"),
+    ("customers_update", "a customer update dated before the redaction"),
+    ("email_consent_update", "an email consent change dated before it"),
+    ("sms_consent_update", "an SMS consent change dated before it"),
+    ("subscription_contract_create", "a subscription contract of the customer"),
+    ("order_cancelled", "a cancellation of an erased order"),
+]
+
+
+@pytest.mark.parametrize(("case", "what"), LATE_AFTER_REDACTION)
+def test_nothing_about_an_erased_customer_reaches_customerio_after_the_redaction(
+    engine: Engine, cio: ScriptedCustomerIO, case: str, what: str
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    run(engine, cio)
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+    before = len(cio.bodies())
+    ingest(engine, "shopify", case)  # delivered late: a retry, a backlog, a replay
+    run(engine, cio)
+    assert cio.bodies()[before:] == [], what  # nothing recreates the profile
+    assert [row.state for row in inbox_rows(engine)][-1] == "done"  # not waiting forever
+    late = [r for r in outbox_rows(engine) if r.inbox_id == inbox_rows(engine)[-1].id]
+    assert late, "what it would have sent is recorded"
+    # Recorded as suppressed with the reason, and nothing of who it was about.
+    assert {(r.state, r.last_error, r.person_id) for r in late} == {
+        ("suppressed", "erased by a privacy redaction", None)
+    }
+    assert all(r.payload in ({}, {"id": r.op_id}) for r in late)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(person_state)).scalar() == 0
+
+
+def test_erasures_are_kept_as_digests_never_in_clear(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    from webhooks.storage.schema import erasures
+
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(erasures)).all()
+    assert rows  # the person, their email, customer id, orders, tokens
+    text = json.dumps([[str(v) for v in row] for row in rows])
+    for secret in ("grace", "8100000000001", "6200000000001", "example-shop"):
+        assert secret not in text
+    assert all(len(row.digest) == 64 for row in rows)
+
+
+def test_new_activity_after_a_redaction_is_new_data(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # The erased customer comes back and orders again after the redaction: a new order,
+    # dated after it, is sent (a new profile); its earlier orders stay erased.
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+    again = body("shopify", "order_create")
+    again.update(id=6200000000009, checkout_token=None, created_at="2026-10-01T10:00:00-04:00")
+    ingest_as(engine, "order_create", again, "wh-again", "2026-10-01T14:00:00Z")
+    run(engine, cio)
+    [order] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000009"]
+    assert order["identifiers"] == {"id": GRACE}
+    assert (order["attributes"]["order_count"], order["attributes"]["is_first_order"]) == (1, True)
+    assert last_identify(cio, GRACE)["lifetime_value"] == 56.04  # the erased order is gone
+
+
+def test_a_shop_redaction_is_remembered_for_every_person_of_the_shop(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "shopify", "shop_redact")
+    run(engine, cio)
+    before = len(cio.bodies())
+    ingest(engine, "shopify", "order_paid")
+    ingest(engine, "shopify", "customers_update")
+    run(engine, cio)
+    assert cio.bodies()[before:] == []

@@ -103,3 +103,8 @@ def names_a_fact(key: str) -> bool:
     """True for the key of an order (payment, invoice) or a subscription: a business
     object of one person, which a later report may name alone."""
     return ":order:" in key or ":subscription:" in key
+
+
+def order_link_key(person: Person, order_id: str) -> str:
+    """The key of an order of the person's account, as order events link it."""
+    return _scoped(person, "order", order_id)

@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from webhooks.core.hashing import bounded
 from webhooks.core.identity import ANONYMOUS, CUSTOMER, Identity
 from webhooks.core.operations import (
     Operation,
+    OperationKind,
     at,
     delete_op,
     event_op,
@@ -44,9 +46,16 @@ from webhooks.core.operations import (
     unsendable_op,
 )
 from webhooks.stage1.state import queued, store
+from webhooks.stage1.state.erasure import REASON as ERASED
+from webhooks.stage1.state.erasure import Erasures, person_ref
 from webhooks.stage1.state.guards import CART_EVENTS, Checkout, verdict
-from webhooks.stage1.state.identity import IdentityPolicy, Resolution, anonymous_id
-from webhooks.stage1.state.keys import checkout_key
+from webhooks.stage1.state.identity import (
+    IdentityPolicy,
+    Resolution,
+    anonymous_id,
+    direct_identity,
+)
+from webhooks.stage1.state.keys import checkout_key, names_a_fact, order_link_key
 from webhooks.stage1.state.ledger import Ledger
 from webhooks.stage1.state.person import (
     CANCELED,
@@ -71,6 +80,7 @@ class StateConfig:
     cart_update_hold_seconds: float = 120.0
     merge_delay_seconds: float = 60.0
     redact_action: str = "delete"  # REDACT_ACTION: delete | suppress
+    erasure_retention_days: int = 365  # ERASURE_RETENTION_DAYS
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,11 @@ class StateStep:
         self.started: dict[str, str] = {}  # checkouts started in this batch: digest
         self.redacted: list[str] = []  # people whose state is erased
         self.redacted_keys: set[str] = set()  # identifiers (emails, tokens) erased
-        self.redacted_accounts: list[tuple[str, str]] = []  # (provider, account)
+        self.redacted_accounts: list[tuple[str, str, int]] = []  # (provider, account, time)
+        self.redacted_at: dict[str, int] = {}  # person id -> time of their redaction
+        self.erased_refs: dict[str, int] = {}  # identity key -> time it was erased
+        retention = timedelta(days=config.erasure_retention_days)
+        self.erasures = Erasures(conn, retention)
         self.data_requests: list[dict[str, Any]] = []  # rows of the data_requests table
 
     # -- the batch -------------------------------------------------------------------
@@ -114,16 +128,22 @@ class StateStep:
         """Operations for each delivery (in order); see the module doc for the steps."""
         resolver = self.resolver
         keys = [[resolver.keys(action) for action in d.actions] for d in deliveries]
+        erased = self._erased(deliveries, keys)
+        live = [d for d, gone in zip(deliveries, erased, strict=True) if not gone]
         resolver.links = store.load_links(self.conn, {k for row in keys for ks in row for k in ks})
-        plans = [resolver.plan(d.actions, row) for d, row in zip(deliveries, keys, strict=True)]
+        # An erased delivery resolves no one and teaches nothing.
+        plans = [
+            Plan() if gone else resolver.plan(d.actions, row)
+            for d, row, gone in zip(deliveries, keys, erased, strict=True)
+        ]
         people = {
             self.resolver.final(found.identity).person_id
             for plan in plans
             for found in plan.resolutions.values()
             if found.identity is not None
         } | {old.person_id for old, _ in self.resolver.merges}
-        tracks = [a for d in deliveries for a in d.actions if isinstance(a, Track)]
-        payments = [a for d in deliveries for a in d.actions if isinstance(a, OrderPayment)]
+        tracks = [a for d in live for a in d.actions if isinstance(a, Track)]
+        payments = [a for d in live for a in d.actions if isinstance(a, OrderPayment)]
         refs = {ref for t in tracks for ref in order_refs(t)}
         refs |= {key for p in payments for key in _payment_alias(p)}
         self.ledger.load(people, {f.fact_key for t in tracks if (f := fact_of(t, ""))}, refs)
@@ -135,11 +155,48 @@ class StateStep:
                 old.person_id in self.resolver.typed,
             )
         return [
-            Outcome(wait_on=plan.wait_on)
+            Outcome(_suppressed(delivery))
+            if gone
+            else Outcome(wait_on=plan.wait_on)
             if plan.wait_on
             else Outcome(self._operations(delivery, plan))
-            for delivery, plan in zip(deliveries, plans, strict=True)
+            for delivery, plan, gone in zip(deliveries, plans, erased, strict=True)
         ]
+
+    def _erased(
+        self, deliveries: Sequence[MappedDelivery], keys: list[list[list[str]]]
+    ) -> list[bool]:
+        """Per delivery: is it about something a privacy redaction erased?
+
+        An order or subscription erased is erased for good; an erased person or
+        identifier only for events dated at or before the redaction (what follows it
+        is new activity). Privacy requests themselves always go through.
+        """
+        asked: list[list[tuple[Action, list[str]]]] = []
+        for delivery, row in zip(deliveries, keys, strict=True):
+            about: list[tuple[Action, list[str]]] = []
+            for action, action_keys in zip(delivery.actions, row, strict=True):
+                if isinstance(action, RedactPerson | RedactShop | ExportPersonData):
+                    continue
+                who = getattr(action, "person", None)
+                direct = direct_identity(who, self.config.identity) if who else None
+                refs = [*action_keys, *([person_ref(direct.person_id)] if direct else [])]
+                about.append((action, refs))
+            asked.append(about)
+        known = self.erasures.erased({ref for about in asked for _, refs in about for ref in refs})
+        if not known:
+            return [False] * len(deliveries)
+        verdicts = []
+        for delivery, about in zip(deliveries, asked, strict=True):
+            gone = any(
+                ref in known and (names_a_fact(ref) or _time(action) <= known[ref])
+                for action, refs in about
+                for ref in refs
+            )
+            if gone:
+                log.info("erased_delivery_suppressed", provider=delivery.provider)
+            verdicts.append(gone)
+        return verdicts
 
     def _operations(self, delivery: MappedDelivery, plan: Plan) -> list[Operation]:
         delivery_key = delivery.key
@@ -151,6 +208,9 @@ class StateStep:
                 events += self._redact_account(delivery.provider, action)
                 continue
             found = plan.resolutions.get(index)
+            if isinstance(action, RedactPerson):
+                # Remembered whether or not anyone here is known by them.
+                self._remember(action, plan.keys.get(index, []))
             if isinstance(action, ExportPersonData):
                 self._data_request(delivery_key, action, found)
                 continue
@@ -165,7 +225,7 @@ class StateStep:
             if isinstance(action, RedactPerson):
                 if not who.anonymous:
                     events.append(delete_op(who, action.timestamp, self.config.redact_action))
-                self._redact(who, plan.keys.get(index, []))
+                self._redact(who, plan.keys.get(index, []), action.timestamp)
                 continue
             if isinstance(action, SubscriptionState):
                 self._status(action, who)
@@ -338,11 +398,18 @@ class StateStep:
             log.info("account_redact_unknown", provider=provider, people=0)
         for person_id in people:
             self.redacted.append(person_id)
-        self.redacted_accounts.append((provider, action.account))
+            self.redacted_at[person_id] = max(self.redacted_at.get(person_id, 0), action.timestamp)
+        self.redacted_accounts.append((provider, action.account, action.timestamp))
         erase = self.config.redact_action
         return [delete_op(Identity(pid, CUSTOMER), action.timestamp, erase) for pid in people]
 
-    def _redact(self, who: Identity, keys: list[str]) -> None:
+    def _remember(self, action: RedactPerson, keys: list[str]) -> None:
+        """What a customer redaction names is erased as of its time (see erasure.py)."""
+        orders = [order_link_key(action.person, oid) for oid in action.order_ids]
+        for ref in (*keys, *orders):
+            self.erased_refs[ref] = max(self.erased_refs.get(ref, 0), action.timestamp)
+
+    def _redact(self, who: Identity, keys: list[str], when: int) -> None:
         """Erase the person, the guest profiles their identifiers lead to, and the keys.
 
         A guest checkout before the account existed left an anonymous profile (name,
@@ -350,10 +417,12 @@ class StateStep:
         touched, only the shared key is.
         """
         self.redacted.append(who.person_id)
+        self.redacted_at[who.person_id] = max(self.redacted_at.get(who.person_id, 0), when)
         for key in keys:
             linked = self.resolver.links.get(key)
             if linked is not None and linked.anonymous:
                 self.redacted.append(linked.person_id)
+                self.redacted_at[linked.person_id] = when
         self.redacted_keys.update(keys)
 
     # -- after the outbox rows are written -------------------------------------------
@@ -375,16 +444,52 @@ class StateStep:
             queued.repoint(self.conn, old, new)
         queued.suppress_completed(self.conn, self.completed)
         queued.suppress_unchanged(self.conn, self.started)
+        self._remember_erased()
         for person_id in self.redacted:
             store.forget(self.conn, person_id)
         store.forget_keys(self.conn, self.redacted_keys)
-        for provider, account in self.redacted_accounts:
+        for provider, account, _ in self.redacted_accounts:
             store.forget_account(self.conn, provider, account)
         store.record_requests(self.conn, self.data_requests)
+
+    def _remember_erased(self) -> None:
+        """Remember what this batch's redactions erase, before it is forgotten here."""
+        refs = dict(self.erased_refs)
+
+        def erase(ref: str, when: int) -> None:
+            refs[ref] = max(refs.get(ref, 0), when)
+
+        for person_id, when in self.redacted_at.items():
+            erase(person_ref(person_id), when)
+            for key in store.person_link_keys(self.conn, person_id):
+                erase(key, when)
+        for provider, account, when in self.redacted_accounts:
+            for key in store.account_link_keys(self.conn, provider, account):
+                erase(key, when)
+        if refs or self.redacted:
+            self.erasures.remember(refs)
 
     def wake(self) -> int:
         """Waiting deliveries whose key this batch linked go back to pending; how many."""
         return queued.wake(self.conn, self.resolver.new_links)
+
+
+def _time(action: Action) -> int:
+    return int(getattr(action, "timestamp", 0))
+
+
+def _suppressed(delivery: MappedDelivery) -> list[Operation]:
+    """What an erased delivery would have sent, recorded as suppressed, with no payload."""
+    ops: list[Operation] = []
+    for index, action in enumerate(delivery.actions):
+        if isinstance(action, Track):
+            key, kind = action.semantic_key, OperationKind.EVENT
+        elif isinstance(action, Identify):
+            key, kind = f"identify:{delivery.key}:erased:{index}", OperationKind.IDENTIFY
+        else:
+            continue  # state changes: nothing would have been sent
+        ops.append(Operation(key, kind, None, {}, at(action.timestamp), suppressed=ERASED))
+    return ops
 
 
 def _payment_alias(payment: OrderPayment) -> tuple[str, str]:

@@ -334,6 +334,19 @@ def forget(conn: Connection, person_id: str) -> None:
     conn.execute(sa.delete(person_state).where(person_state.c.person_id == person_id))
 
 
+def person_link_keys(conn: Connection, person_id: str) -> list[str]:
+    """Every identifier linked to a person (what a redaction of them erases)."""
+    query = sa.select(identity_links.c.key).where(identity_links.c.person_id == person_id)
+    return list(conn.execute(query).scalars())
+
+
+def account_link_keys(conn: Connection, provider: str, account: str) -> list[str]:
+    """Every identifier of one provider account (what a shop redaction erases)."""
+    scoped = _like_escaped(f"{provider}:{account}:") + "%"
+    query = sa.select(identity_links.c.key).where(identity_links.c.key.like(scoped, "\\"))
+    return list(conn.execute(query).scalars())
+
+
 def forget_keys(conn: Connection, keys: Iterable[str]) -> None:
     """Erase these identifiers (an email, a token) whoever they were linked to."""
     for chunk in chunks(keys):
