@@ -43,7 +43,7 @@ def report(at: datetime) -> dict[str, Any]:
         "subject": None,
         "solo": False,
         "next_attempt_at": NOW,
-        "created_at": NOW,
+        "created_at": NOW - timedelta(minutes=10),  # an earlier batch's row
         "state": "pending",
         "last_error": None,
     }
@@ -79,3 +79,10 @@ def test_an_event_that_may_have_reached_customerio_keeps_its_id(
         conn.execute(sa.update(outbox).values(**sent))
         assert correct_times(conn, [report(NOW - timedelta(minutes=5))], NOW) == 0
     assert stored(engine).op_id == op_ulid(KEY, NOW - timedelta(minutes=1))
+
+
+def test_the_batchs_own_rows_are_not_read_back(engine: Engine) -> None:
+    # Rows this batch just wrote (created at `now`) are the reports themselves.
+    with engine.begin() as conn:
+        write_operations(conn, [{**report(NOW - timedelta(minutes=1)), "created_at": NOW}])
+        assert correct_times(conn, [report(NOW - timedelta(minutes=5))], NOW) == 0

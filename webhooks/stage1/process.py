@@ -164,8 +164,9 @@ class _Writer:
                         by_key[item["op_key"]] = retime(first, item)
             # Everything above only read; from here the batch writes, briefly.
             begin_writes(conn, seen)
-            write_operations(conn, list(by_key.values()))
-            correct_times(conn, list(by_key.values()), now)
+            if not write_operations(conn, list(by_key.values())):
+                # Some fact was queued before: an earlier-dated report moves it back.
+                correct_times(conn, list(by_key.values()), now)
             for pid in step.redacted:
                 purge_pending(conn, pid)
             step.save()

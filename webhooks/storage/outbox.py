@@ -52,10 +52,16 @@ def _upsert(dialect_name: str) -> sa.Insert:
     )
 
 
-def write_operations(conn: Connection, values: list[dict[str, Any]]) -> None:
-    """Insert outbox rows; a fact already queued or delivered adds nothing (see _upsert)."""
-    if values:
-        conn.execute(_upsert(conn.dialect.name), values)
+def write_operations(conn: Connection, values: list[dict[str, Any]]) -> bool:
+    """Insert outbox rows; a fact already queued or delivered adds nothing (see _upsert).
+
+    Returns whether every row was written (none met a fact already queued), when the
+    driver can tell; False when it cannot.
+    """
+    if not values:
+        return True
+    written = conn.execute(_upsert(conn.dialect.name), values).rowcount
+    return bool(conn.dialect.supports_sane_multi_rowcount) and written == len(values)
 
 
 EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)
@@ -78,6 +84,21 @@ def retime(item: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@cache
+def _queued_events() -> sa.Select[Any]:
+    """Queued events never attempted, of some op keys, not written by this batch.
+
+    Built once: building the statement per batch cost more than running it.
+    """
+    columns = (outbox.c.id, outbox.c.op_key, outbox.c.op_id, outbox.c.occurred_at)
+    return sa.select(*columns, outbox.c.payload).where(
+        outbox.c.op_key.in_(sa.bindparam("keys", expanding=True)),
+        outbox.c.state == OutboxState.PENDING,
+        outbox.c.attempts == 0,
+        outbox.c.created_at < sa.bindparam("now"),  # this batch's rows are written at now
+    )
+
+
 def correct_times(conn: Connection, values: list[dict[str, Any]], now: datetime) -> int:
     """Move queued events back to an earlier-dated report of their fact; how many.
 
@@ -85,16 +106,11 @@ def correct_times(conn: Connection, values: list[dict[str, Any]], now: datetime)
     Customer.io, its id stays, or a retry under a new id could be a second event.
     """
     reported = {v["op_key"]: v for v in values if v["kind"] in EVENT_KINDS}
-    if not reported:
-        return 0
-    columns = (outbox.c.id, outbox.c.op_key, outbox.c.op_id, outbox.c.occurred_at)
-    queued = sa.select(*columns, outbox.c.payload).where(
-        outbox.c.state == OutboxState.PENDING, outbox.c.attempts == 0
-    )
     moved = 0
-    for start in range(0, len(reported), 500):
-        keys = list(reported)[start : start + 500]
-        for row in conn.execute(queued.where(outbox.c.op_key.in_(keys))):
+    keys = list(reported)
+    for start in range(0, len(keys), 500):
+        params = {"keys": keys[start : start + 500], "now": now}
+        for row in conn.execute(_queued_events(), params):
             earlier = reported[row.op_key]
             if earlier["occurred_at"] >= row.occurred_at or earlier["op_id"] == row.op_id:
                 continue

@@ -57,10 +57,12 @@ class Erasures:
     def _digest(self, ref: str) -> str:
         return hmac.new(_key(self.conn), ref.encode("utf-8"), hashlib.sha256).hexdigest()
 
+    def any(self) -> bool:
+        """Whether anything is remembered as erased (else nothing needs checking)."""
+        return self.conn.execute(sa.select(erasures.c.digest).limit(1)).first() is not None
+
     def erased(self, refs: Iterable[str], now: datetime | None = None) -> dict[str, int]:
         """Of `refs`, those erased and still remembered, with the redaction's time."""
-        if self.conn.execute(sa.select(erasures.c.digest).limit(1)).first() is None:
-            return {}  # nothing ever erased (or all expired): no digests to make
         by_digest = {self._digest(ref): ref for ref in set(refs)}
         live = erasures.c.expires_at > (now or utcnow())
         query = sa.select(erasures.c.digest, erasures.c.erased_at).where(live)

@@ -172,6 +172,8 @@ class StateStep:
         identifier only for events dated at or before the redaction (what follows it
         is new activity). Privacy requests themselves always go through.
         """
+        if not self.erasures.any():
+            return [False] * len(deliveries)  # nothing ever erased: the common case
         asked: list[list[tuple[Action, list[str]]]] = []
         for delivery, row in zip(deliveries, keys, strict=True):
             about: list[tuple[Action, list[str]]] = []
