@@ -181,9 +181,21 @@ def _canceled(delivery: StoredDelivery, sub: dict[str, Any], who: Person, schedu
 
 
 def subscription_deleted(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:
-    """customer.subscription.deleted -> subscription_canceled."""
+    """customer.subscription.deleted -> subscription_canceled, and the status as of now.
+
+    The event is timed by the cancel's request (one fact with a scheduled cancel); the
+    status `canceled` is as of the deletion, so a pause or resume reported in between
+    does not outlive it.
+    """
     sub, who = _subscription(delivery, config)
-    return [_canceled(delivery, sub, who, scheduled=False)]
+    canceled = _canceled(delivery, sub, who, scheduled=False)
+    status = SubscriptionState(
+        person=who,
+        subscription_id=read.text(sub, "id"),
+        status=read.opt_text(sub, "status") or "canceled",
+        timestamp=delivery.timestamp(),
+    )
+    return [canceled, status]
 
 
 def subscription_updated(delivery: StoredDelivery, config: StripeConfig) -> list[Action]:

@@ -99,9 +99,10 @@ def render_markdown(providers: Sequence[ProviderDocs]) -> str:
         "- Timestamps are the provider's own time in Unix seconds, never the time of "
         "processing: the fact's own time where the payload states it (a Shopify order's "
         "`created_at`, its `cancelled_at`, a refund's creation, a Stripe cancellation's "
-        "`canceled_at`), else the earliest event time among the fact's reports. So every "
-        "report of a fact carries one time, and its event one id, whatever order they "
-        "arrive in.",
+        "`canceled_at`), else the report's event time; an event queued and not yet sent "
+        "moves back to an earlier-dated report of its fact. A fact stated more than 72 "
+        "hours before its report (a cash-on-delivery order paid days later) takes the "
+        "report's time: Customer.io triggers no campaign for older events.",
         "- Properties without a value are left out, never sent as null.",
         "- Every event carries a semantic key, `<event>:<provider>:<account>:<fact>`, naming "
         "the business fact: however many overlapping webhooks report it, in any order, any "

@@ -403,3 +403,22 @@ def test_a_billing_attempt_with_a_null_id_is_keyed_by_its_idempotency_key() -> N
     assert failed.semantic_key.endswith(f":{key}")
     with pytest.raises(MappingError, match="idempotency_key"):
         run("billing_attempt_failure", patch=unnamed)
+
+
+def test_an_order_is_timed_by_its_creation_unless_too_old_to_trigger_a_campaign() -> None:
+    def placed(body: dict[str, Any]) -> None:
+        body["created_at"] = "2026-05-04T11:26:42-04:00"  # 4 seconds before the webhook
+
+    def paid_days_later(body: dict[str, Any]) -> None:
+        # Cash on delivery: placed 2026-04-28, paid (and reported) on 2026-05-04.
+        body["created_at"] = "2026-04-28T11:26:42-04:00"
+
+    fresh = only_track(
+        run("order_paid", patch=placed, config=PAID_CONFIG), EventName.ORDER_COMPLETED
+    )
+    assert fresh.timestamp == 1777908402  # created_at: the same for orders/create
+    late = only_track(
+        run("order_paid", patch=paid_days_later, config=PAID_CONFIG), EventName.ORDER_COMPLETED
+    )
+    # Customer.io triggers no campaign for an event older than 72 hours: report time.
+    assert late.timestamp == 1777908404

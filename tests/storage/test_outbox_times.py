@@ -68,7 +68,13 @@ def test_an_earlier_report_moves_a_queued_event_and_a_later_one_does_not(engine:
 
 
 @pytest.mark.parametrize(
-    "sent", [{"attempts": 1}, {"lease_until": NOW + timedelta(seconds=30)}, {"state": "delivered"}]
+    "sent",
+    [
+        {"attempts": 1},
+        {"lease_owner": "w2", "lease_until": NOW + timedelta(seconds=30)},  # being sent
+        {"lease_owner": "w2", "lease_until": NOW - timedelta(seconds=30)},  # died sending
+        {"state": "delivered"},
+    ],
 )
 def test_an_event_that_may_have_reached_customerio_keeps_its_id(
     engine: Engine, sent: dict[str, Any]

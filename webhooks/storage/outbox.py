@@ -121,7 +121,8 @@ def correct_times(conn: Connection, values: list[dict[str, Any]], now: datetime)
                     outbox.c.id == row.id,
                     outbox.c.state == OutboxState.PENDING,
                     outbox.c.attempts == 0,
-                    sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+                    # Never claimed: a worker that died mid-send leaves its name behind.
+                    outbox.c.lease_owner.is_(None),
                 )
                 .values(
                     op_id=fixed["op_id"], occurred_at=fixed["occurred_at"], payload=fixed["payload"]

@@ -929,3 +929,54 @@ def test_a_fresh_database_fed_the_history_backwards_sends_the_same_ids_and_times
     check_settled(forwards)
     check_settled(backwards)
     assert event_ids(backwards) == event_ids(forwards)
+
+
+def test_what_a_guest_typed_never_reaches_the_person_through_the_guest_order(
+    engine: Engine, fake: FakeCustomerIO, customerio: CustomerIO
+) -> None:
+    """Someone pays a Payment Link as a guest with Ada's email and their own name; the
+    charge's refund (no customer) names the payment, now linked to Ada. The payment and
+    its refund are Ada's; the name and phone typed on it are not."""
+    customer, session, _ = stripe_repeat_guest()
+    typed = {"email": "ada@example.test", "name": "Mallory Guest", "phone": "+15555550666"}
+    guest_object = {**session.body["data"]["object"], "customer_details": typed}
+    guest = Hook(session.name, "stripe", {}, {**session.body, "data": {"object": guest_object}})
+    charge = fixture("stripe", "charge_refunded_second_partial_2023")["body"]
+    refunded = {
+        **charge["data"]["object"],
+        "id": "ch_3TestGuest01",
+        "customer": None,
+        "payment_intent": "pi_3TestGuest01",
+        "billing_details": {**charge["data"]["object"]["billing_details"], **typed},
+    }
+    refund = Hook(
+        "guest-charge-refunded",
+        "stripe",
+        {},
+        {**charge, "id": "evt_3TestGuestCharge01", "data": {**charge["data"], "object": refunded}},
+    )
+    for arrival in ([customer, guest, refund], [guest, customer, refund]):
+        got = run_order(engine, fake, customerio, arrival, 1, arrive_by=1)
+        check_settled(got)
+        profile = got.profiles[json.dumps({"id": ADA})]
+        assert (profile["first_name"], profile["phone"]) == ("Ada", "+15555550101")  # hers
+        assert profile["lifetime_value"] == 49.5 - 10  # the guest payment, less its refund
+
+
+def test_a_shopify_redaction_does_not_end_the_persons_stripe_billing(
+    engine: Engine, fake: FakeCustomerIO, customerio: CustomerIO
+) -> None:
+    """One person on both providers (the merchant's own id) is redacted on Shopify.
+
+    A Stripe renewal after the redaction is new activity of a live subscription: it is
+    sent (under the Stripe customer, since the links to the merchant's id were erased),
+    not suppressed as if the Shopify redaction had erased the Stripe subscription.
+    """
+    redact = shopify("redact", "customers_redact", "2026-09-01T00:00:00Z")
+    renewal = untagged(
+        stripe("invoice-after", "invoice_paid_renewal_pre_basil", created=1790000000)
+    )
+    got = run_order(engine, fake, customerio, [*app_stack(), redact, renewal], 1, arrive_by=1)
+    invoice = renewal.body["data"]["object"]["id"]
+    delivered = {got.keys_by_id[item["id"]] for item in got.sent if "id" in item}
+    assert f"order_completed:stripe:platform:{invoice}" in delivered

@@ -527,6 +527,9 @@ def test_nothing_about_an_erased_customer_reaches_customerio_after_the_redaction
         ("suppressed", "erased by a privacy redaction", None)
     }
     assert all(r.payload in ({}, {"id": r.op_id}) for r in late)
+    # Keyed by a digest: no order id or token in clear, and the fact's own key stays
+    # free for when the erasure has expired.
+    assert all(r.op_key.startswith("erased:") and "620000000000" not in r.op_key for r in late)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(person_state)).scalar() == 0
 
@@ -577,3 +580,41 @@ def test_a_shop_redaction_is_remembered_for_every_person_of_the_shop(
     ingest(engine, "shopify", "customers_update")
     run(engine, cio)
     assert cio.bodies()[before:] == []
+
+
+def test_a_deleted_subscription_is_canceled_whatever_was_reported_since_the_request(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # The cancel is requested, then the subscription is paused and resumed, then it
+    # ends. Its subscription_canceled is one fact with the request, but the status
+    # `canceled` is as of the deletion: the resume reported in between must not win.
+    # All within a day of the request (so the deletion is timed by it, see TRIGGER_WINDOW).
+    for case, created in (
+        ("subscription_created_basil", 1764320000),
+        ("subscription_updated_scheduled_cancel", 1764406400),  # the request
+        ("subscription_paused", 1764410000),
+        ("subscription_resumed", 1764420000),
+        ("subscription_deleted_after_scheduled_cancel", 1764430000),
+    ):
+        ingest(engine, "stripe", case, created=created)
+    run(engine, cio)
+    assert last_identify(cio, "user_8842")["subscription_status"] == "canceled"
+    cancels = [i for i in sent(cio, "event") if i["name"] == "subscription_canceled"]
+    assert len(cancels) == 1  # the scheduled cancel and the deletion are one fact
+
+
+def test_an_erasure_does_not_reach_another_customer_sharing_the_email(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # A family account: another customer of the shop uses the same address. Their
+    # order names their own customer id: it is about them, not about the erased Grace.
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+    other = body("shopify", "order_create")
+    other.update(id=6200000000077, checkout_token=None, cart_token=None)
+    other["customer"] = {**other["customer"], "id": 8100000000077}
+    ingest_as(engine, "order_create", other, "wh-family", "2026-05-04T15:30:00Z")
+    run(engine, cio)
+    [order] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000077"]
+    assert order["identifiers"] == {"id": f"shopify:{SHOP}:8100000000077"}

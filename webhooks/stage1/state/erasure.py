@@ -54,7 +54,8 @@ class Erasures:
         self.conn = conn
         self.retention = retention
 
-    def _digest(self, ref: str) -> str:
+    def digest(self, ref: str) -> str:
+        """The keyed digest `ref` is remembered (or recorded) as."""
         return hmac.new(_key(self.conn), ref.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def any(self) -> bool:
@@ -63,7 +64,7 @@ class Erasures:
 
     def erased(self, refs: Iterable[str], now: datetime | None = None) -> dict[str, int]:
         """Of `refs`, those erased and still remembered, with the redaction's time."""
-        by_digest = {self._digest(ref): ref for ref in set(refs)}
+        by_digest = {self.digest(ref): ref for ref in set(refs)}
         live = erasures.c.expires_at > (now or utcnow())
         query = sa.select(erasures.c.digest, erasures.c.erased_at).where(live)
         found: dict[str, int] = {}
@@ -89,7 +90,7 @@ class Erasures:
         )
         expires = now + self.retention
         rows = [
-            {"digest": self._digest(ref), "erased_at": at, "expires_at": expires}
+            {"digest": self.digest(ref), "erased_at": at, "expires_at": expires}
             for ref, at in refs.items()
         ]
         self.conn.execute(upsert, rows)

@@ -66,8 +66,9 @@ class Resolution:
     identity: Identity | None = None
     wait_on: str | None = None  # a key that, once linked, will name the person
     skip: str | None = None  # the guest policy says: send nothing (reason)
-    # Found only through an email anyone can type at a guest checkout: the events go to
-    # the person, but what the payload says about them (name, phone, consent) does not.
+    # Found only through an email anyone can type at a guest checkout, or through the
+    # order or subscription a payload without a customer names: the events go to the
+    # person, but what the payload says about them (name, phone, consent) does not.
     by_email: bool = False
 
 
@@ -126,7 +127,11 @@ def resolve(
         return Resolution(direct)
     key, linked = _strongest(keys, links)
     if linked is not None and (linked.rank > ANONYMOUS or policy.guest_policy == "anonymous"):
-        return Resolution(linked, by_email=bool(key and key.startswith("email:")))
+        # A payload naming no customer, found through an email anyone can type or
+        # through an order or subscription alone (a guest's payment linked to the
+        # person), is the person's event, not the person's details.
+        weak = bool(key and (key.startswith("email:") or names_a_fact(key)))
+        return Resolution(linked, by_email=weak)
     if policy.guest_policy == "skip" and (person.email or anonymous_id(person)):
         return Resolution(skip="a guest, and GUEST_POLICY=skip")
     if policy.guest_policy == "email" and person.email:

@@ -117,6 +117,7 @@ class StateStep:
         self.redacted_keys: set[str] = set()  # identifiers (emails, tokens) erased
         self.redacted_accounts: list[tuple[str, str, int]] = []  # (provider, account, time)
         self.redacted_at: dict[str, int] = {}  # person id -> time of their redaction
+        self.redacted_scope: dict[str, str] = {}  # person id -> "provider:account:" erased
         self.erased_refs: dict[str, int] = {}  # identity key -> time it was erased
         retention = timedelta(days=config.erasure_retention_days)
         self.erasures = Erasures(conn, retention)
@@ -155,7 +156,7 @@ class StateStep:
                 old.person_id in self.resolver.typed,
             )
         return [
-            Outcome(_suppressed(delivery))
+            Outcome(self._suppressed(delivery))
             if gone
             else Outcome(wait_on=plan.wait_on)
             if plan.wait_on
@@ -182,7 +183,12 @@ class StateStep:
                     continue
                 who = getattr(action, "person", None)
                 direct = direct_identity(who, self.config.identity) if who else None
-                refs = [*action_keys, *([person_ref(direct.person_id)] if direct else [])]
+                refs = list(action_keys)
+                if direct is not None:
+                    # A payload naming its own customer is about that customer, never
+                    # about whoever else shares the email (as resolve() has it).
+                    refs = [k for k in refs if not k.startswith("email:")]
+                    refs.append(person_ref(direct.person_id))
                 about.append((action, refs))
             asked.append(about)
         known = self.erasures.erased({ref for about in asked for _, refs in about for ref in refs})
@@ -227,7 +233,8 @@ class StateStep:
             if isinstance(action, RedactPerson):
                 if not who.anonymous:
                     events.append(delete_op(who, action.timestamp, self.config.redact_action))
-                self._redact(who, plan.keys.get(index, []), action.timestamp)
+                scope = f"{action.person.source}:{action.person.account}:"
+                self._redact(who, plan.keys.get(index, []), action.timestamp, scope)
                 continue
             if isinstance(action, SubscriptionState):
                 self._status(action, who)
@@ -401,9 +408,26 @@ class StateStep:
         for person_id in people:
             self.redacted.append(person_id)
             self.redacted_at[person_id] = max(self.redacted_at.get(person_id, 0), action.timestamp)
+            self.redacted_scope[person_id] = f"{provider}:{action.account}:"
         self.redacted_accounts.append((provider, action.account, action.timestamp))
         erase = self.config.redact_action
         return [delete_op(Identity(pid, CUSTOMER), action.timestamp, erase) for pid in people]
+
+    def _suppressed(self, delivery: MappedDelivery) -> list[Operation]:
+        """What an erased delivery would have sent, recorded as suppressed: no person, no
+        payload, and keyed by a digest (a fact's own key names its order or checkout, and
+        would stand in the way of the fact once the erasure has expired)."""
+        ops: list[Operation] = []
+        for index, action in enumerate(delivery.actions):
+            if isinstance(action, Track):
+                key, kind = action.semantic_key, OperationKind.EVENT
+            elif isinstance(action, Identify):
+                key, kind = f"identify:{delivery.key}:{index}", OperationKind.IDENTIFY
+            else:
+                continue  # state changes: nothing would have been sent
+            hidden = f"erased:{self.erasures.digest(key)}"
+            ops.append(Operation(hidden, kind, None, {}, at(action.timestamp), suppressed=ERASED))
+        return ops
 
     def _remember(self, action: RedactPerson, keys: list[str]) -> None:
         """What a customer redaction names is erased as of its time (see erasure.py)."""
@@ -411,7 +435,7 @@ class StateStep:
         for ref in (*keys, *orders):
             self.erased_refs[ref] = max(self.erased_refs.get(ref, 0), action.timestamp)
 
-    def _redact(self, who: Identity, keys: list[str], when: int) -> None:
+    def _redact(self, who: Identity, keys: list[str], when: int, scope: str) -> None:
         """Erase the person, the guest profiles their identifiers lead to, and the keys.
 
         A guest checkout before the account existed left an anonymous profile (name,
@@ -420,11 +444,13 @@ class StateStep:
         """
         self.redacted.append(who.person_id)
         self.redacted_at[who.person_id] = max(self.redacted_at.get(who.person_id, 0), when)
+        self.redacted_scope[who.person_id] = scope
         for key in keys:
             linked = self.resolver.links.get(key)
             if linked is not None and linked.anonymous:
                 self.redacted.append(linked.person_id)
                 self.redacted_at[linked.person_id] = when
+                self.redacted_scope[linked.person_id] = scope
         self.redacted_keys.update(keys)
 
     # -- after the outbox rows are written -------------------------------------------
@@ -463,8 +489,12 @@ class StateStep:
 
         for person_id, when in self.redacted_at.items():
             erase(person_ref(person_id), when)
+            scope = self.redacted_scope.get(person_id, "")
             for key in store.person_link_keys(self.conn, person_id):
-                erase(key, when)
+                # Orders and subscriptions are erased for good only where the redaction
+                # applies: a Shopify redaction does not end the person's Stripe billing.
+                if not names_a_fact(key) or key.startswith(scope):
+                    erase(key, when)
         for provider, account, when in self.redacted_accounts:
             for key in store.account_link_keys(self.conn, provider, account):
                 erase(key, when)
@@ -478,20 +508,6 @@ class StateStep:
 
 def _time(action: Action) -> int:
     return int(getattr(action, "timestamp", 0))
-
-
-def _suppressed(delivery: MappedDelivery) -> list[Operation]:
-    """What an erased delivery would have sent, recorded as suppressed, with no payload."""
-    ops: list[Operation] = []
-    for index, action in enumerate(delivery.actions):
-        if isinstance(action, Track):
-            key, kind = action.semantic_key, OperationKind.EVENT
-        elif isinstance(action, Identify):
-            key, kind = f"identify:{delivery.key}:erased:{index}", OperationKind.IDENTIFY
-        else:
-            continue  # state changes: nothing would have been sent
-        ops.append(Operation(key, kind, None, {}, at(action.timestamp), suppressed=ERASED))
-    return ops
 
 
 def _payment_alias(payment: OrderPayment) -> tuple[str, str]:
