@@ -618,3 +618,19 @@ def test_an_erasure_does_not_reach_another_customer_sharing_the_email(
     run(engine, cio)
     [order] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000077"]
     assert order["identifiers"] == {"id": f"shopify:{SHOP}:8100000000077"}
+
+
+def test_an_erasure_is_forgotten_after_its_retention(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    from webhooks.storage.schema import erasures
+
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+    with engine.begin() as conn:  # ERASURE_RETENTION_DAYS later
+        conn.execute(sa.update(erasures).values(expires_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    before = len(sent(cio, "identify"))
+    ingest(engine, "shopify", "customers_update")  # dated before the redaction
+    run(engine, cio)
+    assert [i["identifiers"] for i in sent(cio, "identify")[before:]] == [{"id": GRACE}]

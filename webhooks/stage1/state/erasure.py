@@ -58,9 +58,10 @@ class Erasures:
         """The keyed digest `ref` is remembered (or recorded) as."""
         return hmac.new(_key(self.conn), ref.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def any(self) -> bool:
-        """Whether anything is remembered as erased (else nothing needs checking)."""
-        return self.conn.execute(sa.select(erasures.c.digest).limit(1)).first() is not None
+    def any(self, now: datetime | None = None) -> bool:
+        """Whether anything is still remembered as erased (else nothing needs checking)."""
+        live = sa.select(erasures.c.digest).where(erasures.c.expires_at > (now or utcnow()))
+        return self.conn.execute(live.limit(1)).first() is not None
 
     def erased(self, refs: Iterable[str], now: datetime | None = None) -> dict[str, int]:
         """Of `refs`, those erased and still remembered, with the redaction's time."""
