@@ -80,6 +80,10 @@ class StaleSignature(VerificationError, code="timestamp_out_of_tolerance"):
     """The signature matches, but its timestamp is outside the tolerance (either side)."""
 
 
+class MalformedBody(IngestError, status=400, code="malformed_body"):
+    """The body's framing is broken: a bad chunk size, a connection closed mid-body."""
+
+
 class PayloadError(IngestError, status=400, code="invalid_payload"):
     """The verified body is not JSON, or lacks what is needed to key it (id, topic)."""
 

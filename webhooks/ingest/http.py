@@ -7,9 +7,10 @@ from typing import Any
 
 import structlog
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from webhooks.errors import IngestError, ProviderNotConfigured
+from webhooks.errors import IngestError, MalformedBody, ProviderNotConfigured
 from webhooks.providers.base import Receiver
 from webhooks.storage import migrate
 from webhooks.storage.inbox import store_delivery
@@ -32,7 +33,16 @@ def _reply(code: int, /, **body: Any) -> Response:
 
 
 def _read_body(max_bytes: int) -> bytes:
-    """The raw body, refusing (413) anything over `max_bytes` without reading all of it."""
+    """The raw body: 413 over `max_bytes` (unread), 400 when its framing is broken."""
+    try:
+        return _read_framed(max_bytes)
+    except (ParseException, OSError, ClientDisconnected) as exc:
+        # gunicorn's chunk parser (a bad chunk size, a missing terminator) or a client
+        # gone mid-body (NoMoreData is an OSError): the request is broken, not the app.
+        raise MalformedBody(f"body framing is broken ({type(exc).__name__})") from None
+
+
+def _read_framed(max_bytes: int) -> bytes:
     if (
         request.content_length is not None
         or "chunked" not in request.headers.get("Transfer-Encoding", "").lower()

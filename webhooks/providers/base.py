@@ -173,15 +173,48 @@ class ProviderSpec(Generic[S, C]):
         return f"{self.name.upper()}_"
 
 
+# Deepest JSON nesting accepted. Real webhooks nest under ten levels (a Stripe event's
+# expanded objects, a Shopify order's line items and their tax lines); anything deeper
+# is refused with 400 json_too_deep, not left to Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
 def load_json_object(body: bytes) -> dict[str, Any]:
     """Parse a body that must be a JSON object; anything else is a PayloadError."""
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError):
         raise PayloadError("body is not valid JSON", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object", code="invalid_json")
+    if body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH and _deeper_than(
+        payload, MAX_JSON_DEPTH
+    ):
+        raise _too_deep()
     return payload
+
+
+def _too_deep() -> PayloadError:
+    return PayloadError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers deeper than `limit` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def required_str(value: Any, what: str) -> str:

@@ -68,6 +68,10 @@ class StripeReceiver:
         header = headers.get(SIGNATURE_HEADER)
         if not header:
             raise MissingSignature("Stripe-Signature header is missing")
+        if not header.isascii():
+            # Signatures are hex; a byte outside ASCII (anyone can send one) would reach
+            # the library's constant-time comparison, which refuses non-ASCII text.
+            raise MalformedSignature("Stripe-Signature header is not ASCII")
         timestamp = _header_timestamp(header)
         if timestamp is None:
             raise MalformedSignature("Stripe-Signature header has no t= timestamp")

@@ -1,0 +1,145 @@
+"""Inputs anyone can send get a 4xx JSON answer from the real server, never a 500.
+
+Raw sockets against `webhooks serve` (gunicorn): a signature header holding bytes
+outside ASCII, broken chunked framing, and correctly signed JSON nested far deeper
+than any webhook. Each answer says what was wrong; nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET, shopify_headers
+from tests.integration.service import run_cli, serve, service_env
+from webhooks.providers.base import MAX_JSON_DEPTH
+from webhooks.providers.stripe.signature import sign
+from webhooks.storage.db import create_db_engine
+from webhooks.storage.schema import inbox
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path) -> Iterator[str]:
+    env = service_env(
+        database_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET, SHOPIFY_WEBHOOK_SECRET=SHOPIFY_SECRET
+    )
+    if not database_url.startswith("sqlite"):
+        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    with serve(env, tmp_path) as base:
+        yield base
+
+
+def exchange(base: str, raw: bytes, *, half_close: bool = False) -> tuple[int, dict[str, object]]:
+    """Send `raw` as it is; return the answer's status and JSON body."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(raw)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)  # the client stops sending mid-body
+        answer = b""
+        while chunk := sock.recv(65536):  # Connection: close: the server ends it
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"application/json" in head.lower(), head
+    return status, json.loads(body)
+
+
+def post(path: str, headers: dict[str, bytes], body: bytes, chunked: bool = False) -> bytes:
+    lines = [f"POST {path} HTTP/1.1".encode(), b"Host: localhost", b"Connection: close"]
+    lines += [name.encode() + b": " + value for name, value in headers.items()]
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+    else:
+        lines.append(f"Content-Length: {len(body)}".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def stored(database_url: str) -> int:
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+EVENT = json.dumps({"id": "evt_edge_1", "type": "invoice.paid", "created": 1764320000}).encode()
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [b"t=1764320000,v1=\xe9\xe9", "t=1764320000,v1=\U0001f600".encode()],
+    ids=["latin-1", "emoji"],
+)
+def test_a_signature_outside_ascii_is_malformed(
+    service: str, database_url: str, signature: bytes
+) -> None:
+    raw = post(
+        "/webhooks/stripe",
+        {"Content-Type": b"application/json", "Stripe-Signature": signature},
+        EVENT,
+    )
+    assert exchange(service, raw) == (
+        400,
+        {"error": "malformed_signature", "message": "Stripe-Signature header is not ASCII"},
+    )
+    assert stored(database_url) == 0
+
+
+def test_a_bad_chunk_size_is_a_malformed_body(service: str, database_url: str) -> None:
+    headers = {"Stripe-Signature": sign(EVENT, STRIPE_SECRET).encode()}
+    raw = post("/webhooks/stripe", headers, b"zz\r\n" + EVENT + b"\r\n0\r\n\r\n", chunked=True)
+    status, answer = exchange(service, raw)
+    assert (status, answer["error"]) == (400, "malformed_body")
+    assert stored(database_url) == 0
+
+
+def test_a_body_cut_off_mid_chunk_is_a_malformed_body(service: str, database_url: str) -> None:
+    headers = {"Stripe-Signature": sign(EVENT, STRIPE_SECRET).encode()}
+    size = f"{len(EVENT):x}".encode()
+    raw = post("/webhooks/stripe", headers, size + b"\r\n" + EVENT[:20], chunked=True)
+    status, answer = exchange(service, raw, half_close=True)
+    assert (status, answer["error"]) == (400, "malformed_body")
+    assert stored(database_url) == 0
+
+
+def nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("levels", [MAX_JSON_DEPTH + 1, 100_000])
+@pytest.mark.parametrize("provider", ["stripe", "shopify"])
+def test_correctly_signed_json_nested_too_deep_is_refused(
+    service: str, database_url: str, provider: str, levels: int
+) -> None:
+    body = (
+        json.dumps({"id": "evt_deep", "type": "invoice.paid", "created": 1764320000, "deep": "@"})
+        .replace('"@"', nested(levels - 1))
+        .encode()
+    )
+    if provider == "stripe":
+        headers = {"Stripe-Signature": sign(body, STRIPE_SECRET).encode()}
+    else:
+        headers = {k: v.encode() for k, v in shopify_headers(body, webhook_id="wh-deep").items()}
+    status, answer = exchange(service, post(f"/webhooks/{provider}", headers, body))
+    assert (status, answer["error"]) == (400, "json_too_deep")
+    assert stored(database_url) == 0
+
+
+def test_a_real_depth_of_nesting_is_accepted(service: str, database_url: str) -> None:
+    body = (
+        json.dumps({"id": "evt_ok", "type": "invoice.paid", "created": 1764320000, "deep": "@"})
+        .replace('"@"', nested(MAX_JSON_DEPTH - 2))
+        .encode()
+    )
+    headers = {"Stripe-Signature": sign(body, STRIPE_SECRET).encode()}
+    status, answer = exchange(service, post("/webhooks/stripe", headers, body))
+    assert (status, answer) == (200, {"status": "accepted"})
+    assert stored(database_url) == 1
