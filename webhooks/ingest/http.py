@@ -8,6 +8,8 @@ from typing import Any
 import structlog
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from gunicorn.http.errors import ParseException
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from webhooks.errors import IngestError, MalformedBody, ProviderNotConfigured
@@ -110,7 +112,7 @@ def readyz() -> Response:
     """The database is reachable and its schema matches this code."""
     engine = current_app.extensions["webhooks.engine"]
     try:
-        current = migrate.current_revision(engine)
+        current = _current_revision(engine)
     except Exception as exc:  # any failure to reach the database means "not ready"
         log.warning("readiness_failed", reason="database_unreachable", error=type(exc).__name__)
         return _reply(503, status="unavailable", error="database_unreachable")
@@ -120,6 +122,21 @@ def readyz() -> Response:
             503, status="unavailable", error="schema_outdated", current=current, expected=head
         )
     return _reply(200, status="ok", schema=current)
+
+
+def _current_revision(engine: Engine) -> str | None:
+    """The schema revision, asked again once on a pooled connection found dead.
+
+    A database restart or failover leaves each process one dead pooled connection;
+    ingest retries it once (store_delivery), and so does the probe, or every gunicorn
+    worker would report unready once after a blip it has already recovered from.
+    """
+    try:
+        return migrate.current_revision(engine)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return migrate.current_revision(engine)
 
 
 def register_error_handlers(app: Flask) -> None:
