@@ -24,7 +24,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write per record, its newline included: print() writes the text and the
+        # newline apart, and under PYTHONUNBUFFERED two processes' records interleave.
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         # Not cached: capture_logs() in tests and a reconfigure must reach every logger.
         cache_logger_on_first_use=False,
     )
