@@ -14,8 +14,14 @@ worker_class = "sync"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-# Request lines and header sizes stay at gunicorn's safe defaults; the body limit is
-# MAX_BODY_BYTES, enforced by the app before it reads the body.
+# Limits gunicorn enforces before the app runs, so its answers are its own plain pages
+# (listed in the README): a request line over 8 KB (414), more than 100 headers or
+# one over 8 KB (431), a malformed Content-Length or Content-Length with chunked (400).
+# Webhook requests use a short path and a dozen headers of a few hundred bytes. The
+# body limit is MAX_BODY_BYTES, enforced by the app before it reads the body.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

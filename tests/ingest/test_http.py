@@ -226,6 +226,14 @@ def test_wrong_method_is_405(client: FlaskClient) -> None:
     assert "POST" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize("path", ["/webhooks/stripe", "/healthz", "/readyz"])
+def test_options_is_a_json_405_not_an_empty_page(client: FlaskClient, path: str) -> None:
+    # Every answer the service gives is JSON; Flask's automatic OPTIONS is an empty 200.
+    response = client.open(path, method="OPTIONS")
+    assert (response.status_code, response.json["error"]) == (405, "method_not_allowed")
+    assert "OPTIONS" not in response.headers["Allow"]
+
+
 def test_unconfigured_provider_is_404(sqlite_url: str) -> None:
     app = create_app(make_settings(sqlite_url, shopify_webhook_secret=""))
     client = app.test_client()

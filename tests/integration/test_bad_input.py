@@ -143,3 +143,26 @@ def test_a_real_depth_of_nesting_is_accepted(service: str, database_url: str) ->
     status, answer = exchange(service, post("/webhooks/stripe", headers, body))
     assert (status, answer) == (200, {"status": "accepted"})
     assert stored(database_url) == 1
+
+
+def raw_status(base: str, raw: bytes) -> tuple[int, bytes]:
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.partition(b"\r\n\r\n")[0]
+    return int(head.split(b" ", 2)[1]), head
+
+
+def test_gunicorns_own_limits_are_the_documented_ones(service: str) -> None:
+    # A 6 KB path is within the request-line limit (8 KB): the app answers, in JSON.
+    status, answer = exchange(service, post("/webhooks/" + "x" * 6000, {}, b"{}"))
+    assert (status, answer["error"]) == (404, "provider_not_configured")
+    # Past the limits gunicorn answers before the app runs (its own page, see README).
+    assert raw_status(service, post("/webhooks/" + "x" * 9000, {}, b"{}"))[0] == 414
+    many = {f"X-Extra-{n}": b"1" for n in range(101)}
+    assert raw_status(service, post("/webhooks/stripe", many, b"{}"))[0] == 431
+    huge = {"X-Extra": b"y" * 9000}
+    assert raw_status(service, post("/webhooks/stripe", huge, b"{}"))[0] == 431

@@ -61,7 +61,8 @@ def _read_framed(max_bytes: int) -> bytes:
     return body
 
 
-@bp.post("/webhooks/<provider_name>")
+# No automatic OPTIONS answers (an empty, non-JSON 200): OPTIONS is a 405 in JSON.
+@bp.post("/webhooks/<provider_name>", provide_automatic_options=False)
 def receive(provider_name: str) -> Response:
     """Verify on the raw bytes, store with the exact dedup key, then acknowledge."""
     started = time.perf_counter()
@@ -101,13 +102,13 @@ def receive(provider_name: str) -> Response:
     return response
 
 
-@bp.get("/healthz")
+@bp.get("/healthz", provide_automatic_options=False)
 def healthz() -> Response:
     """The process is alive and serving HTTP."""
     return _reply(200, status="ok")
 
 
-@bp.get("/readyz")
+@bp.get("/readyz", provide_automatic_options=False)
 def readyz() -> Response:
     """The database is reachable and its schema matches this code."""
     engine = current_app.extensions["webhooks.engine"]
