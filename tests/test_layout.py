@@ -41,7 +41,9 @@ ALLOWED: dict[str, set[str]] = {
         "webhooks.config",
         "webhooks.stage1",
         "webhooks.stage2",
+        "webhooks.storage",  # its heartbeat
     },
+    "webhooks.supervisor": set(),  # runs `webhooks worker` as a process, imports none of it
     "webhooks.fakes": set(),
     "webhooks.app": {
         "webhooks.config",

@@ -43,18 +43,33 @@ def serve(host: str, port: int, workers: int) -> None:
     from webhooks.server import run_gunicorn
 
     _settings()  # fail fast with a message naming the variable, before any fork
-    # The embedded default is a complete service: one delivery worker beside gunicorn.
-    # It stops by itself if this process disappears (WEBHOOKS_PARENT_PID).
+    # The embedded default is a complete service: one delivery worker beside gunicorn,
+    # restarted by a supervisor process when it dies (webhooks.supervisor). Both stop
+    # by themselves if this process disappears (WEBHOOKS_PARENT_PID).
     env = {**os.environ, "WEBHOOKS_PARENT_PID": str(os.getpid())}
-    worker = subprocess.Popen([sys.executable, "-m", "webhooks", "worker"], env=env)
+    supervisor = subprocess.Popen([sys.executable, "-m", "webhooks", "supervise"], env=env)
     try:
         run_gunicorn({"bind": f"{host}:{port}", "workers": workers})
     finally:
-        worker.terminate()
+        supervisor.terminate()
         try:
-            worker.wait(timeout=30)
+            supervisor.wait(timeout=40)
         except subprocess.TimeoutExpired:
-            worker.kill()
+            supervisor.kill()
+
+
+@main.command(hidden=True)
+def supervise() -> None:
+    """Run `webhooks worker` and restart it when it dies (started by `serve`)."""
+    from webhooks.logging import configure_logging
+    from webhooks.supervisor import Supervisor, install_signal_handlers
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    parent = int(os.environ.get("WEBHOOKS_PARENT_PID", "0"))
+    supervisor = Supervisor(dict(os.environ), parent_pid=parent)
+    install_signal_handlers(supervisor)
+    supervisor.run()
 
 
 @main.command()

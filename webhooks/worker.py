@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -21,6 +22,8 @@ from webhooks.stage1 import setup
 from webhooks.stage1.process import process_batch
 from webhooks.stage2.customerio import CustomerIO, DeliveryError
 from webhooks.stage2.deliver import deliver_batch
+from webhooks.storage import heartbeat
+from webhooks.storage.queue import utcnow
 
 log = structlog.get_logger("webhooks.worker")
 AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credentials fail
@@ -50,6 +53,8 @@ class Worker:
         self._paused_until = 0.0  # monotonic time delivery may resume (mapping never stops)
         self._parent = int(os.environ.get("WEBHOOKS_PARENT_PID", "0"))
         self.stop_signal: str | None = None  # the signal that asked it to stop, if any
+        self._started_at = utcnow()
+        self._beaten = float("-inf")  # monotonic time of the last heartbeat written
 
     def check_credentials(self) -> bool:
         """Ask Customer.io which region these credentials belong to; log the answer."""
@@ -159,9 +164,18 @@ class Worker:
             self._loop()
         finally:
             self._stage1.close()
+            with contextlib.suppress(Exception):  # the database may be what stopped us
+                heartbeat.stop(self.engine, self.owner)
         if self.stop_signal is not None:
             log.info("worker_stopping", signal=self.stop_signal)
         log.info("worker_stopped", owner=self.owner)
+
+    def _beat(self) -> None:
+        """Tell the database this worker is alive, every BEAT_EVERY at most."""
+        now = time.monotonic()
+        if now - self._beaten >= heartbeat.BEAT_EVERY.total_seconds():
+            heartbeat.beat(self.engine, self.owner, self._started_at)
+            self._beaten = now
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
@@ -170,6 +184,7 @@ class Worker:
                 return
             try:
                 backlog = self.run_once()
+                self._beat()  # after a pass that reached the database: alive, not stuck
             except Exception as exc:  # the database away, a bug: log, wait, go on
                 # The class only: the message of a database error quotes its parameters.
                 log.error("worker_error", error=type(exc).__name__)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from mappers.actions import Person
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
@@ -332,3 +335,34 @@ def test_guest_checkout_goes_out_as_an_anonymous_event(
     assert event["name"] == "checkout_started"
     assert event["anonymous_id"] == f"shopify:{token}"
     assert event["data"]["cart_id"] == token
+
+
+def live_workers(database_url: str) -> list[str]:
+    """Owners (host:pid:random) of the workers whose heartbeat is in the database."""
+    from webhooks.storage.schema import worker_heartbeats
+
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.select(worker_heartbeats.c.owner)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_a_killed_worker_is_restarted_and_delivers(
+    service: str, database_url: str, fake: FakeCustomerIOClient
+) -> None:
+    first = wait_for(lambda: live_workers(database_url), what="the worker's first heartbeat")
+    ready = httpx.get(f"{service}/readyz", timeout=5).json()
+    assert ready["workers"]["live"] == 1  # visible from any host that reads the database
+    pid = int(first[0].split(":")[1])
+    os.kill(pid, signal.SIGKILL)
+    # The supervisor restarts it (after a 1 s backoff); the new one beats under its pid.
+    second = wait_for(
+        lambda: [o for o in live_workers(database_url) if o not in first],
+        timeout=30,
+        what="a restarted worker",
+    )
+    assert int(second[0].split(":")[1]) != pid
+    send(service, "stripe", "checkout_session_completed_paid")
+    wait_for(lambda: events(fake), timeout=30, what="delivery by the restarted worker")

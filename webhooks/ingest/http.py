@@ -14,7 +14,7 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntity
 
 from webhooks.errors import IngestError, MalformedBody, ProviderNotConfigured
 from webhooks.providers.base import Receiver
-from webhooks.storage import migrate
+from webhooks.storage import heartbeat, migrate
 from webhooks.storage.inbox import store_delivery
 
 log = structlog.get_logger("webhooks.ingest.http")
@@ -122,7 +122,10 @@ def readyz() -> Response:
         return _reply(
             503, status="unavailable", error="schema_outdated", current=current, expected=head
         )
-    return _reply(200, status="ok", schema=current)
+    # Delivery workers may run on other hosts: their beats say whether any is alive.
+    # Not a reason to refuse traffic (webhooks are stored whatever the workers do),
+    # so reported, not failed: alert on workers.live == 0.
+    return _reply(200, status="ok", schema=current, workers=heartbeat.workers(engine))
 
 
 def _current_revision(engine: Engine) -> str | None:

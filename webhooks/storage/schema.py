@@ -287,3 +287,14 @@ service_keys = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("value", sa.String(128), nullable=False),
 )
+
+# One row per delivery worker, refreshed while it loops: a worker that died or stalled
+# on any host shows as a stale beat (`/readyz`, `webhooks.storage.heartbeat`).
+worker_heartbeats = sa.Table(
+    "worker_heartbeats",
+    metadata,
+    sa.Column("owner", sa.String(128), primary_key=True),  # host:pid:random
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("beat_at", UTCDateTime(), nullable=False),
+)
+sa.Index("ix_worker_heartbeats_beat", worker_heartbeats.c.beat_at)
