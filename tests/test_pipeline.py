@@ -412,3 +412,31 @@ def test_the_biggest_order_keeps_its_purchase_event_within_customerios_limit(
     assert 0 < len(data["items"]) <= 250
     assert all(len(item.get("name", "")) <= 60 for item in data["items"])
     assert data["total"] == float(body["total_price"])  # totals stay complete
+
+
+def test_a_failed_group_is_recorded_in_one_statement(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    # During an outage every failed group is written back; one UPDATE per operation
+    # held SQLite's write lock long enough to slow webhook acknowledgements 5-10x.
+    for case in ("checkout_session_completed_paid", "invoice_paid_kwd", "customer_created"):
+        ingest(engine, "stripe", case)
+    process_batch(engine, "w1", CONFIG)
+    queued = len(outbox_rows(engine))
+    cio.answers.append(httpx.Response(503))
+    updates: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        deliver_batch(engine, "w1", cio.client())
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    rows = outbox_rows(engine)
+    assert {(r.state, r.attempts, r.last_status) for r in rows} == {("pending", 1, 503)}
+    assert queued >= 4
+    # The claim, and the failure written back once (not once per operation).
+    assert len(updates) <= 3, updates

@@ -175,36 +175,40 @@ def _failed(
             # bad operation cannot take the others down with it.
             release(conn, outbox, [r.id for r in group], owner, solo=True)
             return now
-        for row in group:
-            if not retryable or now - row.created_at > max_age:
-                release(
-                    conn,
-                    outbox,
-                    [row.id],
-                    owner,
-                    state=OutboxState.DEAD,
-                    attempts=row.attempts + 1,
-                    last_status=exc.status,
-                    last_error=error,
-                )
-                log.error(
-                    "operation_dead",
-                    op_id=row.op_id,
-                    kind=row.kind,
-                    status=exc.status,
-                    attempts=row.attempts + 1,
-                )
-                continue
-            release(
-                conn,
-                outbox,
-                [row.id],
-                owner,
-                attempts=row.attempts + 1,
-                next_attempt_at=now + wait,
-                last_status=exc.status,
-                last_error=error,
-            )
+        # One statement per outcome, not one per operation: during an outage every
+        # failed group passes here, and a long write transaction would hold SQLite's
+        # write lock while webhooks wait to be stored.
+        expired = [row for row in group if not retryable or now - row.created_at > max_age]
+        gone = {row.id for row in expired}
+        again = [row.id for row in group if row.id not in gone]
+        release(
+            conn,
+            outbox,
+            again,
+            owner,
+            attempts=outbox.c.attempts + 1,
+            next_attempt_at=now + wait,
+            last_status=exc.status,
+            last_error=error,
+        )
+        release(
+            conn,
+            outbox,
+            [row.id for row in expired],
+            owner,
+            state=OutboxState.DEAD,
+            attempts=outbox.c.attempts + 1,
+            last_status=exc.status,
+            last_error=error,
+        )
+    for row in expired:
+        log.error(
+            "operation_dead",
+            op_id=row.op_id,
+            kind=row.kind,
+            status=exc.status,
+            attempts=row.attempts + 1,
+        )
     log.warning(
         "delivery_retry",
         status=exc.status,
