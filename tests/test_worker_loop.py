@@ -203,3 +203,36 @@ def test_sigterm_stops_the_worker_command_cleanly(tmp_path: Path) -> None:
     assert "worker_started" in names
     assert names[-2:] == ["worker_stopping", "worker_stopped"], output.read_text()
     assert next(e for e in logged() if e["event"] == "worker_stopping")["signal"] == "SIGTERM"
+
+
+def test_delivery_resumes_within_seconds_of_customerio_coming_back(engine: Engine) -> None:
+    """An outage pause grows (up to minutes) so a long outage costs few calls; when
+    Customer.io answers again a cheap probe ends it, and the operations waiting out a
+    retry are due at once: delivery resumes within PROBE_EVERY, not at the pause's end."""
+    import httpx
+
+    from webhooks.fakes.customerio import FakeCustomerIO
+    from webhooks.stage2.customerio import CustomerIO
+    from webhooks.worker import PROBE_EVERY
+
+    ingest(engine, "shopify", "order_create")
+    url = engine.url.render_as_string(hide_password=False)
+    with (
+        FakeCustomerIO() as fake,
+        httpx.Client(base_url=fake.url, auth=fake.auth, timeout=5) as http,
+    ):
+        fake.set_faults(status=503)
+        runner = Worker(engine, make_settings(url, worker_poll_interval=0.05), CustomerIO(http))
+        with capture_logs() as logs, running(runner):
+            wait_for(lambda: events(logs, "customerio_unavailable"), what="the outage seen")
+            runner._paused_until = time.monotonic() + 300  # a pause grown long
+            fake.set_faults()  # Customer.io is back
+            back = time.monotonic()
+            wait_for(
+                lambda: any(op["operation"].get("action") == "event" for op in fake.operations()),
+                timeout=PROBE_EVERY * 2 + 2,
+                what="delivery after the recovery",
+            )
+            resumed = time.monotonic() - back
+        assert resumed < PROBE_EVERY + 2
+        assert events(logs, "customerio_recovered")

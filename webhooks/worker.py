@@ -23,6 +23,7 @@ from webhooks.stage1.process import process_batch
 from webhooks.stage2.customerio import CustomerIO, DeliveryError
 from webhooks.stage2.deliver import deliver_batch
 from webhooks.storage import heartbeat
+from webhooks.storage import outbox as outbox_store
 from webhooks.storage.queue import utcnow
 
 log = structlog.get_logger("webhooks.worker")
@@ -33,6 +34,7 @@ AUTH_PAUSE_MAX = 300.0
 MAP_BATCH = 500
 SEND_BATCH = 1000
 ERROR_PAUSE = 1.0  # after an unexpected error (the database away), before trying again
+PROBE_EVERY = 5.0  # seconds between cheap probes of Customer.io while an outage lasts
 
 
 class Worker:
@@ -51,6 +53,7 @@ class Worker:
         self._auth_pause = 0.0  # current length of the credentials pause; 0 = none
         self._failures = 0  # transient delivery failures in a row
         self._paused_until = 0.0  # monotonic time delivery may resume (mapping never stops)
+        self._next_probe = 0.0  # monotonic time of the next outage probe (while failing)
         self._parent = int(os.environ.get("WEBHOOKS_PARENT_PID", "0"))
         self.stop_signal: str | None = None  # the signal that asked it to stop, if any
         self._started_at = utcnow()
@@ -105,6 +108,8 @@ class Worker:
             enrichers=self._stage1.enrichers,
         )
         backlog = mapped >= MAP_BATCH
+        if self._failures and time.monotonic() >= self._next_probe:
+            self._probe()
         if time.monotonic() < self._paused_until:
             return backlog
         if self._auth_pause and not self._credentials_back():
@@ -131,12 +136,33 @@ class Worker:
         elif outcome.transient_failed:
             self._failures += 1
             pause = max(outage_pause(self._failures), outcome.retry_after or 0.0)
-            self._paused_until = time.monotonic() + pause
+            now = time.monotonic()
+            self._paused_until = now + pause
+            # Probed sooner than the pause ends, never before Customer.io's Retry-After.
+            self._next_probe = now + max(PROBE_EVERY, outcome.retry_after or 0.0)
             log.warning("customerio_unavailable", failures=self._failures, pause_seconds=pause)
         elif outcome.claimed:
             self._failures = 0
             self._auth_pause = 0.0
         return backlog or outcome.claimed >= SEND_BATCH
+
+    def _probe(self) -> None:
+        """During an outage pause: one cheap request; if it answers, resume at once.
+
+        The pause grows with the outage (to spare Customer.io and our logs); without a
+        probe, delivery would resume only when it ends, minutes after Customer.io did.
+        """
+        if self.cio is None:
+            return
+        try:
+            self.cio.region()
+        except DeliveryError:
+            self._next_probe = time.monotonic() + PROBE_EVERY
+            return
+        due = outbox_store.due_now(self.engine)
+        log.info("customerio_recovered", failures=self._failures, operations_due=due)
+        self._failures = 0
+        self._paused_until = 0.0
 
     def _credentials_back(self) -> bool:
         """After a credentials pause: probe once; resume, or pause longer."""

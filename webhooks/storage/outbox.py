@@ -131,6 +131,25 @@ def correct_times(conn: Connection, values: list[dict[str, Any]], now: datetime)
     return moved
 
 
+def due_now(engine: Engine) -> int:
+    """Operations waiting out a retry are due at once (Customer.io is back); how many."""
+    now = utcnow()
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.update(outbox)
+                .where(
+                    outbox.c.state == OutboxState.PENDING,
+                    outbox.c.attempts > 0,
+                    outbox.c.next_attempt_at > now,
+                    outbox.c.lease_owner.is_(None),
+                )
+                .values(next_attempt_at=now)
+            ).rowcount
+            or 0
+        )
+
+
 def purge_pending(conn: Connection, person_id: str) -> None:
     """A redacted person's queued operations must not recreate the profile."""
     conn.execute(
