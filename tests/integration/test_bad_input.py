@@ -14,14 +14,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET, shopify_headers
+from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET, count_rows, shopify_headers
 from tests.integration.service import run_cli, serve, service_env
 from webhooks.providers.base import MAX_JSON_DEPTH
 from webhooks.providers.stripe.signature import sign
-from webhooks.storage.db import create_db_engine
-from webhooks.storage.schema import inbox
 
 
 @pytest.fixture
@@ -61,15 +58,6 @@ def post(path: str, headers: dict[str, bytes], body: bytes, chunked: bool = Fals
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-def stored(database_url: str) -> int:
-    engine = create_db_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one())
-    finally:
-        engine.dispose()
-
-
 EVENT = json.dumps({"id": "evt_edge_1", "type": "invoice.paid", "created": 1764320000}).encode()
 
 
@@ -90,7 +78,7 @@ def test_a_signature_outside_ascii_is_malformed(
         400,
         {"error": "malformed_signature", "message": "Stripe-Signature header is not ASCII"},
     )
-    assert stored(database_url) == 0
+    assert count_rows(database_url) == 0
 
 
 def test_a_bad_chunk_size_is_a_malformed_body(service: str, database_url: str) -> None:
@@ -98,7 +86,7 @@ def test_a_bad_chunk_size_is_a_malformed_body(service: str, database_url: str) -
     raw = post("/webhooks/stripe", headers, b"zz\r\n" + EVENT + b"\r\n0\r\n\r\n", chunked=True)
     status, answer = exchange(service, raw)
     assert (status, answer["error"]) == (400, "malformed_body")
-    assert stored(database_url) == 0
+    assert count_rows(database_url) == 0
 
 
 def test_a_body_cut_off_mid_chunk_is_a_malformed_body(service: str, database_url: str) -> None:
@@ -107,7 +95,7 @@ def test_a_body_cut_off_mid_chunk_is_a_malformed_body(service: str, database_url
     raw = post("/webhooks/stripe", headers, size + b"\r\n" + EVENT[:20], chunked=True)
     status, answer = exchange(service, raw, half_close=True)
     assert (status, answer["error"]) == (400, "malformed_body")
-    assert stored(database_url) == 0
+    assert count_rows(database_url) == 0
 
 
 def nested(levels: int) -> str:
@@ -130,7 +118,7 @@ def test_correctly_signed_json_nested_too_deep_is_refused(
         headers = {k: v.encode() for k, v in shopify_headers(body, webhook_id="wh-deep").items()}
     status, answer = exchange(service, post(f"/webhooks/{provider}", headers, body))
     assert (status, answer["error"]) == (400, "json_too_deep")
-    assert stored(database_url) == 0
+    assert count_rows(database_url) == 0
 
 
 def test_a_real_depth_of_nesting_is_accepted(service: str, database_url: str) -> None:
@@ -142,7 +130,7 @@ def test_a_real_depth_of_nesting_is_accepted(service: str, database_url: str) ->
     headers = {"Stripe-Signature": sign(body, STRIPE_SECRET).encode()}
     status, answer = exchange(service, post("/webhooks/stripe", headers, body))
     assert (status, answer) == (200, {"status": "accepted"})
-    assert stored(database_url) == 1
+    assert count_rows(database_url) == 1
 
 
 def raw_status(base: str, raw: bytes) -> tuple[int, bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,21 +11,11 @@ from sqlalchemy.engine import Engine
 
 from webhooks.core.ids import op_ulid
 from webhooks.core.operations import OperationKind
-from webhooks.storage import migrate
-from webhooks.storage.db import create_db_engine
 from webhooks.storage.outbox import correct_times, write_operations
 from webhooks.storage.schema import outbox
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 KEY = "order_completed:stripe:platform:in_1"
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = create_db_engine(database_url, timeout=2)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def report(at: datetime) -> dict[str, Any]:

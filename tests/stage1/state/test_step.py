@@ -57,6 +57,22 @@ def state_of(engine: Engine, person_id: str) -> dict[str, Any]:
     return {name: value for name, (value, _) in row.attributes.items()}
 
 
+def another_order(engine: Engine, order_id: int, placed: str, **changes: Any) -> None:
+    """Grace's order_create fixture as another order of hers, placed at `placed` (the
+    shop's local time, UTC-4) with no checkout, delivered as it is placed."""
+    order = body("shopify", "order_create")
+    order.update(id=order_id, checkout_token=None, created_at=f"{placed}-04:00", **changes)
+    at = datetime.fromisoformat(f"{placed}-04:00").astimezone(UTC)
+    ingest_as(engine, "order_create", order, f"wh-{order_id}", at.isoformat())
+
+
+def redact_grace(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    """Grace orders, then the shop asks for her redaction (both mapped and delivered)."""
+    ingest(engine, "shopify", "order_create")
+    ingest(engine, "shopify", "customers_redact")
+    run(engine, cio)
+
+
 def test_a_refund_naming_only_its_order_waits_then_lowers_lifetime_value(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
@@ -83,9 +99,7 @@ def test_a_later_order_of_the_same_person_is_counted_and_a_repeat_changes_nothin
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
     ingest(engine, "shopify", "order_create")
-    second = body("shopify", "order_create")
-    second.update(id=6200000000002, checkout_token=None, created_at="2026-06-01T10:00:00-04:00")
-    ingest_as(engine, "order_create", second, "wh-second", "2026-06-01T14:00:00Z")
+    another_order(engine, 6200000000002, "2026-06-01T10:00:00")
     ingest(engine, "shopify", "order_paid")  # the first order again: same fact
     run(engine, cio)
     orders = [i["attributes"] for i in sent(cio, "event") if i["name"] == "order_completed"]
@@ -343,9 +357,7 @@ def test_a_guest_typing_a_customers_email_changes_none_of_their_attributes(
 def test_an_earlier_order_arriving_late_takes_its_place_by_date(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
-    later = body("shopify", "order_create")
-    later.update(id=6200000000002, checkout_token=None, created_at="2026-06-01T10:00:00-04:00")
-    ingest_as(engine, "order_create", later, "wh-later", "2026-06-01T14:00:00Z")
+    another_order(engine, 6200000000002, "2026-06-01T10:00:00")
     run(engine, cio)  # a separate batch: the totals are stored before the late one
     ingest(engine, "shopify", "order_create")  # placed 2026-05-04, arrives last
     run(engine, cio)
@@ -454,9 +466,7 @@ def test_a_cancelled_order_leaves_the_totals_and_its_refund_is_not_subtracted_tw
     assert (attributes["order_count"], attributes["lifetime_value"]) == (0, 0)
     assert "first_order_date" not in attributes
     # A later order is the person's first that counts.
-    second = body("shopify", "order_create")
-    second.update(id=6200000000002, checkout_token=None, created_at="2026-06-01T10:00:00-04:00")
-    ingest_as(engine, "order_create", second, "wh-second", "2026-06-01T14:00:00Z")
+    another_order(engine, 6200000000002, "2026-06-01T10:00:00")
     run(engine, cio)
     [later] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000002"]
     assert (later["attributes"]["order_count"], later["attributes"]["is_first_order"]) == (1, True)
@@ -539,9 +549,7 @@ def test_erasures_are_kept_as_digests_never_in_clear(
 ) -> None:
     from webhooks.storage.schema import erasures
 
-    ingest(engine, "shopify", "order_create")
-    ingest(engine, "shopify", "customers_redact")
-    run(engine, cio)
+    redact_grace(engine, cio)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(erasures)).all()
     assert rows  # the person, their email, customer id, orders, tokens
@@ -556,12 +564,8 @@ def test_new_activity_after_a_redaction_is_new_data(
 ) -> None:
     # The erased customer comes back and orders again after the redaction: a new order,
     # dated after it, is sent (a new profile); its earlier orders stay erased.
-    ingest(engine, "shopify", "order_create")
-    ingest(engine, "shopify", "customers_redact")
-    run(engine, cio)
-    again = body("shopify", "order_create")
-    again.update(id=6200000000009, checkout_token=None, created_at="2026-10-01T10:00:00-04:00")
-    ingest_as(engine, "order_create", again, "wh-again", "2026-10-01T14:00:00Z")
+    redact_grace(engine, cio)
+    another_order(engine, 6200000000009, "2026-10-01T10:00:00")
     run(engine, cio)
     [order] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000009"]
     assert order["identifiers"] == {"id": GRACE}
@@ -608,13 +612,9 @@ def test_an_erasure_does_not_reach_another_customer_sharing_the_email(
 ) -> None:
     # A family account: another customer of the shop uses the same address. Their
     # order names their own customer id: it is about them, not about the erased Grace.
-    ingest(engine, "shopify", "order_create")
-    ingest(engine, "shopify", "customers_redact")
-    run(engine, cio)
-    other = body("shopify", "order_create")
-    other.update(id=6200000000077, checkout_token=None, cart_token=None)
-    other["customer"] = {**other["customer"], "id": 8100000000077}
-    ingest_as(engine, "order_create", other, "wh-family", "2026-05-04T15:30:00Z")
+    redact_grace(engine, cio)
+    family = {**body("shopify", "order_create")["customer"], "id": 8100000000077}
+    another_order(engine, 6200000000077, "2026-05-04T11:30:00", cart_token=None, customer=family)
     run(engine, cio)
     [order] = [i for i in sent(cio, "event") if i["attributes"]["order_id"] == "6200000000077"]
     assert order["identifiers"] == {"id": f"shopify:{SHOP}:8100000000077"}
@@ -625,9 +625,7 @@ def test_an_erasure_is_forgotten_after_its_retention(
 ) -> None:
     from webhooks.storage.schema import erasures
 
-    ingest(engine, "shopify", "order_create")
-    ingest(engine, "shopify", "customers_redact")
-    run(engine, cio)
+    redact_grace(engine, cio)
     with engine.begin() as conn:  # ERASURE_RETENTION_DAYS later
         conn.execute(sa.update(erasures).values(expires_at=datetime(2020, 1, 1, tzinfo=UTC)))
     before = len(sent(cio, "identify"))
