@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
         "webhooks.config",
         "webhooks.stage1",
         "webhooks.stage2",
-        "webhooks.storage",  # its heartbeat
+        "webhooks.storage",  # its heartbeat, and making retries due after an outage
     },
     "webhooks.supervisor": set(),  # runs `webhooks worker` as a process, imports none of it
     "webhooks.fakes": set(),

@@ -69,7 +69,7 @@ class Resolution:
     # Found only through an email anyone can type at a guest checkout, or through the
     # order or subscription a payload without a customer names: the events go to the
     # person, but what the payload says about them (name, phone, consent) does not.
-    by_email: bool = False
+    weak: bool = False
 
 
 def direct_identity(person: Person, policy: IdentityPolicy) -> Identity | None:
@@ -131,7 +131,7 @@ def resolve(
         # through an order or subscription alone (a guest's payment linked to the
         # person), is the person's event, not the person's details.
         weak = bool(key and (key.startswith("email:") or names_a_fact(key)))
-        return Resolution(linked, by_email=weak)
+        return Resolution(linked, weak=weak)
     if policy.guest_policy == "skip" and (person.email or anonymous_id(person)):
         return Resolution(skip="a guest, and GUEST_POLICY=skip")
     if policy.guest_policy == "email" and person.email:
@@ -155,7 +155,7 @@ class Learned:
     merges: list[tuple[Identity, Identity]] = field(default_factory=list)  # (old, new)
     conflicts: list[str] = field(default_factory=list)
     # Anonymous ids merged only through a typed email: their attributes are not the
-    # person's (see Resolution.by_email), their events and facts are.
+    # person's (see Resolution.weak), their events and facts are.
     typed: set[str] = field(default_factory=set)
 
 

@@ -8,7 +8,7 @@ buying on two stores of one merchant is still one person.
 
 from __future__ import annotations
 
-from mappers.actions import OrderPayment, Person, Track
+from mappers.actions import Person, Track
 from mappers.taxonomy import EventName
 from webhooks.core.hashing import bounded as bounded_to
 
@@ -92,11 +92,6 @@ def track_keys(track: Track) -> list[str]:
     if track.event is EventName.ORDER_COMPLETED and getattr(props, "cart_id", None):
         keys.append(checkout_key(*origin, props.cart_id))  # type: ignore[attr-defined]
     return keys
-
-
-def payment_key(payment: OrderPayment) -> str:
-    """The key of the payment an OrderPayment names: an order key, as refunds spell it."""
-    return _scoped(payment.person, "order", payment.payment_id)
 
 
 def names_a_fact(key: str) -> bool:

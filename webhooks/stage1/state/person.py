@@ -300,7 +300,12 @@ def order_alias(track: Track) -> tuple[str, str] | None:
     order = getattr(props, "order_id", None)
     if not payment or not order or payment == order:
         return None
-    return order_key(track.person, payment), order_key(track.person, order)
+    return payment_alias(track.person, payment, order)
+
+
+def payment_alias(person: Person, payment_id: str, order_id: str) -> tuple[str, str]:
+    """(alias, order key): the payment's name for an order of the person's account."""
+    return order_key(person, payment_id), order_key(person, order_id)
 
 
 def order_refs(track: Track) -> set[str]:

@@ -14,7 +14,7 @@ import structlog
 from mappers.actions import Action, ExportPersonData, OrderPayment, Person, RedactPerson, Track
 from webhooks.core.identity import Identity
 from webhooks.stage1.state.identity import IdentityPolicy, Resolution, learn, resolve
-from webhooks.stage1.state.keys import names_a_fact, payment_key, person_keys, track_keys
+from webhooks.stage1.state.keys import names_a_fact, order_link_key, person_keys, track_keys
 
 log = structlog.get_logger("webhooks.stage1.state")
 
@@ -59,7 +59,8 @@ class Resolver:
         if isinstance(action, Track):
             keys += [key for key in track_keys(action) if key not in keys]
         if isinstance(action, OrderPayment):
-            keys.append(payment_key(action))  # a refund naming only the payment finds them
+            # A refund naming only the payment finds them.
+            keys.append(order_link_key(action.person, action.payment_id))
         return keys
 
     def plan(self, actions: list[Action], keys: list[list[str]]) -> Plan:
@@ -86,7 +87,7 @@ class Resolver:
                 continue  # a privacy request must not teach links to a person
             identity = self.final(found.identity)
             lessons = plan.keys[index]
-            if found.by_email:
+            if found.weak:
                 # Met through an email anyone can type: its checkout, cart and email must
                 # not become the person's (they could move someone else's events). Its
                 # orders and subscriptions are the person's facts, and later reports

@@ -62,11 +62,11 @@ from webhooks.stage1.state.person import (
     attributes_of,
     fact_of,
     order_alias,
-    order_key,
     order_refs,
+    payment_alias,
     status_fact,
 )
-from webhooks.stage1.state.resolver import Plan, Resolver
+from webhooks.stage1.state.resolver import Plan, Resolver, person_of
 
 log = structlog.get_logger("webhooks.stage1.state")
 
@@ -113,11 +113,11 @@ class StateStep:
         self.dirty_carts: set[str] = set()
         self.completed: set[str] = set()  # checkouts completed in this batch
         self.started: dict[str, str] = {}  # checkouts started in this batch: digest
-        self.redacted: list[str] = []  # people whose state is erased
+        # People whose state is erased: when (the redaction's event time) and on which
+        # provider account ("provider:account:") their orders are erased for good.
+        self.redacted: dict[str, tuple[int, str]] = {}
         self.redacted_keys: set[str] = set()  # identifiers (emails, tokens) erased
         self.redacted_accounts: list[tuple[str, str, int]] = []  # (provider, account, time)
-        self.redacted_at: dict[str, int] = {}  # person id -> time of their redaction
-        self.redacted_scope: dict[str, str] = {}  # person id -> "provider:account:" erased
         self.erased_refs: dict[str, int] = {}  # identity key -> time it was erased
         retention = timedelta(days=config.erasure_retention_days)
         self.erasures = Erasures(conn, retention)
@@ -181,7 +181,7 @@ class StateStep:
             for action, action_keys in zip(delivery.actions, row, strict=True):
                 if isinstance(action, RedactPerson | RedactShop | ExportPersonData):
                     continue
-                who = getattr(action, "person", None)
+                who = person_of(action)
                 direct = direct_identity(who, self.config.identity) if who else None
                 refs = list(action_keys)
                 if direct is not None:
@@ -247,7 +247,7 @@ class StateStep:
                 touched[who.person_id] = who
                 continue
             if isinstance(action, Identify):
-                typed = found.by_email or found.identity.person_id in self.resolver.typed
+                typed = found.weak or found.identity.person_id in self.resolver.typed
                 if typed and not who.anonymous:
                     # A typed email proves nothing about name, phone or consent: not
                     # when it found the person, nor when it merged the guest into them
@@ -406,9 +406,7 @@ class StateStep:
         if not people:
             log.info("account_redact_unknown", provider=provider, people=0)
         for person_id in people:
-            self.redacted.append(person_id)
-            self.redacted_at[person_id] = max(self.redacted_at.get(person_id, 0), action.timestamp)
-            self.redacted_scope[person_id] = f"{provider}:{action.account}:"
+            self._erase_person(person_id, action.timestamp, f"{provider}:{action.account}:")
         self.redacted_accounts.append((provider, action.account, action.timestamp))
         erase = self.config.redact_action
         return [delete_op(Identity(pid, CUSTOMER), action.timestamp, erase) for pid in people]
@@ -429,6 +427,12 @@ class StateStep:
             ops.append(Operation(hidden, kind, None, {}, at(action.timestamp), suppressed=ERASED))
         return ops
 
+    def _erase_person(self, person_id: str, when: int, scope: str) -> None:
+        """Mark a person redacted as of `when` (the latest, if twice in one batch)."""
+        earlier = self.redacted.get(person_id)
+        if earlier is None or earlier[0] < when:
+            self.redacted[person_id] = (when, scope)
+
     def _remember(self, action: RedactPerson, keys: list[str]) -> None:
         """What a customer redaction names is erased as of its time (see erasure.py)."""
         orders = [order_link_key(action.person, oid) for oid in action.order_ids]
@@ -442,15 +446,11 @@ class StateStep:
         phone) and an email link; other known people sharing an identifier are not
         touched, only the shared key is.
         """
-        self.redacted.append(who.person_id)
-        self.redacted_at[who.person_id] = max(self.redacted_at.get(who.person_id, 0), when)
-        self.redacted_scope[who.person_id] = scope
+        self._erase_person(who.person_id, when, scope)
         for key in keys:
             linked = self.resolver.links.get(key)
             if linked is not None and linked.anonymous:
-                self.redacted.append(linked.person_id)
-                self.redacted_at[linked.person_id] = when
-                self.redacted_scope[linked.person_id] = scope
+                self._erase_person(linked.person_id, when, scope)
         self.redacted_keys.update(keys)
 
     # -- after the outbox rows are written -------------------------------------------
@@ -487,9 +487,8 @@ class StateStep:
         def erase(ref: str, when: int) -> None:
             refs[ref] = max(refs.get(ref, 0), when)
 
-        for person_id, when in self.redacted_at.items():
+        for person_id, (when, scope) in self.redacted.items():
             erase(person_ref(person_id), when)
-            scope = self.redacted_scope.get(person_id, "")
             for key in store.person_link_keys(self.conn, person_id):
                 # Orders and subscriptions are erased for good only where the redaction
                 # applies: a Shopify redaction does not end the person's Stripe billing.
@@ -511,9 +510,8 @@ def _time(action: Action) -> int:
 
 
 def _payment_alias(payment: OrderPayment) -> tuple[str, str]:
-    """(alias, order key) of an order's payment."""
     order = payment.person.order_id or ""  # required by OrderPayment's validator
-    return order_key(payment.person, payment.payment_id), order_key(payment.person, order)
+    return payment_alias(payment.person, payment.payment_id, order)
 
 
 def _subject(track: Track) -> str | None:

@@ -16,6 +16,7 @@ import structlog
 from stripe.params import InvoicePaymentListParams
 from stripe.params.checkout import SessionLineItemListParams
 
+from mappers import read
 from webhooks.core.ratelimit import TokenBucket
 from webhooks.core.retry import AUTH_STATUSES, is_retryable, parse_retry_after
 from webhooks.providers.stripe.api.errors import StripeAuthError, StripeRefused, StripeUnavailable
@@ -157,7 +158,7 @@ class StripeAPI:
         """The PaymentIntent that paid an invoice (API 2025-03-31+), if a paid one did."""
         params: InvoicePaymentListParams = {"invoice": invoice_id, "status": "paid", "limit": 10}
         for entry in self._invoice_payments(params, account):
-            intent = _ref(entry.get("payment"), "payment_intent")
+            intent = read.ref(entry.get("payment"), "payment_intent")
             if intent:
                 return intent
         return None
@@ -169,7 +170,7 @@ class StripeAPI:
             "limit": 10,
         }
         for entry in self._invoice_payments(params, account):
-            invoice = _ref(entry, "invoice")
+            invoice = read.ref(entry, "invoice")
             if invoice:
                 return invoice
         return None
@@ -239,14 +240,6 @@ def _raw(obj: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StripeRefused("Stripe answered something other than a JSON object")
     return data
-
-
-def _ref(data: Any, field: str) -> str | None:
-    """An id field, whether Stripe sent the id or the expanded object."""
-    value = data.get(field) if isinstance(data, dict) else None
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
 
 
 def _header(exc: stripe.StripeError, name: str) -> str | None:
