@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -62,9 +64,14 @@ _POSTGRES_INSERT = (
 bare_app = Flask("baseline_bare")
 minimal_app = Flask("baseline_minimal")
 
-# One connection per gunicorn worker, opened lazily so it is created after the fork
-# (a connection inherited from the master would be shared between processes).
-_connection: Any = None
+# Connections are opened lazily so they are created after the fork (a connection
+# inherited from the master would be shared between processes). PostgreSQL: one per
+# thread. SQLite: one per process, writers taking turns on a semaphore shared by the
+# forks (gunicorn --preload imports this module in the master), as the product's web
+# processes do (webhooks/storage/writer.py), since SQLite's busy handler sleeps.
+_local = threading.local()
+_sqlite_turn = multiprocessing.get_context("fork").Lock()
+_sqlite_connection: sqlite3.Connection | None = None
 
 
 @bare_app.post(WEBHOOK_PATH)
@@ -105,20 +112,22 @@ def _signature_ok(body: bytes, header: str) -> bool:
 
 def _insert(event_id: str, body: bytes) -> bool:
     """One committed INSERT ... ON CONFLICT DO NOTHING; True when the row is new."""
-    conn = _worker_connection()
     # One statement in autocommit is its own atomic transaction: the fewest round
     # trips and lock hold time any store-then-ack receiver can have (the product's
     # web engine runs in autocommit too).
-    if isinstance(conn, sqlite3.Connection):
-        return conn.execute(_SQLITE_INSERT, (event_id, body, time.time())).rowcount == 1
-    return conn.execute(_POSTGRES_INSERT, (event_id, body)).rowcount == 1
-
-
-def _worker_connection() -> Any:
-    global _connection
-    if _connection is None:
-        _connection = connect(os.environ[DATABASE_ENV])
-    return _connection
+    url = os.environ[DATABASE_ENV]
+    if url.startswith(SQLITE_PREFIX):
+        global _sqlite_connection
+        with _sqlite_turn:
+            if _sqlite_connection is None:
+                _sqlite_connection = connect(url)  # type: ignore[assignment]
+            assert _sqlite_connection is not None
+            cursor = _sqlite_connection.execute(_SQLITE_INSERT, (event_id, body, time.time()))
+            return cursor.rowcount == 1
+    conn = getattr(_local, "connection", None)
+    if conn is None:
+        conn = _local.connection = connect(url)
+    return bool(conn.execute(_POSTGRES_INSERT, (event_id, body)).rowcount == 1)
 
 
 def connect(url: str) -> sqlite3.Connection | psycopg.Connection[Any]:
@@ -128,6 +137,7 @@ def connect(url: str) -> sqlite3.Connection | psycopg.Connection[Any]:
             url.removeprefix(SQLITE_PREFIX),
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,  # autocommit
+            check_same_thread=False,  # used by one thread at a time, under a lock
         )
         # As webhooks.storage.db: WAL, an fsync per commit, bounded lock waits.
         conn.execute("PRAGMA journal_mode=WAL")

@@ -7,8 +7,7 @@
 against a fake Customer.io in its own process (no faults). A paced sender posts unique
 Stripe events (paid checkout sessions and invoice renewals from the golden fixtures,
 signed before the run) at `--rate` per second for `--duration` seconds, from a small
-thread pool with one short HTTP/1.1 connection per request (gunicorn's sync workers
-close every connection anyway).
+thread pool with one short HTTP/1.1 connection per request, as providers connect.
 
 Per event: receipt is the inbox row's received_at (stamped by the server as it stores
 the delivery), send is the sender's clock just before it connects, and acceptance is

@@ -3,8 +3,8 @@
     python benchmarks/ingest.py [--rounds 3] [--duration 10] [--workers 2]
                                 [--connections 16] [--database-url postgresql+psycopg://...]
 
-Three targets, each under gunicorn with the same settings (sync workers, the timeouts
-of webhooks.gunicorn_conf), bound to a free port on 127.0.0.1:
+Three targets, each under gunicorn with the same settings (worker class, threads and
+timeouts of webhooks.gunicorn_conf), bound to a free port on 127.0.0.1:
 
 * real:    `webhooks serve`, exactly as a user starts it, with its default LOG_LEVEL=INFO;
 * bare:    a Flask route that answers 200 and does nothing (benchmarks/baselines.py);
@@ -200,10 +200,13 @@ def gunicorn_options(workers: int, port: int) -> list[str]:
     return [
         f"--workers={workers}",
         f"--worker-class={gunicorn_conf.worker_class}",
+        f"--threads={gunicorn_conf.threads}",
         f"--bind=127.0.0.1:{port}",
         f"--timeout={gunicorn_conf.timeout}",
         f"--graceful-timeout={gunicorn_conf.graceful_timeout}",
         f"--keep-alive={gunicorn_conf.keepalive}",
+        # Import the app in the master, so a lock it creates is shared by the forks.
+        "--preload",
         "--log-level=warning",
         "--error-logfile=-",
         f"--chdir={BENCH_DIR}",
@@ -502,7 +505,8 @@ def print_header(args: argparse.Namespace, dbs: Databases, servers: list[Server]
     )
     print(f"  database: {dbs.backend}")
     print(
-        f"  gunicorn: {args.workers} sync workers per target, timeout "
+        f"  gunicorn: {args.workers} {gunicorn_conf.worker_class} workers x"
+        f" {gunicorn_conf.threads} threads per target, timeout "
         f"{gunicorn_conf.timeout}s; each server started once and reused for all rounds"
     )
     print(

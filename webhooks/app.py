@@ -30,7 +30,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
     # The request path runs single statements only, so autocommit is exact and cheap.
-    engine = create_db_engine(settings.database_url, settings.database_timeout, autocommit=True)
+    engine = create_db_engine(
+        settings.database_url, settings.database_timeout, autocommit=True, poll_busy=True
+    )
     app.extensions["webhooks.settings"] = settings
     app.extensions["webhooks.engine"] = engine
     app.extensions["webhooks.providers"] = receivers(settings)

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         description="Seconds to wait for a connection or a lock before answering 503.",
     )
     max_body_bytes: int = Field(TWO_MIB, ge=1024, le=64 * 1024 * 1024)
+    body_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Seconds a client has to send the whole body after its headers; "
+        "later is a 408, so a trickling client holds a server thread no longer.",
+    )
     internal_id_key: str = Field(
         "customer_id",
         min_length=1,

@@ -84,6 +84,10 @@ class MalformedBody(IngestError, status=400, code="malformed_body"):
     """The body's framing is broken: a bad chunk size, a connection closed mid-body."""
 
 
+class BodyTimeout(IngestError, status=408, code="body_timeout"):
+    """The body was not fully received within BODY_TIMEOUT_SECONDS of the headers."""
+
+
 class PayloadError(IngestError, status=400, code="invalid_payload"):
     """The verified body is not JSON, or lacks what is needed to key it (id, topic)."""
 

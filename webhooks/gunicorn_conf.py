@@ -7,10 +7,20 @@ from typing import Any
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Sync workers: each request is short (verify, one insert); no thread hand-offs.
-worker_class = "sync"
-# Far above a healthy ack (milliseconds) but below the providers' limits, so a stuck
-# worker is replaced instead of holding connections.
+# Threaded workers. A sync worker is held by one connection for as long as its client
+# takes to send the body, so two clients trickling bodies stopped the service. A
+# gthread worker waits for a new connection's first bytes in its event loop, not a
+# thread, and the app's BODY_TIMEOUT_SECONDS bounds how long a body may occupy one of
+# WEB_THREADS threads; fifty slow clients leave threads for real deliveries. A
+# worker accepts more connections than it has threads, and with 32 threads fifty
+# slow clients arriving together could all land on one worker and fill it; 64 cover
+# that. Threads start on demand, and the work per request is short (verify, one
+# insert; SQLite writers take turns, webhooks/storage/writer.py).
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "64"))
+# gthread's master heartbeat comes from the event loop, so this only replaces a
+# worker whose loop is stuck; a request is bounded by BODY_TIMEOUT_SECONDS and
+# DATABASE_TIMEOUT well before it.
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
@@ -34,8 +44,9 @@ control_socket_disable = True
 def on_starting(server: Any) -> None:
     """Validate settings and migrate the embedded SQLite database once, before forking."""
     from webhooks.config import load_settings
-    from webhooks.storage import migrate
+    from webhooks.storage import migrate, writer
 
     settings = load_settings()
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
+        writer.share()  # before the fork: every worker process queues on the same turn

@@ -98,6 +98,19 @@ def test_a_body_cut_off_mid_chunk_is_a_malformed_body(service: str, database_url
     assert count_rows(database_url) == 0
 
 
+def test_a_body_shorter_than_its_content_length_is_malformed(
+    service: str, database_url: str
+) -> None:
+    # The client declares the whole event, sends half and stops sending: a broken
+    # request (400), not a signature that fails on the half (401).
+    headers = {"Stripe-Signature": sign(EVENT, STRIPE_SECRET).encode()}
+    raw = post("/webhooks/stripe", headers, EVENT)
+    status, answer = exchange(service, raw[: len(raw) - len(EVENT) // 2], half_close=True)
+    assert (status, answer["error"]) == (400, "malformed_body")
+    assert "short body" in str(answer["message"])
+    assert count_rows(database_url) == 0
+
+
 def nested(levels: int) -> str:
     return "[" * levels + "]" * levels
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from tests.conftest import TEST_DATABASE_URL
 from webhooks.errors import StorageUnavailable
-from webhooks.storage import migrate
+from webhooks.storage import migrate, writer
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import Delivery, store_delivery
 from webhooks.storage.schema import inbox
@@ -158,3 +159,56 @@ def test_postgresql_waits_are_bounded(postgres_url: str) -> None:
     engine.dispose()
     assert (lock, statement) == ("1500ms", "1500ms")
     assert path.startswith("t_")  # the URL's own options survive beside the timeouts
+
+
+# --- SQLite: writer turns and busy retries in fine steps --------------------------------
+
+
+@pytest.fixture
+def polling_engine(sqlite_url: str) -> Iterator[Engine]:
+    """The web app's kind of SQLite engine: a busy database fails at once, retried here."""
+    eng = create_db_engine(sqlite_url, timeout=2, autocommit=True, poll_busy=True)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def test_an_insert_waits_out_a_busy_sqlite_by_retrying(
+    polling_engine: Engine, sqlite_url: str
+) -> None:
+    # SQLite gives up after 1 ms on this engine: only the retries can store the row.
+    path = sqlite_url.removeprefix("sqlite:///")
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    releaser = threading.Timer(0.3, lambda: locker.execute("COMMIT"))
+    releaser.start()
+    try:
+        assert store_delivery(polling_engine, delivery("evt_busy")) is True
+    finally:
+        releaser.join()
+        locker.close()
+    with polling_engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(inbox)) == 1
+
+
+def test_a_writer_turn_never_freed_is_a_storage_error_in_time(polling_engine: Engine) -> None:
+    engine = create_db_engine(str(polling_engine.url), timeout=0.2, autocommit=True, poll_busy=True)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold_the_turn() -> None:
+        with writer.turn(5):
+            holding.set()
+            done.wait(5)
+
+    holder = threading.Thread(target=hold_the_turn)
+    holder.start()
+    holding.wait(5)
+    try:
+        with pytest.raises(StorageUnavailable, match="TimeoutError"):
+            store_delivery(engine, delivery("evt_no_turn"))
+    finally:
+        done.set()
+        holder.join()
+        engine.dispose()
+    # Once the turn is free the same delivery is stored, as the provider's retry would be.
+    assert store_delivery(polling_engine, delivery("evt_no_turn")) is True

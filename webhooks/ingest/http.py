@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from webhooks.errors import IngestError, MalformedBody, ProviderNotConfigured
+from webhooks.errors import BodyTimeout, IngestError, MalformedBody, ProviderNotConfigured
+from webhooks.ingest.deadline import deadlines
 from webhooks.providers.base import Receiver
 from webhooks.storage import heartbeat, migrate
 from webhooks.storage.inbox import store_delivery
@@ -34,14 +36,27 @@ def _reply(code: int, /, **body: Any) -> Response:
     return response
 
 
-def _read_body(max_bytes: int) -> bytes:
-    """The raw body: 413 over `max_bytes` (unread), 400 when its framing is broken."""
-    try:
-        return _read_framed(max_bytes)
-    except (ParseException, OSError, ClientDisconnected) as exc:
+def _read_body(max_bytes: int, timeout: float) -> bytes:
+    """The raw body: 413 over `max_bytes` (unread), 400 when its framing is broken,
+    408 when it has not fully arrived within `timeout` seconds."""
+    sock = request.environ.get("gunicorn.socket")
+    with deadlines.watch(sock if isinstance(sock, socket.socket) else None, timeout) as watch:
+        try:
+            body = _read_framed(max_bytes)
+        except (ParseException, OSError, ClientDisconnected) as exc:
+            broken: str | None = type(exc).__name__
+        else:
+            declared = request.content_length
+            # gunicorn marks its input terminated, so a body cut short ends early
+            # instead of raising: compare with what the client declared.
+            broken = "short body" if declared is not None and len(body) < declared else None
+    if broken and watch.expired:  # the watchdog cut the read: too slow, not gone
+        raise BodyTimeout(f"body not received within {timeout:g} s (BODY_TIMEOUT_SECONDS)")
+    if broken:
         # gunicorn's chunk parser (a bad chunk size, a missing terminator) or a client
         # gone mid-body (NoMoreData is an OSError): the request is broken, not the app.
-        raise MalformedBody(f"body framing is broken ({type(exc).__name__})") from None
+        raise MalformedBody(f"body framing is broken ({broken})")
+    return body
 
 
 def _read_framed(max_bytes: int) -> bytes:
@@ -72,7 +87,8 @@ def receive(provider_name: str) -> Response:
     try:
         if provider is None:
             raise ProviderNotConfigured("no such provider is configured")
-        body = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
+        settings = current_app.extensions["webhooks.settings"]
+        body = _read_body(settings.max_body_bytes, settings.body_timeout_seconds)
         headers = {key.lower(): value for key, value in request.headers.items()}
         provider.verify(body, headers)
         delivery = provider.parse(body, headers)

@@ -10,17 +10,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 
-def create_db_engine(url: str, timeout: float = 2.0, *, autocommit: bool = False) -> Engine:
+def create_db_engine(
+    url: str, timeout: float = 2.0, *, autocommit: bool = False, poll_busy: bool = False
+) -> Engine:
     """An engine whose waits (connect, pool, locks) all end within about `timeout` seconds.
 
     `autocommit` suits callers that only run single statements (the web app): each
     statement is then its own transaction, which saves PostgreSQL two round trips
-    (BEGIN and COMMIT) per request.
+    (BEGIN and COMMIT) per request. `poll_busy` (SQLite) makes a busy database fail
+    at once instead of waiting in SQLite's busy handler, for a caller that retries in
+    finer steps (webhooks.storage.inbox).
     """
     parsed = make_url(url)
     engine_options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, timeout, engine_options)
+        return _sqlite_engine(url, timeout, engine_options, busy=0.001 if poll_busy else timeout)
     millis = int(timeout * 1000)
     # Keep options given in the URL (e.g. -csearch_path=...) beside the timeouts.
     options = " ".join(
@@ -51,13 +55,11 @@ def create_db_engine(url: str, timeout: float = 2.0, *, autocommit: bool = False
     )
 
 
-def _sqlite_engine(url: str, timeout: float, options: dict[str, Any]) -> Engine:
+def _sqlite_engine(url: str, timeout: float, options: dict[str, Any], busy: float) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(
-        url, connect_args={"timeout": timeout}, pool_timeout=timeout, **options
-    )
+    engine = sa.create_engine(url, connect_args={"timeout": busy}, pool_timeout=timeout, **options)
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -67,7 +69,7 @@ def _sqlite_engine(url: str, timeout: float, options: dict[str, Any]) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={max(1, int(busy * 1000))}")
         cursor.close()
 
     return engine
