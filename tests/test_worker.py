@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from tests.conftest import make_settings
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
-from webhooks.worker import Worker
+from webhooks.worker import MAP_BATCH, Worker
 
 
 def worker(engine: Engine, cio: ScriptedCustomerIO | None) -> Worker:
@@ -63,3 +63,21 @@ def test_region_mismatch_is_an_error_with_the_fix(engine: Engine, cio: ScriptedC
         assert worker(engine, cio).check_credentials()
     mismatch = [e for e in logs if e["event"] == "customerio_region_mismatch"]
     assert mismatch[0]["hint"] == "set CUSTOMERIO_REGION=eu"
+
+
+def test_a_backlog_is_mapped_in_short_transactions_and_sent_in_large_requests(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    runner = worker(engine, cio)
+    for n in range(MAP_BATCH * 2 + 50):
+        ingest(engine, "stripe", "checkout_session_completed_paid", id=f"evt_backlog_{n}")
+    assert runner.run_once() is True  # a full batch: more is waiting
+    assert sum(r.state == "done" for r in inbox_rows(engine)) == MAP_BATCH
+    # Mapped but not sent: while a backlog lasts, sending waits for SEND_AFTER mapped
+    # rows, so one request carries more than one short transaction's worth.
+    runner.run_once()
+    assert cio.requests == []
+    assert runner.run_once() is False  # the last 50: the backlog is over, all go out
+    assert {r.state for r in inbox_rows(engine)} == {"done"}
+    assert len(cio.requests) == 1
+    assert {r.state for r in outbox_rows(engine)} == {"delivered"}
