@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -81,3 +82,29 @@ def test_a_backlog_is_mapped_in_short_transactions_and_sent_in_large_requests(
     assert {r.state for r in inbox_rows(engine)} == {"done"}
     assert len(cio.requests) == 1
     assert {r.state for r in outbox_rows(engine)} == {"delivered"}
+
+
+def test_a_dry_run_logs_each_operation_it_would_send_without_attributes(
+    engine: Engine,
+) -> None:
+    runner = worker(engine, None)
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    with capture_logs() as logs:
+        runner.run_once()
+    lines = [entry for entry in logs if entry["event"] == "dry_run_operation"]
+    assert [(line["kind"], line["name"]) for line in lines] == [
+        ("identify", None),
+        ("event", "order_completed"),
+    ]
+    assert all(line["log_level"] == "info" for line in lines)
+    assert {line["op_id"] for line in lines} == {row.op_id for row in outbox_rows(engine)}
+    assert len({line["person_id"] for line in lines}) == 1
+    # Names and ids only: no attributes, no email, no payload.
+    assert all(
+        set(line) == {"event", "log_level", "op_id", "kind", "name", "person_id"} for line in lines
+    )
+    assert "@" not in json.dumps(lines)
+    ingest(engine, "stripe", "checkout_session_completed_paid", id="evt_same_fact_again")
+    with capture_logs() as again:
+        runner.run_once()  # a second delivery of the same facts: nothing new to send
+    assert [entry for entry in again if entry["event"] == "dry_run_operation"] == []

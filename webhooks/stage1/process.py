@@ -30,7 +30,14 @@ from webhooks.stage1.mapping import map_row
 from webhooks.stage1.state.step import MappedDelivery, StateConfig, StateStep
 from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.inbox import add_wait
-from webhooks.storage.outbox import correct_times, purge_pending, retime, write_operations
+from webhooks.storage.outbox import (
+    correct_times,
+    purge_pending,
+    recorded_dry_run,
+    retime,
+    summary,
+    write_operations,
+)
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import InboxState, OutboxState, inbox
 
@@ -141,6 +148,13 @@ class _Writer:
 
     def _store_once(self, mapped: Mapped, failed: Failed) -> None:
         now = utcnow()
+        self._write(mapped, failed, now)
+        if self.dry_run and mapped:
+            # What would have been sent, visibly: one line per operation, no attributes.
+            for row in recorded_dry_run(self.engine, [row.id for row, _ in mapped], now):
+                log.info("dry_run_operation", **summary(row))
+
+    def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> None:
         with self.engine.begin() as conn:
             seen = begin_state(conn)
             step = StateStep(conn, self.state)

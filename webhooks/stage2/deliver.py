@@ -16,6 +16,7 @@ from webhooks.core.operations import OperationKind
 from webhooks.core.retry import DEFAULT_MAX_AGE, backoff
 from webhooks.errors import CredentialsRefused, TransientError
 from webhooks.stage2.customerio import MAX_BATCH_BYTES, CustomerIO, DeliveryError
+from webhooks.storage.outbox import summary
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
 from webhooks.storage.schema import OutboxState, outbox
 
@@ -60,6 +61,8 @@ def deliver_batch(
     if cio is None:
         # Dry run: everything but the send, recorded for inspection.
         _finish(engine, owner, rows, {}, OutboxState.DRY_RUN)
+        for row in rows:
+            log.info("dry_run_operation", **summary(row))
         return outcome
     groups = _groups(rows)
     deadline = utcnow() + lease * LEASE_SAFETY
@@ -155,6 +158,7 @@ def _finish(
                 attempts=outbox.c.attempts + 1,
                 last_status=207,
                 last_error=message,
+                failed_at=now,
             )
     for i, message in errors.items():
         log.warning("operation_refused", op_id=group[i].op_id, kind=group[i].kind, reason=message)
@@ -173,7 +177,7 @@ def _failed(
         if not retryable and len(group) > 1:
             # The whole batch was refused (400/413): send each alone next time, so one
             # bad operation cannot take the others down with it.
-            release(conn, outbox, [r.id for r in group], owner, solo=True)
+            release(conn, outbox, [r.id for r in group], owner, solo=True, failed_at=now)
             return now
         # One statement per outcome, not one per operation: during an outage every
         # failed group passes here, and a long write transaction would hold SQLite's
@@ -190,6 +194,7 @@ def _failed(
             next_attempt_at=now + wait,
             last_status=exc.status,
             last_error=error,
+            failed_at=now,
         )
         release(
             conn,
@@ -200,6 +205,7 @@ def _failed(
             attempts=outbox.c.attempts + 1,
             last_status=exc.status,
             last_error=error,
+            failed_at=now,
         )
     for row in expired:
         log.error(

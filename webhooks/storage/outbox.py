@@ -185,3 +185,25 @@ def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
             )
         )
     return result.rowcount or 0
+
+
+def summary(row: Any) -> dict[str, Any]:
+    """What a log line may say about an operation: never its attributes or payload."""
+    payload = row.payload if isinstance(row.payload, dict) else {}
+    return {
+        "op_id": row.op_id,
+        "kind": row.kind,
+        "name": payload.get("name"),
+        "person_id": row.person_id,
+    }
+
+
+def recorded_dry_run(engine: Engine, inbox_ids: list[int], created_at: datetime) -> list[Any]:
+    """The dry-run operations one stage-1 batch created (not facts queued before)."""
+    query = sa.select(outbox.c.op_id, outbox.c.kind, outbox.c.payload, outbox.c.person_id).where(
+        outbox.c.inbox_id.in_(inbox_ids),
+        outbox.c.created_at == created_at,
+        outbox.c.state == OutboxState.DRY_RUN,
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query.order_by(outbox.c.id)))
