@@ -43,6 +43,8 @@ ALLOWED: dict[str, set[str]] = {
         "webhooks.stage2",
         "webhooks.storage",  # its heartbeat, and making retries due after an outage
     },
+    # Operator views and actions over the stored state (status, dead letters).
+    "webhooks.ops": {"webhooks.errors", "webhooks.core", "webhooks.storage"},
     "webhooks.supervisor": set(),  # runs `webhooks worker` as a process, imports none of it
     "webhooks.fakes": set(),
     "webhooks.app": {

@@ -205,11 +205,21 @@ class Worker:
             log.info("worker_stopping", signal=self.stop_signal)
         log.info("worker_stopped", owner=self.owner)
 
+    def delivery_state(self) -> str:
+        """One of heartbeat.DELIVERY_STATES, for `webhooks status` on any host."""
+        if self.cio is None:
+            return "dry_run"
+        if self._auth_pause:
+            return "paused_credentials"
+        if self._failures:
+            return "paused_outage"
+        return "sending"
+
     def _beat(self) -> None:
         """Tell the database this worker is alive, every BEAT_EVERY at most."""
         now = time.monotonic()
         if now - self._beaten >= heartbeat.BEAT_EVERY.total_seconds():
-            heartbeat.beat(self.engine, self.owner, self._started_at)
+            heartbeat.beat(self.engine, self.owner, self._started_at, self.delivery_state())
             self._beaten = now
 
     def _loop(self) -> None:

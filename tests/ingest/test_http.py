@@ -286,7 +286,7 @@ def test_healthz_and_readyz(client: FlaskClient) -> None:
         "status": "ok",
         "schema": migrate.head_revision(),
         # No delivery worker has beaten yet: reported, not a reason to refuse webhooks.
-        "workers": {"live": 0, "stale": 0, "last_beat_seconds": None},
+        "workers": {"live": 0, "stale": 0, "last_beat_seconds": None, "delivery": {}},
     }
 
 

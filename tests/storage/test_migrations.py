@@ -43,3 +43,26 @@ def test_0005_makes_every_persons_totals_count_again_from_their_facts(bare: Engi
         assert conn.execute(sa.select(table.c.value_currency)).scalar_one() is None
         facts = sa.Table("person_facts", sa.MetaData(), autoload_with=conn)
         assert "parent_key" in facts.c
+
+
+def test_0008_allows_discarded_rows_and_its_downgrade_makes_them_dead_again(
+    bare: Engine,
+) -> None:
+    from alembic import command
+
+    from tests.storage.test_inbox import delivery
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import inbox
+
+    migrate.upgrade(bare)
+    store_delivery(bare, delivery("evt_discard"))
+    with bare.begin() as conn:
+        conn.execute(sa.update(inbox).values(state="discarded"))
+    with bare.begin() as conn:
+        config = migrate.alembic_config(bare.url.render_as_string(hide_password=False))
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0007_worker_heartbeats")
+    with bare.connect() as conn:
+        assert conn.scalar(sa.text("SELECT state FROM inbox")) == "dead"
+        with pytest.raises(sa.exc.IntegrityError):
+            conn.execute(sa.text("UPDATE inbox SET state = 'discarded'"))

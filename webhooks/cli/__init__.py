@@ -224,3 +224,13 @@ def fake_stripe(host: str, port: int, api_key: str) -> None:
         serve_until_signalled(FakeStripe(host, port, api_key), click.echo)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _register_operator_commands() -> None:
+    from webhooks.cli.ops import dead_letters, status
+
+    main.add_command(status)
+    main.add_command(dead_letters)
+
+
+_register_operator_commands()

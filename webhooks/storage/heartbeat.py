@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,11 @@ from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import worker_heartbeats
 
+# What a worker's delivery is doing, as its heartbeat says: sending to Customer.io,
+# recording without sending (no credentials), or paused because Customer.io refused
+# the credentials (401/403) or is failing (5xx, 429, timeouts).
+DELIVERY_STATES = ("sending", "dry_run", "paused_credentials", "paused_outage")
+
 # A worker beats at most this often (it loops many times a second under load).
 BEAT_EVERY = timedelta(seconds=5)
 # A beat older than this means the worker died or is stuck; past FORGET_AFTER its row
@@ -20,15 +26,24 @@ STALE_AFTER = timedelta(seconds=60)
 FORGET_AFTER = timedelta(days=1)
 
 
-def beat(engine: Engine, owner: str, started_at: datetime, now: datetime | None = None) -> None:
-    """Record that `owner` is alive now; forget workers silent for FORGET_AFTER."""
+def beat(
+    engine: Engine,
+    owner: str,
+    started_at: datetime,
+    delivery: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record that `owner` is alive now and what its delivery is doing (DELIVERY_STATES);
+    forget workers silent for FORGET_AFTER."""
     now = now or utcnow()
     statement = insert(worker_heartbeats, engine.dialect.name)
     upsert = statement.on_conflict_do_update(
-        index_elements=["owner"], set_={"beat_at": statement.excluded.beat_at}
+        index_elements=["owner"],
+        set_={"beat_at": statement.excluded.beat_at, "delivery": statement.excluded.delivery},
     )
+    row = {"owner": owner, "started_at": started_at, "beat_at": now, "delivery": delivery}
     with engine.begin() as conn:
-        conn.execute(upsert, {"owner": owner, "started_at": started_at, "beat_at": now})
+        conn.execute(upsert, row)
         gone = worker_heartbeats.c.beat_at < now - FORGET_AFTER
         conn.execute(sa.delete(worker_heartbeats).where(gone))
 
@@ -40,14 +55,17 @@ def stop(engine: Engine, owner: str) -> None:
 
 
 def workers(engine: Engine, now: datetime | None = None) -> dict[str, Any]:
-    """How many workers beat recently, how many went quiet, and the newest beat's age."""
+    """How many workers beat recently, how many went quiet, the newest beat's age, and
+    the live workers by delivery state."""
     now = now or utcnow()
+    query = sa.select(worker_heartbeats.c.beat_at, worker_heartbeats.c.delivery)
     with engine.connect() as conn:
-        beats = list(conn.execute(sa.select(worker_heartbeats.c.beat_at)).scalars())
-    live = [b for b in beats if b >= now - STALE_AFTER]
-    newest = max(beats, default=None)
+        beats = list(conn.execute(query))
+    live = [row for row in beats if row.beat_at >= now - STALE_AFTER]
+    newest = max((row.beat_at for row in beats), default=None)
     return {
         "live": len(live),
         "stale": len(beats) - len(live),
         "last_beat_seconds": round((now - newest).total_seconds(), 1) if newest else None,
+        "delivery": dict(Counter(row.delivery or "unknown" for row in live)),
     }

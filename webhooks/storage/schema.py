@@ -47,6 +47,9 @@ class InboxState(StrEnum):
     # Names someone only by a key no event has linked to a person yet (a refund naming
     # only its order): woken when a later event links that key (see `inbox_waits`).
     WAITING = "waiting"
+    # An operator gave up on a dead letter (`webhooks dead-letters discard`): kept,
+    # so its delivery key still deduplicates a provider's retry.
+    DISCARDED = "discarded"
 
 
 inbox = sa.Table(
@@ -106,6 +109,8 @@ class OutboxState(StrEnum):
     DEAD = "dead"
     # Withheld on purpose by a journey guard (a cart update after the order); final.
     SUPPRESSED = "suppressed"
+    # An operator gave up on a dead letter; kept, so the fact is not queued again.
+    DISCARDED = "discarded"
 
 
 outbox = sa.Table(
@@ -138,6 +143,8 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    # When a send of it last failed (`webhooks status` counts the last hour's).
+    sa.Column("failed_at", UTCDateTime(), nullable=True),
     sa.CheckConstraint(
         "state IN (" + ", ".join(f"'{state}'" for state in OutboxState) + ")",
         name="ck_outbox_state",
@@ -296,5 +303,7 @@ worker_heartbeats = sa.Table(
     sa.Column("owner", sa.String(128), primary_key=True),  # host:pid:random
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("beat_at", UTCDateTime(), nullable=False),
+    # What its delivery is doing: sending, dry_run, paused_credentials, paused_outage.
+    sa.Column("delivery", sa.String(32), nullable=True),
 )
 sa.Index("ix_worker_heartbeats_beat", worker_heartbeats.c.beat_at)

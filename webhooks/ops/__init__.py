@@ -1,0 +1,1 @@
+"""Operating the service: status, dead letters, and the other operator commands."""
