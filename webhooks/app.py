@@ -8,7 +8,9 @@ from flask import Flask
 
 from webhooks.config import Settings, load_settings
 from webhooks.ingest.http import bp, register_error_handlers
+from webhooks.ingest.wsgi import close_after_errors
 from webhooks.logging import configure_logging
+from webhooks.ops.metrics import bp as metrics_bp
 from webhooks.providers import registry
 from webhooks.providers.base import Receiver
 from webhooks.storage import migrate
@@ -37,6 +39,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["webhooks.engine"] = engine
     app.extensions["webhooks.providers"] = receivers(settings)
     app.register_blueprint(bp)
+    app.register_blueprint(metrics_bp)
+    app.wsgi_app = close_after_errors(app.wsgi_app)  # type: ignore[method-assign,assignment]
     register_error_handlers(app)
     return app
 

@@ -152,6 +152,33 @@ def test_real_server_contract(service: str, tmp_path: Path) -> None:
     assert not any("buyer@example.test" in json.dumps(entry) for entry in logs)
 
 
+def test_an_error_answer_closes_the_connection_and_a_success_keeps_it(service: str) -> None:
+    # gunicorn's threaded worker drains at most 64 KB of a body the app did not read;
+    # a kept-alive connection after a refused 400 KB body would vanish under the
+    # client's next request. An error answer closes it; an accepted one does not.
+    with httpx.Client(base_url=service, timeout=10) as client:
+        body = stripe_event(event_id="evt_keepalive")
+        ok = client.post(
+            "/webhooks/stripe",
+            content=body,
+            headers={"Stripe-Signature": sign(body, STRIPE_SECRET)},
+        )
+        assert ok.headers.get("connection", "keep-alive").lower() != "close"
+        too_big = client.post(
+            "/webhooks/stripe",
+            content=iter([b"x" * 4096] * 100),
+            headers={"Stripe-Signature": sign(b"x", STRIPE_SECRET)},
+        )
+        assert (too_big.status_code, too_big.headers["connection"].lower()) == (413, "close")
+        # The client opens a new connection for what comes next, and it is answered.
+        again = client.post(
+            "/webhooks/stripe",
+            content=body,
+            headers={"Stripe-Signature": sign(body, STRIPE_SECRET)},
+        )
+        assert again.json() == {"status": "duplicate"}
+
+
 def _sized_event(size: int, event_id: str) -> bytes:
     """A signed-able Stripe event body of exactly `size` bytes."""
     head = b'{"id": "' + event_id.encode() + b'", "type": "x", "created": 1, "pad": "'
