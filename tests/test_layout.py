@@ -51,6 +51,7 @@ ALLOWED: dict[str, set[str]] = {
         "webhooks.config",
         "webhooks.ingest",
         "webhooks.logging",
+        "webhooks.ops",
         "webhooks.providers",
         "webhooks.storage",
     },

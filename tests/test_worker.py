@@ -6,11 +6,14 @@ import json
 import time
 
 import httpx
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from tests.conftest import make_settings
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from webhooks.storage.schema import outbox
 from webhooks.worker import MAP_BATCH, Worker
 
 
@@ -108,3 +111,32 @@ def test_a_dry_run_logs_each_operation_it_would_send_without_attributes(
     with capture_logs() as again:
         runner.run_once()  # a second delivery of the same facts: nothing new to send
     assert [entry for entry in again if entry["event"] == "dry_run_operation"] == []
+
+
+def test_delivery_counts_what_went_out_and_what_failed(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    delivered = value("webhooks_operations_delivered_total", kind="event", outcome="delivered")
+    transient = value("webhooks_send_failures_total", failure="transient")
+    answered = value("webhooks_customerio_responses_total", endpoint="/api/v2/batch", status="503")
+    runner = worker(engine, cio)
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    cio.answers.append(httpx.Response(503))
+    runner.run_once()
+    assert value("webhooks_send_failures_total", failure="transient") == transient + 1
+    assert (
+        value("webhooks_customerio_responses_total", endpoint="/api/v2/batch", status="503")
+        == answered + 1
+    )
+    runner._failures, runner._paused_until = 0, 0.0  # the outage is over
+    for row in outbox_rows(engine):
+        assert row.failed_at is not None  # status counts the last hour's failed sends
+    with engine.begin() as conn:
+        conn.execute(sa.update(outbox).values(next_attempt_at=sa.func.now()))
+    runner.run_once()
+    assert value("webhooks_operations_delivered_total", kind="event", outcome="delivered") == (
+        delivered + 1
+    )

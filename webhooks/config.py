@@ -96,6 +96,20 @@ class Settings(BaseSettings):
         "Customer.io per person: delete the profile, or suppress it (delete it and refuse "
         "its identifier from then on, so a late webhook cannot bring it back).",
     )
+    payload_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="Default of `webhooks purge`: raw bodies and payloads (personal data) "
+        "of finished work older than this are dropped; dedup keys stay.",
+    )
+    waiting_expiry_hours: float = Field(
+        168,
+        gt=0,
+        le=24 * 365,
+        description="How long a delivery may wait for an event naming its person (a "
+        "refund naming an order nobody linked) before it becomes a dead letter.",
+    )
     erasure_retention_days: int = Field(
         365,
         ge=1,
@@ -105,6 +119,10 @@ class Settings(BaseSettings):
     )
     customerio_site_id: str | None = Field(None, description="Track API site id.")
     customerio_api_key: SecretStr | None = Field(None, description="Track API key.")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token GET /metrics requires; unset, /metrics answers 404.",
+    )
     customerio_region: Literal["us", "eu"] = Field("us", description="Workspace region.")
     customerio_track_url: str | None = Field(
         None, description="Override the Track API base URL (a local fake, a proxy)."

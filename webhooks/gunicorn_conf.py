@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threaded workers. A sync worker is held by one connection for as long as its client
@@ -46,7 +48,20 @@ def on_starting(server: Any) -> None:
     from webhooks.config import load_settings
     from webhooks.storage import migrate, writer
 
+    # Every process counts into files here and /metrics sums them. It must be in the
+    # environment before any process imports prometheus_client: the workers do after
+    # this fork. `webhooks serve` sets it earlier, for its delivery worker too.
+    if not os.environ.get(METRICS_DIR_ENV):
+        os.environ[METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="webhooks-metrics-")
+
     settings = load_settings()
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
         writer.share()  # before the fork: every worker process queues on the same turn
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A gunicorn worker is gone: its live gauges no longer count (counters stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -23,6 +23,7 @@ from webhooks.stage1.process import process_batch
 from webhooks.stage2.customerio import CustomerIO, DeliveryError
 from webhooks.stage2.deliver import deliver_batch
 from webhooks.storage import heartbeat
+from webhooks.storage import inbox as inbox_store
 from webhooks.storage import outbox as outbox_store
 from webhooks.storage.queue import utcnow
 
@@ -39,6 +40,7 @@ SEND_BATCH = 1000
 SEND_AFTER = 500
 ERROR_PAUSE = 1.0  # after an unexpected error (the database away), before trying again
 PROBE_EVERY = 5.0  # seconds between cheap probes of Customer.io while an outage lasts
+EXPIRE_EVERY = 60.0  # seconds between sweeps of waiting deliveries past their expiry
 
 
 class Worker:
@@ -63,6 +65,7 @@ class Worker:
         self._started_at = utcnow()
         self._beaten = float("-inf")  # monotonic time of the last heartbeat written
         self._unsent = 0  # rows mapped since the last send
+        self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
     def check_credentials(self) -> bool:
         """Ask Customer.io which region these credentials belong to; log the answer."""
@@ -205,6 +208,17 @@ class Worker:
             log.info("worker_stopping", signal=self.stop_signal)
         log.info("worker_stopped", owner=self.owner)
 
+    def _expire_waiting(self) -> None:
+        """Now and then: deliveries that waited past WAITING_EXPIRY_HOURS become dead."""
+        now = time.monotonic()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + EXPIRE_EVERY
+        cutoff = utcnow() - timedelta(hours=self.settings.waiting_expiry_hours)
+        expired = inbox_store.expire_waiting(self.engine, cutoff)
+        if expired:
+            log.warning("waiting_expired", rows=expired, hours=self.settings.waiting_expiry_hours)
+
     def delivery_state(self) -> str:
         """One of heartbeat.DELIVERY_STATES, for `webhooks status` on any host."""
         if self.cio is None:
@@ -230,6 +244,7 @@ class Worker:
             try:
                 backlog = self.run_once()
                 self._beat()  # after a pass that reached the database: alive, not stuck
+                self._expire_waiting()
             except Exception as exc:  # the database away, a bug: log, wait, go on
                 # The class only: the message of a database error quotes its parameters.
                 log.error("worker_error", error=type(exc).__name__)

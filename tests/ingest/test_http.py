@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from structlog.testing import capture_logs
 
 from tests.conftest import (
+    SHOPIFY_OLD_SECRET,
     STRIPE_OLD_SECRET,
     STRIPE_SECRET,
     ShopifySender,
@@ -371,3 +372,27 @@ def test_storage_failure_logs_its_reason_without_the_body(sqlite_url: str) -> No
     assert entry["outcome"] == "storage_unavailable"
     assert entry["reason"] == "inbox write failed: OperationalError (SQLITE_BUSY)"
     assert "buyer@example.test" not in json.dumps(logs)
+
+
+def test_metrics_are_off_without_a_token(client: FlaskClient) -> None:
+    response = client.get("/metrics")
+    assert (response.status_code, response.json["error"]) == (404, "metrics_disabled")
+    assert "METRICS_TOKEN" in response.json["message"]
+
+
+def test_the_inbox_records_which_secret_verified_and_how_often_it_came(
+    app: Flask, stripe_sender: StripeSender, shopify_sender: ShopifySender
+) -> None:
+    # During a rotation the old secret still signs some deliveries: trace shows which.
+    assert stripe_sender.post(stripe_event("evt_new_secret")).json == {"status": "accepted"}
+    old = stripe_sender.post(stripe_event("evt_old_secret"), secret=STRIPE_OLD_SECRET)
+    assert old.json == {"status": "accepted"}
+    for _ in range(2):  # Stripe retries it twice more
+        again = stripe_sender.post(stripe_event("evt_old_secret"), secret=STRIPE_OLD_SECRET)
+        assert again.json == {"status": "duplicate"}
+    rows = {row.delivery_id: row for row in stored_rows(app)}
+    assert (rows["evt_new_secret"].secret_index, rows["evt_new_secret"].duplicates) == (0, 0)
+    assert (rows["evt_old_secret"].secret_index, rows["evt_old_secret"].duplicates) == (1, 2)
+    shopify_sender.post(shopify_order(), secret=SHOPIFY_OLD_SECRET)
+    [shop] = [row for row in stored_rows(app) if row.provider == "shopify"]
+    assert shop.secret_index == 1

@@ -16,6 +16,7 @@ from webhooks.cli import main
 from webhooks.worker import Worker
 
 Run = Callable[..., Result]
+Post = Callable[..., None]
 
 
 @pytest.fixture
@@ -36,3 +37,28 @@ def as_json(result: Result) -> Any:
 def worker(engine: Engine, cio: ScriptedCustomerIO | None) -> Worker:
     settings = make_settings(engine.url.render_as_string(hide_password=False))
     return Worker(engine, settings, cio.client() if cio else None)
+
+
+@pytest.fixture
+def signed(engine: Engine) -> Callable[..., None]:
+    """Post a golden fixture's body to the real app, signed as its provider signs."""
+    from flask import Flask
+
+    from tests.conftest import ShopifySender, StripeSender, make_settings, shopify_headers
+    from tests.pipeline import FIXTURES
+    from webhooks.app import create_app
+
+    app: Flask = create_app(make_settings(engine.url.render_as_string(hide_password=False)))
+
+    def post(provider: str, case: str, **body_changes: Any) -> None:
+        fixture = json.loads((FIXTURES / provider / f"{case}.json").read_text())
+        body = json.dumps({**fixture["body"], **body_changes}).encode()
+        if provider == "stripe":
+            answer = StripeSender(app.test_client()).post(body)
+        else:
+            topic = fixture["headers"]["X-Shopify-Topic"]
+            sender = ShopifySender(app.test_client())
+            answer = sender.post(body, shopify_headers(body, topic=topic))
+        assert answer.status_code == 200, answer.json
+
+    return post

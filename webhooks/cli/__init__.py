@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import click
 
@@ -43,6 +45,11 @@ def serve(host: str, port: int, workers: int) -> None:
     from webhooks.server import run_gunicorn
 
     _settings()  # fail fast with a message naming the variable, before any fork
+    # One metrics directory for gunicorn's workers and the delivery worker, made
+    # before any of them imports prometheus_client (webhooks.core.metrics).
+    own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own_metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="webhooks-metrics-")
     # The embedded default is a complete service: one delivery worker beside gunicorn,
     # restarted by a supervisor process when it dies (webhooks.supervisor). Both stop
     # by themselves if this process disappears (WEBHOOKS_PARENT_PID).
@@ -56,6 +63,8 @@ def serve(host: str, port: int, workers: int) -> None:
             supervisor.wait(timeout=40)
         except subprocess.TimeoutExpired:
             supervisor.kill()
+        if own_metrics_dir:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 @main.command(hidden=True)
@@ -227,10 +236,25 @@ def fake_stripe(host: str, port: int, api_key: str) -> None:
 
 
 def _register_operator_commands() -> None:
-    from webhooks.cli.ops import dead_letters, status
+    from webhooks.cli.ops import (
+        data_requests,
+        dead_letters,
+        export_person,
+        purge,
+        replay,
+        status,
+        trace,
+        waiting,
+    )
 
     main.add_command(status)
     main.add_command(dead_letters)
+    main.add_command(waiting)
+    main.add_command(purge)
+    main.add_command(export_person)
+    main.add_command(data_requests)
+    main.add_command(replay)
+    main.add_command(trace)
 
 
 _register_operator_commands()

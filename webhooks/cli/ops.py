@@ -287,3 +287,335 @@ def retry_dead(refs: tuple[str, ...], every: bool, dry_run: bool, **filters: Any
 def discard_dead(refs: tuple[str, ...], every: bool, dry_run: bool, **filters: Any) -> None:
     """Give up on dead letters: kept as `discarded`, no longer counted or retried."""
     _act("discard", refs, every, dry_run, filters)
+
+
+# --- waiting deliveries ----------------------------------------------------------------------
+
+
+@click.group()
+def waiting() -> None:
+    """Deliveries waiting for an event that names their person.
+
+    A refund naming only an order no event linked to anyone waits until one does; each
+    wakes by itself then. Past WAITING_EXPIRY_HOURS the worker turns them into dead
+    letters. A reference is `inbox:ID`.
+    """
+
+
+def _waiting_filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--provider", help="stripe, shopify, ..."),
+            click.option("--type", "event_type", help="Provider event type or topic."),
+            click.option(
+                "--older-than", type=Since(), help="Received before: 24h, 7d, 2026-11-01, ..."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@waiting.command("list")
+@_waiting_filters
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_waiting(
+    provider: str | None,
+    event_type: str | None,
+    older_than: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List waiting deliveries, oldest first, with the key each waits for."""
+    from webhooks.ops.waiting import find
+
+    with database() as engine:
+        rows = find(engine, provider, event_type, older_than, limit)
+
+    def human() -> str:
+        if not rows:
+            return "Nothing is waiting."
+        return "\n".join(
+            f"{row['ref']:<14}{row['received_at'][:16]}  {row['provider']} {row['type']}"
+            f"  waits for {row['waits_for']}"
+            for row in rows
+        )
+
+    emit(rows, as_json, human)
+
+
+def _waiting_refs(
+    engine: Engine,
+    refs: tuple[str, ...],
+    every: bool,
+    provider: str | None,
+    event_type: str | None,
+    older_than: datetime | None,
+) -> list[int]:
+    from webhooks.ops.waiting import find
+
+    if refs and (every or provider or event_type or older_than):
+        raise click.UsageError("give references, or --all with filters, not both")
+    if not refs and not every:
+        raise click.UsageError("name waiting deliveries (inbox:ID) or pass --all")
+    if every:
+        return [
+            int(row["ref"].split(":")[1]) for row in find(engine, provider, event_type, older_than)
+        ]
+    ids = []
+    for ref in refs:
+        stage, _, number = ref.partition(":")
+        if stage != "inbox" or not number.isdigit():
+            raise click.BadParameter(f"{ref!r} is not inbox:ID", param_hint="REFS")
+        ids.append(int(number))
+    waiting_now = {int(row["ref"].split(":")[1]) for row in find(engine)}
+    missing = [f"inbox:{n}" for n in ids if n not in waiting_now]
+    if missing:
+        raise click.ClickException(f"not waiting: {', '.join(missing)}")
+    return ids
+
+
+@waiting.command("release")
+@click.argument("refs", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every waiting delivery the filters match.")
+@_waiting_filters
+def release_waiting(
+    refs: tuple[str, ...],
+    every: bool,
+    provider: str | None,
+    event_type: str | None,
+    older_than: datetime | None,
+) -> None:
+    """Map waiting deliveries again now (after a fix); one still unresolved waits again."""
+    from webhooks.storage.inbox import release_waiting as release
+
+    with database() as engine:
+        ids = _waiting_refs(engine, refs, every, provider, event_type, older_than)
+        released = release(engine, ids)
+    click.echo(f"released {released} to be mapped again")
+
+
+@waiting.command("expire")
+@click.argument("refs", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every waiting delivery the filters match.")
+@click.option("--dry-run", is_flag=True, help="Say what would expire, change nothing.")
+@_waiting_filters
+def expire_waiting(
+    refs: tuple[str, ...],
+    every: bool,
+    dry_run: bool,
+    provider: str | None,
+    event_type: str | None,
+    older_than: datetime | None,
+) -> None:
+    """Give up waiting: the deliveries become dead letters that say what they waited for."""
+    from webhooks.storage.inbox import expire_waiting as expire
+
+    with database() as engine:
+        ids = _waiting_refs(engine, refs, every, provider, event_type, older_than)
+        if dry_run:
+            click.echo(
+                f"would expire {len(ids)}: {' '.join(f'inbox:{n}' for n in ids)}".rstrip(": ")
+            )
+            return
+        expired = expire(engine, datetime.now(UTC) + timedelta(seconds=1), ids)
+    click.echo(f"expired {expired} into dead letters")
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--older-than",
+    type=Since(),
+    default=None,
+    help="Finished work received before this (30d, 2026-10-01, ...); "
+    "default PAYLOAD_RETENTION_DAYS.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be purged, change nothing.")
+def purge(older_than: datetime | None, dry_run: bool) -> None:
+    """Drop raw webhook bodies and operation payloads (personal data) past retention.
+
+    Only finished work: delivered, dry-run, suppressed and discarded operations, and
+    deliveries mapped or discarded. Rows and their dedup keys stay, so a provider's
+    retry is still a duplicate and a delivered fact is never queued again; purged
+    deliveries can no longer be replayed. Pending, waiting and dead work keeps its
+    data. Run it daily (cron), or after lowering the retention.
+    """
+    from webhooks.storage.inbox import purge_bodies
+    from webhooks.storage.outbox import purge_payloads
+
+    with database() as engine:
+        days = load_settings().payload_retention_days  # valid: database() loaded it
+        cutoff = older_than or datetime.now(UTC) - timedelta(days=days)
+        bodies = purge_bodies(engine, cutoff, dry_run)
+        payloads = purge_payloads(engine, cutoff, dry_run)
+    verb = "would purge" if dry_run else "purged"
+    click.echo(
+        f"{verb} {bodies} webhook bodies and {payloads} operation payloads "
+        f"from before {cutoff.isoformat(timespec='seconds')}"
+    )
+
+
+# --- what is held about a person ---------------------------------------------------------------
+
+
+@click.command("export-person")
+@click.argument("person")
+def export_person(person: str) -> None:
+    """Print, as JSON, everything held about PERSON (a person id or a linked key such as
+    `email:ann@example.com`): attributes, totals, identity keys, facts, operations and
+    the stored webhooks they came from. It is personal data: handle the output so."""
+    from webhooks.ops.people import UnknownPerson, export, resolve
+
+    with database() as engine:
+        try:
+            found = export(engine, resolve(engine, person))
+        except UnknownPerson as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(found, indent=2, default=str))
+
+
+@click.group("data-requests")
+def data_requests() -> None:
+    """Data requests recorded from providers (Shopify customers/data_request).
+
+    The merchant must answer each within 30 days: `export KEY` prints what is held
+    about the person it resolved to, `--mark-answered` records that it was answered.
+    """
+
+
+@data_requests.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only those not answered yet.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_requests(open_only: bool, as_json: bool) -> None:
+    """Recorded data requests, oldest first."""
+    from webhooks.ops.people import requests
+
+    with database() as engine:
+        found = requests(engine, open_only)
+
+    def human() -> str:
+        if not found:
+            return "No data requests."
+        return "\n".join(
+            f"{item['key']}  requested {(item['requested_at'] or '')[:16]}  "
+            f"{'answered ' + item['answered_at'][:16] if item['answered_at'] else 'OPEN'}  "
+            f"person {item['person_id'] or '(nobody known)'}"
+            for item in found
+        )
+
+    emit(found, as_json, human)
+
+
+@data_requests.command("export")
+@click.argument("key")
+@click.option("--mark-answered", is_flag=True, help="Record the request as answered now.")
+def export_request(key: str, mark_answered: bool) -> None:
+    """Print the request and what is held about its person, as JSON."""
+    from webhooks.ops.people import UnknownRequest, answer
+
+    with database() as engine:
+        try:
+            found = answer(engine, key, mark_answered)
+        except UnknownRequest as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(found, indent=2, default=str))
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--since", type=Since(), required=True, help="Received from: 24h, 2026-11-01, ...")
+@click.option("--until", type=Since(), default=None, help="Received before (default: now).")
+@click.option("--provider", help="stripe, shopify, ...")
+@click.option("--type", "event_type", help="Provider event type or topic.")
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed, change nothing.")
+@click.option("--force", is_flag=True, help="Also send again what was sent before.")
+@click.option(
+    "--wait/--no-wait",
+    default=False,
+    help="Stay until the worker has mapped and delivered the replay (progress bar).",
+)
+def replay(
+    since: datetime,
+    until: datetime | None,
+    provider: str | None,
+    event_type: str | None,
+    dry_run: bool,
+    force: bool,
+    wait: bool,
+) -> None:
+    """Map stored webhooks again and deliver what changed, behind live traffic.
+
+    For after a mapper fix or a settings change. The webhooks go back to the worker in
+    the replay lane, which it takes only when live work is done. Facts already sent are
+    not sent again unless --force. Webhooks purged past PAYLOAD_RETENTION_DAYS are
+    skipped. Needs a running worker (or `--wait` with one running elsewhere).
+    """
+    from webhooks.ops.replay import Selection, count, remaining, requeue
+
+    if until is not None and until <= since:
+        raise click.BadParameter("must be after --since", param_hint="--until")
+    selection = Selection(since, until, provider, event_type)
+    with database() as engine:
+        by_type = count(engine, selection)
+        total = sum(by_type.values())
+        if dry_run or not total:
+            click.echo(f"{'would replay' if dry_run else 'nothing to replay:'} {total} webhooks")
+            for name, n in sorted(by_type.items()):
+                click.echo(f"  {name}: {n}")
+            return
+        with click.progressbar(length=total, label="requeueing", show_eta=True) as bar:
+            replayed = requeue(engine, selection, force, bar.update)
+        click.echo(f"replaying {replayed} webhooks in the replay lane")
+        if wait:
+            _wait_for(engine, remaining)
+
+
+def _wait_for(engine: Engine, remaining: Callable[[Engine], int]) -> None:
+    import time
+
+    left = start = remaining(engine)
+    with click.progressbar(length=max(start, 1), label="mapping and delivering") as bar:
+        while left:
+            time.sleep(1)
+            now = remaining(engine)
+            bar.update(max(0, left - now))
+            left = now
+    click.echo("replay finished")
+
+
+# --- trace -----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--show-pii", is_flag=True, help="Print payloads unmasked.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def trace(ref: str, show_pii: bool, as_json: bool) -> None:
+    """The whole path of REF: a delivery id (Stripe event id, Shopify webhook id), an
+    operation key or id, a person id or linked key (`email:...`), or an order id.
+
+    What was received (when, verified with which secret, how many times), which
+    person it was mapped to and the keys linked to them, and each Customer.io
+    operation with its attempts and outcome. Personal data is masked unless --show-pii.
+    """
+    from webhooks.ops.mask import mask
+    from webhooks.ops.trace import NothingToTrace, render
+    from webhooks.ops.trace import trace as follow
+
+    with database() as engine:
+        try:
+            found = follow(engine, ref)
+        except NothingToTrace as exc:
+            raise click.ClickException(str(exc)) from None
+    if not show_pii:
+        for op in found["operations"]:
+            op["payload"] = mask(op["payload"])
+            op["person_id"] = mask(op["person_id"])  # an email, under GUEST_POLICY=email
+        found["persons"] = mask(found["persons"])  # emails inside linked keys
+    emit(found, as_json, lambda: render(found))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
+from webhooks.core.metrics import INGEST_SECONDS, RECEIVED
 from webhooks.errors import BodyTimeout, IngestError, MalformedBody, ProviderNotConfigured
 from webhooks.ingest.deadline import deadlines
 from webhooks.providers.base import Receiver
@@ -90,8 +92,8 @@ def receive(provider_name: str) -> Response:
         settings = current_app.extensions["webhooks.settings"]
         body = _read_body(settings.max_body_bytes, settings.body_timeout_seconds)
         headers = {key.lower(): value for key, value in request.headers.items()}
-        provider.verify(body, headers)
-        delivery = provider.parse(body, headers)
+        secret_index = provider.verify(body, headers)
+        delivery = replace(provider.parse(body, headers), secret_index=secret_index)
         fields.update(delivery_id=delivery.delivery_id, type=delivery.event_type)
         fields["account"] = delivery.account
         is_new = store_delivery(current_app.extensions["webhooks.engine"], delivery)
@@ -110,7 +112,10 @@ def receive(provider_name: str) -> Response:
         status, outcome = 500, "internal_error"
         fields["error"] = type(exc).__name__
         response = _reply(500, error=outcome, message="unexpected error; the provider retries")
-    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    elapsed = time.perf_counter() - started
+    duration_ms = round(elapsed * 1000, 2)
+    RECEIVED.labels(fields["provider"], fields.get("type", ""), outcome).inc()
+    INGEST_SECONDS.labels(fields["provider"]).observe(elapsed)
     level = "error" if status >= 500 else "warning" if status >= 400 else "info"
     getattr(log, level)(
         "webhook_received", outcome=outcome, status=status, duration_ms=duration_ms, **fields

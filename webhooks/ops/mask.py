@@ -43,7 +43,7 @@ PERSONAL_KEYS = frozenset(
 )
 # Where "name" is a person's name; at the top of an operation it is the event's.
 NAMELESS_AT_TOP = frozenset({"name", "state"})
-EMAIL = re.compile(r"[^@\s\"']+@[^@\s\"']+\.[A-Za-z]{2,}")
+EMAIL = re.compile(r"[^@\s\"':,;<>()]+@[^@\s\"':,;<>()]+\.[A-Za-z]{2,}")
 
 
 def mask(value: Any, *, top: bool = True) -> Any:

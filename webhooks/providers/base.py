@@ -104,8 +104,9 @@ def check_person_id_format(value: str) -> None:
 class Receiver(Protocol):
     """The ingest side of a provider, built from its settings: verify, then key."""
 
-    def verify(self, body: bytes, headers: Headers) -> None:
-        """Raise a MissingSignature / MalformedSignature / VerificationError, or return."""
+    def verify(self, body: bytes, headers: Headers) -> int:
+        """The index of the configured secret that signed the body (0: the first); or
+        raise a MissingSignature / MalformedSignature / VerificationError."""
         ...
 
     def parse(self, body: bytes, headers: Headers) -> Delivery:

@@ -8,20 +8,15 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from prometheus_client import Counter
 from pydantic import ValidationError
 
 from mappers.actions import Action
 from mappers.base import StoredDelivery
 from mappers.errors import MappingError
+from webhooks.core.metrics import UNMAPPED
 from webhooks.errors import UnknownProvider
 from webhooks.providers import registry
 
-UNMAPPED = Counter(
-    "webhooks_unmapped_deliveries_total",
-    "Verified deliveries of a type no mapper handles (stored, acknowledged, not forwarded).",
-    ["provider", "event_type"],
-)
 log = structlog.get_logger("webhooks.stage1.mapping")
 
 

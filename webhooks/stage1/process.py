@@ -22,6 +22,7 @@ from mappers.actions import Action
 from mappers.errors import MappingError
 from webhooks.core.hashing import bounded
 from webhooks.core.ids import op_ulid
+from webhooks.core.metrics import MAPPED, MAPPING_FAILED
 from webhooks.core.operations import Operation, OperationKind
 from webhooks.errors import ProcessingError
 from webhooks.providers.base import Enricher
@@ -32,8 +33,8 @@ from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.inbox import add_wait
 from webhooks.storage.outbox import (
     correct_times,
+    created_by,
     purge_pending,
-    recorded_dry_run,
     retime,
     summary,
     write_operations,
@@ -112,6 +113,7 @@ def process_batch(
         # one, and count the refusal against the row that caused it.
         writer.store_one_by_one(mapped, failed)
     for row, reason in failed:
+        MAPPING_FAILED.labels(row.provider, row.event_type).inc()
         log.warning(
             "mapping_failed",
             inbox_id=row.id,
@@ -149,10 +151,14 @@ class _Writer:
     def _store_once(self, mapped: Mapped, failed: Failed) -> None:
         now = utcnow()
         self._write(mapped, failed, now)
-        if self.dry_run and mapped:
-            # What would have been sent, visibly: one line per operation, no attributes.
-            for row in recorded_dry_run(self.engine, [row.id for row, _ in mapped], now):
-                log.info("dry_run_operation", **summary(row))
+        if not mapped:
+            return
+        for row in created_by(self.engine, [row.id for row, _ in mapped], now):
+            described = summary(row)
+            MAPPED.labels(row.kind, described["name"] or "").inc()
+            if row.state == OutboxState.DRY_RUN:
+                # What would have been sent, visibly: one line each, no attributes.
+                log.info("dry_run_operation", **described)
 
     def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> None:
         with self.engine.begin() as conn:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from webhooks.core.metrics import CUSTOMERIO_RESPONSES, CUSTOMERIO_SECONDS
 from webhooks.core.ratelimit import TokenBucket
 from webhooks.core.retry import AUTH_STATUSES, is_retryable, parse_retry_after
 from webhooks.errors import CredentialsRefused, PermanentError, ProcessingError, TransientError
@@ -102,11 +104,16 @@ class CustomerIO:
         self._limiter.acquire()
         content = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": "application/json"} if content is not None else {}
+        started = time.perf_counter()
         try:
             response = self._client.request(method, path, content=content, headers=headers)
         except httpx.TransportError as exc:
             # Timeouts, refused and reset connections: transient by nature.
+            CUSTOMERIO_RESPONSES.labels(path, "error").inc()
             raise DeliveryUnavailable(f"{type(exc).__name__} calling Customer.io") from exc
+        finally:
+            CUSTOMERIO_SECONDS.labels(path).observe(time.perf_counter() - started)
+        CUSTOMERIO_RESPONSES.labels(path, str(response.status_code)).inc()
         if response.status_code < 300:
             return response
         raise delivery_error(

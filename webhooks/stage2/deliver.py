@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
+from webhooks.core.metrics import DEAD, DELIVERED, SEND_FAILED
 from webhooks.core.operations import OperationKind
 from webhooks.core.retry import DEFAULT_MAX_AGE, backoff
 from webhooks.errors import CredentialsRefused, TransientError
@@ -61,6 +62,7 @@ def deliver_batch(
     if cio is None:
         # Dry run: everything but the send, recorded for inspection.
         _finish(engine, owner, rows, {}, OutboxState.DRY_RUN)
+        _count_finished(rows, {}, OutboxState.DRY_RUN)
         for row in rows:
             log.info("dry_run_operation", **summary(row))
         return outcome
@@ -77,6 +79,7 @@ def deliver_batch(
             errors = _send(cio, group)
         except DeliveryError as exc:
             rest = [r.id for g in groups[index + 1 :] for r in g]
+            SEND_FAILED.labels(_failure(exc)).inc()
             if isinstance(exc, CredentialsRefused):
                 # Credentials or region are wrong: give everything back untouched.
                 with engine.begin() as conn:
@@ -95,7 +98,23 @@ def deliver_batch(
                 return outcome
             continue
         _finish(engine, owner, group, errors, OutboxState.DELIVERED)
+        _count_finished(group, errors, OutboxState.DELIVERED)
     return outcome
+
+
+def _failure(exc: DeliveryError) -> str:
+    if isinstance(exc, CredentialsRefused):
+        return "auth"
+    return "transient" if isinstance(exc, TransientError) else "permanent"
+
+
+def _count_finished(group: list[sa.Row[Any]], errors: dict[int, str], outcome: str) -> None:
+    for index, row in enumerate(group):
+        if index in errors:
+            SEND_FAILED.labels("item").inc()
+            DEAD.labels(row.kind).inc()
+        else:
+            DELIVERED.labels(row.kind, outcome).inc()
 
 
 def _groups(rows: list[sa.Row[Any]]) -> list[list[sa.Row[Any]]]:
@@ -208,6 +227,7 @@ def _failed(
             failed_at=now,
         )
     for row in expired:
+        DEAD.labels(row.kind).inc()
         log.error(
             "operation_dead",
             op_id=row.op_id,

@@ -35,22 +35,23 @@ class Delivery:
     api_version: str | None = None
     occurred_at: datetime | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    secret_index: int | None = None  # which configured secret verified it (0: first)
 
 
 @cache
-def _insert_ignoring_duplicates(dialect_name: str) -> sa.Insert:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once per dialect.
+def _insert_counting_duplicates(dialect_name: str) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO UPDATE duplicates + 1 RETURNING duplicates, built once.
 
-    Concurrent copies of one delivery race in the database, where exactly one wins;
-    never check-then-insert. RETURNING tells a new row from a duplicate (rowcount is
-    unreliable across drivers). Built once and executed with parameters: rebuilding
-    the statement per request cost more CPU than the insert itself.
+    Concurrent copies of one delivery race in the database, where exactly one inserts
+    and the others count themselves on its row; never check-then-insert. The returned
+    count tells a new row (0) from a duplicate (rowcount is unreliable across drivers)
+    and `webhooks trace` shows how often the provider delivered it. Built once and
+    executed with parameters: rebuilding it per request cost more than the insert.
     """
-    return (
-        insert(inbox, dialect_name)
-        .on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS)
-        .returning(inbox.c.id)
-    )
+    statement = insert(inbox, dialect_name)
+    return statement.on_conflict_do_update(
+        index_elements=_DEDUP_COLUMNS, set_={"duplicates": inbox.c.duplicates + 1}
+    ).returning(inbox.c.duplicates)
 
 
 def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | None = None) -> bool:
@@ -59,7 +60,7 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
     Raises StorageUnavailable when the database cannot take the write in time; the
     transaction is rolled back, so nothing is half-written and the provider retries.
     """
-    statement = _insert_ignoring_duplicates(engine.dialect.name)
+    statement = _insert_counting_duplicates(engine.dialect.name)
     params: dict[str, Any] = {
         "provider": delivery.provider,
         "account": delivery.account,
@@ -71,6 +72,7 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
         "body": delivery.body,
         "received_at": received_at or datetime.now(UTC),
         "occurred_at": delivery.occurred_at,
+        "secret_index": delivery.secret_index,
     }
     if engine.dialect.name == "sqlite":
         return _store_sqlite(engine, statement, params)
@@ -79,7 +81,7 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
             # Works in a transaction or, as the web app runs it, in autocommit, where
             # the one statement is its own atomic transaction (see create_app).
             with engine.begin() as conn:
-                return conn.execute(statement, params).first() is not None
+                return bool(conn.execute(statement, params).scalar_one() == 0)
         except DBAPIError as exc:
             # A pooled connection that died (database restart, failover) is dropped
             # by SQLAlchemy; one fresh attempt is safe because the insert is idempotent,
@@ -109,7 +111,7 @@ def _store_sqlite(engine: Engine, statement: sa.Insert, params: dict[str, Any]) 
             while True:
                 try:
                     with engine.begin() as conn:
-                        return conn.execute(statement, params).first() is not None
+                        return bool(conn.execute(statement, params).scalar_one() == 0)
                 except sa.exc.OperationalError as exc:
                     busy = getattr(exc.orig, "sqlite_errorname", "") in _BUSY
                     if not busy or time.monotonic() >= deadline:
@@ -173,3 +175,71 @@ def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
             )
         )
     return result.rowcount or 0
+
+
+def release_waiting(engine: Engine, ids: list[int]) -> int:
+    """Waiting rows back to pending, to be mapped again (they may wait again); how many."""
+    if not ids:
+        return 0
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(inbox)
+            .where(inbox.c.id.in_(ids), inbox.c.state == InboxState.WAITING)
+            .values(state=InboxState.PENDING, last_error=None, lease_owner=None, lease_until=None)
+        )
+        conn.execute(sa.delete(inbox_waits).where(inbox_waits.c.inbox_id.in_(ids)))
+    return result.rowcount or 0
+
+
+def expire_waiting(engine: Engine, received_before: datetime, ids: list[int] | None = None) -> int:
+    """Waiting rows received before `received_before` (and in `ids`, if given) become
+    dead letters that say why; how many. Nothing named their person in time."""
+    query = sa.select(inbox.c.id).where(
+        inbox.c.state == InboxState.WAITING, inbox.c.received_at < received_before
+    )
+    if ids is not None:
+        query = query.where(inbox.c.id.in_(ids))
+    with engine.begin() as conn:
+        expired = list(conn.scalars(query))
+        if not expired:
+            return 0
+        conn.execute(
+            sa.update(inbox)
+            .where(inbox.c.id.in_(expired), inbox.c.state == InboxState.WAITING)
+            .values(
+                state=InboxState.DEAD,
+                last_error="expired while waiting: "
+                + sa.func.coalesce(inbox.c.last_error, "no key recorded"),
+            )
+        )
+        conn.execute(sa.delete(inbox_waits).where(inbox_waits.c.inbox_id.in_(expired)))
+    return len(expired)
+
+
+PURGE_CHUNK = 1000  # rows per transaction: short writes beside live ingest
+
+
+def purge_bodies(engine: Engine, received_before: datetime, dry_run: bool = False) -> int:
+    """Drop the raw bodies, headers and fetched data of finished deliveries received
+    before `received_before`; how many. The rows stay: their keys keep deduplicating a
+    provider's retry. Rows still to be mapped, waiting or dead keep their bodies."""
+    finished = sa.and_(
+        inbox.c.state.in_((InboxState.DONE, InboxState.DISCARDED)),
+        inbox.c.received_at < received_before,
+        sa.func.length(inbox.c.body) > 0,
+    )
+    if dry_run:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).where(finished)) or 0)
+    purged = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.scalars(sa.select(inbox.c.id).where(finished).limit(PURGE_CHUNK)))
+            if not ids:
+                return purged
+            conn.execute(
+                sa.update(inbox)
+                .where(inbox.c.id.in_(ids))
+                .values(body=b"", headers={}, enrichment=None)
+            )
+        purged += len(ids)

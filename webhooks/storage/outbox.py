@@ -198,12 +198,48 @@ def summary(row: Any) -> dict[str, Any]:
     }
 
 
-def recorded_dry_run(engine: Engine, inbox_ids: list[int], created_at: datetime) -> list[Any]:
-    """The dry-run operations one stage-1 batch created (not facts queued before)."""
-    query = sa.select(outbox.c.op_id, outbox.c.kind, outbox.c.payload, outbox.c.person_id).where(
-        outbox.c.inbox_id.in_(inbox_ids),
-        outbox.c.created_at == created_at,
-        outbox.c.state == OutboxState.DRY_RUN,
+def created_by(engine: Engine, inbox_ids: list[int], created_at: datetime) -> list[Any]:
+    """The operations one stage-1 batch created (not facts queued before it)."""
+    columns = (outbox.c.op_id, outbox.c.kind, outbox.c.payload, outbox.c.person_id)
+    query = sa.select(*columns, outbox.c.state).where(
+        outbox.c.inbox_id.in_(inbox_ids), outbox.c.created_at == created_at
     )
     with engine.connect() as conn:
         return list(conn.execute(query.order_by(outbox.c.id)))
+
+
+PURGE_CHUNK = 1000  # rows per transaction: short writes beside live ingest
+PURGED = {"purged": True}  # what a finished operation's payload becomes
+
+
+def purge_payloads(engine: Engine, created_before: datetime, dry_run: bool = False) -> int:
+    """Replace the payloads (names, emails, attributes) of finished operations created
+    before `created_before`; how many. The rows and their keys stay, so a fact
+    delivered once is still never queued again. Pending and dead ones keep theirs."""
+    finished = sa.and_(
+        outbox.c.state.in_(
+            (
+                OutboxState.DELIVERED,
+                OutboxState.DRY_RUN,
+                OutboxState.SUPPRESSED,
+                OutboxState.DISCARDED,
+            )
+        ),
+        outbox.c.created_at < created_before,
+        outbox.c.purged_at.is_(None),
+    )
+    if dry_run:
+        with engine.connect() as conn:
+            return int(conn.scalar(sa.select(sa.func.count()).where(finished)) or 0)
+    purged = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.scalars(sa.select(outbox.c.id).where(finished).limit(PURGE_CHUNK)))
+            if not ids:
+                return purged
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id.in_(ids))
+                .values(payload=PURGED, purged_at=utcnow())
+            )
+        purged += len(ids)

@@ -83,6 +83,10 @@ inbox = sa.Table(
     # Data the worker fetched for this delivery (Stripe line items, customer metadata),
     # kept so a replay maps exactly the same data without calling the provider again.
     sa.Column("enrichment", sa.JSON(), nullable=True),
+    # Which configured signing secret verified it (0: the first), for rotations.
+    sa.Column("secret_index", sa.SmallInteger(), nullable=True),
+    # How many more times the provider delivered it (retries, overlapping subscriptions).
+    sa.Column("duplicates", sa.Integer(), nullable=False, server_default="0"),
     # The exact dedup key. Including event_type is equivalent to Stripe's
     # (provider, account, event.id), since an event id has one type, and is exactly
     # Shopify's (provider, shop, topic, webhook id).
@@ -145,6 +149,8 @@ outbox = sa.Table(
     sa.Column("delivered_at", UTCDateTime(), nullable=True),
     # When a send of it last failed (`webhooks status` counts the last hour's).
     sa.Column("failed_at", UTCDateTime(), nullable=True),
+    # When `webhooks purge` replaced its payload (personal data) after the retention.
+    sa.Column("purged_at", UTCDateTime(), nullable=True),
     sa.CheckConstraint(
         "state IN (" + ", ".join(f"'{state}'" for state in OutboxState) + ")",
         name="ck_outbox_state",

@@ -1,4 +1,5 @@
-"""Operating it: workers' delivery state, discarded rows, when a send last failed.
+"""Operating it: workers' delivery state, discarded rows, failed and purged times,
+which secret verified a delivery and how often it was delivered again.
 
 Revision ID: 0008_operating
 Revises: 0007_worker_heartbeats
@@ -24,8 +25,16 @@ INBOX_AFTER = "state IN ('pending', 'done', 'failed', 'dead', 'waiting', 'discar
 OUTBOX_AFTER = "state IN ('pending', 'delivered', 'dry_run', 'dead', 'suppressed', 'discarded')"
 
 
-def _states(inbox: str, outbox: str) -> None:
+def _states(inbox: str, outbox: str, *, columns: bool) -> None:
     with op.batch_alter_table("inbox") as batch:
+        if columns:
+            batch.add_column(sa.Column("secret_index", sa.SmallInteger(), nullable=True))
+            batch.add_column(
+                sa.Column("duplicates", sa.Integer(), nullable=False, server_default="0")
+            )
+        else:
+            batch.drop_column("duplicates")
+            batch.drop_column("secret_index")
         batch.drop_constraint("ck_inbox_state", type_="check")
         batch.create_check_constraint("ck_inbox_state", sa.text(inbox))
     with op.batch_alter_table("outbox") as batch:
@@ -35,9 +44,10 @@ def _states(inbox: str, outbox: str) -> None:
 
 def upgrade() -> None:
     """Add the discarded states, the heartbeat's delivery state, outbox.failed_at."""
-    _states(INBOX_AFTER, OUTBOX_AFTER)
+    _states(INBOX_AFTER, OUTBOX_AFTER, columns=True)
     with op.batch_alter_table("outbox") as batch:
         batch.add_column(sa.Column("failed_at", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("purged_at", UTCDateTime(), nullable=True))
     with op.batch_alter_table("worker_heartbeats") as batch:
         batch.add_column(sa.Column("delivery", sa.String(32), nullable=True))
 
@@ -46,8 +56,9 @@ def downgrade() -> None:
     """Discarded rows become dead letters again; the delivery state goes."""
     op.execute("UPDATE inbox SET state = 'dead' WHERE state = 'discarded'")
     op.execute("UPDATE outbox SET state = 'dead' WHERE state = 'discarded'")
-    _states(INBOX_BEFORE, OUTBOX_BEFORE)
+    _states(INBOX_BEFORE, OUTBOX_BEFORE, columns=False)
     with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("purged_at")
         batch.drop_column("failed_at")
     with op.batch_alter_table("worker_heartbeats") as batch:
         batch.drop_column("delivery")

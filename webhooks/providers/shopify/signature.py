@@ -58,16 +58,16 @@ class ShopifyReceiver:
     def __init__(self, secrets: Sequence[str]) -> None:
         self._keys = [secret.encode("utf-8") for secret in secrets]
 
-    def verify(self, body: bytes, headers: Headers) -> None:
+    def verify(self, body: bytes, headers: Headers) -> int:
         """Accept when the base64 HMAC of the raw body matches under any secret."""
         received = _header(headers, "hmac-sha256")
         if not received:
             raise MissingSignature("X-Shopify-Hmac-Sha256 header is missing")
         received_bytes = received.encode("ascii", "replace")
-        for key in self._keys:
+        for index, key in enumerate(self._keys):
             expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
             if hmac.compare_digest(expected, received_bytes):
-                return
+                return index
         raise VerificationError("HMAC does not match a configured secret")
 
     def parse(self, body: bytes, headers: Headers) -> Delivery:

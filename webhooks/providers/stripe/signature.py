@@ -63,7 +63,7 @@ class StripeReceiver:
         self._secrets = list(secrets)
         self._tolerance = tolerance
 
-    def verify(self, body: bytes, headers: Headers) -> None:
+    def verify(self, body: bytes, headers: Headers) -> int:
         """Accept when any v1 signature matches any secret and the timestamp is fresh."""
         header = headers.get(SIGNATURE_HEADER)
         if not header:
@@ -83,12 +83,21 @@ class StripeReceiver:
         # The library parses t= and every v1=, ignores v0 and compares in constant
         # time; the timestamp is checked here, on both sides, so that a stale delivery
         # is told apart by the timestamp itself, never by the library's message text.
-        if not any(self._matches(payload, header, secret) for secret in self._secrets):
+        matched = next(
+            (
+                index
+                for index, secret in enumerate(self._secrets)
+                if self._matches(payload, header, secret)
+            ),
+            None,
+        )
+        if matched is None:
             raise VerificationError("no v1 signature matches a configured secret")
         if abs(time.time() - timestamp) > self._tolerance:
             # A far-future timestamp means a broken clock on one side, and replaying
             # it later would pass, so it is refused like an old one.
             raise StaleSignature("signature timestamp is outside the tolerance")
+        return matched
 
     @staticmethod
     def _matches(payload: str, header: str, secret: str) -> bool:
