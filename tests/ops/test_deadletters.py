@@ -7,14 +7,16 @@ import json
 import httpx
 from sqlalchemy.engine import Engine
 
-from tests.ops.conftest import Run, as_json, worker
-from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from tests.ops.conftest import Run, as_json, post_signed, worker
+from tests.pipeline import ScriptedCustomerIO, inbox_rows, outbox_rows
+from webhooks.fakes.customerio import FakeCustomerIO
+from webhooks.stage2.customerio import CustomerIO
 from webhooks.storage.inbox import Delivery, store_delivery
 
 
 def refused_operations(engine: Engine, cio: ScriptedCustomerIO) -> None:
     """Customer.io answers 400 to everything: the batch, then each operation alone."""
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     cio.default = lambda _request: httpx.Response(400, json={"errors": ["bad"]})
     runner = worker(engine, cio)
     for _ in range(3):
@@ -23,9 +25,15 @@ def refused_operations(engine: Engine, cio: ScriptedCustomerIO) -> None:
 
 
 def test_a_refused_operation_retried_after_the_fix_is_delivered_once(
-    engine: Engine, cio: ScriptedCustomerIO, run: Run
+    engine: Engine, fake_cio: tuple[FakeCustomerIO, CustomerIO], run: Run
 ) -> None:
-    refused_operations(engine, cio)
+    fake, client = fake_cio
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
+    fake.set_faults(status=400)  # Customer.io refuses everything: batch, then each alone
+    runner = worker(engine, client)
+    for _ in range(3):
+        runner.run_once()
+    assert {row.state for row in outbox_rows(engine)} == {"dead"}
     listed = as_json(run("dead-letters", "list", "--json"))
     assert [(item["ref"].split(":")[0], item["name"]) for item in listed] == [
         ("outbox", None),
@@ -34,22 +42,24 @@ def test_a_refused_operation_retried_after_the_fix_is_delivered_once(
     assert all(item["reason"].startswith("Customer.io 400") for item in listed)
     assert all(item["provider"] == "stripe" for item in listed)
     assert as_json(run("status", "--json", "--no-worker-ok"))["stage2"]["dead"]["total"] == 2
+    assert fake.operations() == []
 
-    cio.default = lambda _request: httpx.Response(200, json={})  # the cause is fixed
-    sent_before = len(cio.requests)
+    fake.set_faults()  # the cause is fixed
     result = run("dead-letters", "retry", "--all", "--stage", "outbox")
     assert result.stdout.strip() == "requeued 0 from stage 1, 2 from stage 2"
-    worker(engine, cio).run_once()
+    runner.run_once()
+    runner.run_once()
     assert {row.state for row in outbox_rows(engine)} == {"delivered"}
-    sent = [item.get("id") for body in cio.bodies()[sent_before:] for item in body["batch"]]
-    events = [row.op_id for row in outbox_rows(engine) if row.kind == "event"]
-    assert [op_id for op_id in sent if op_id in events] == events  # once each
+    accepted = [op["operation"] for op in fake.operations()]
+    assert sorted(op["action"] for op in accepted) == ["event", "identify"]
+    [order] = [op for op in accepted if op["action"] == "event"]
+    assert order["name"] == "order_completed"
     assert as_json(run("dead-letters", "list", "--json")) == []
 
 
 def test_a_mapper_refusal_is_a_stage_1_dead_letter_shown_masked(engine: Engine, run: Run) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid", id="evt_broken", data={})
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid", id="evt_broken", data={})
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     worker(engine, None).run_once()
     [letter] = as_json(run("dead-letters", "list", "--json", "--stage", "inbox"))
     assert letter["reason"] == "data.object is missing or not an object"
@@ -81,7 +91,7 @@ def test_show_masks_personal_data_unless_asked(
 def test_a_discarded_delivery_still_deduplicates_the_providers_retry(
     engine: Engine, run: Run
 ) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid", id="evt_broken", data={})
+    post_signed(engine, "stripe", "checkout_session_completed_paid", id="evt_broken", data={})
     worker(engine, None).run_once()
     [row] = inbox_rows(engine)
     assert run("dead-letters", "discard", "--dry-run", "--all").stdout.strip() == (

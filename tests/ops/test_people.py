@@ -6,14 +6,14 @@ import json
 
 from sqlalchemy.engine import Engine
 
-from tests.ops.conftest import Run, as_json, worker
-from tests.pipeline import ScriptedCustomerIO, ingest, outbox_rows
+from tests.ops.conftest import Run, as_json, post_signed, worker
+from tests.pipeline import ScriptedCustomerIO, outbox_rows
 
 
 def a_customer_with_a_request(engine: Engine, cio: ScriptedCustomerIO) -> str:
-    ingest(engine, "shopify", "order_create")
+    post_signed(engine, "shopify", "order_create")
     worker(engine, cio).run_once()
-    ingest(engine, "shopify", "customers_data_request")
+    post_signed(engine, "shopify", "customers_data_request")
     worker(engine, cio).run_once()
     person = next(row.person_id for row in outbox_rows(engine) if row.kind == "identify")
     assert person

@@ -6,9 +6,9 @@ import json
 
 from sqlalchemy.engine import Engine
 
-from tests.ops.conftest import Run, worker
+from tests.ops.conftest import Run, post_signed, worker
 from tests.ops.test_status import age
-from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from tests.pipeline import ScriptedCustomerIO, inbox_rows, outbox_rows
 from webhooks.storage.inbox import Delivery, store_delivery
 from webhooks.storage.schema import inbox, outbox
 
@@ -16,11 +16,11 @@ from webhooks.storage.schema import inbox, outbox
 def test_purge_drops_old_personal_data_and_keeps_dedup(
     engine: Engine, cio: ScriptedCustomerIO, run: Run
 ) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     worker(engine, cio).run_once()
     age(engine, inbox.c.received_at, minutes=31 * 24 * 60)
     age(engine, outbox.c.created_at, minutes=31 * 24 * 60)
-    ingest(engine, "shopify", "order_create")  # recent, not mapped yet: untouched
+    post_signed(engine, "shopify", "order_create")  # recent, not mapped yet: untouched
     assert run("purge", "--dry-run").stdout.startswith(
         "would purge 1 webhook bodies and 2 operation payloads from before"
     )
@@ -36,7 +36,7 @@ def test_purge_drops_old_personal_data_and_keeps_dedup(
     retried = Delivery(old.provider, old.account, old.event_type, old.delivery_id, b"{}")
     assert store_delivery(engine, retried) is False
     # Another delivery of the same facts queues nothing new: the keys are still there.
-    ingest(engine, "stripe", "checkout_session_completed_paid", id="evt_same_facts_later")
+    post_signed(engine, "stripe", "checkout_session_completed_paid", id="evt_same_facts_later")
     before = len(outbox_rows(engine))
     worker(engine, cio).run_once()
     events = [row for row in outbox_rows(engine) if row.kind == "event"]
@@ -49,7 +49,7 @@ def test_purge_drops_old_personal_data_and_keeps_dedup(
 def test_purge_keeps_what_may_still_be_needed(
     engine: Engine, cio: ScriptedCustomerIO, run: Run
 ) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid", id="evt_broken", data={})
+    post_signed(engine, "stripe", "checkout_session_completed_paid", id="evt_broken", data={})
     worker(engine, None).run_once()  # a dead letter: its body is needed to retry it
     age(engine, inbox.c.received_at, minutes=365 * 24 * 60)
     assert run("purge", "--older-than", "1d").stdout.startswith("purged 0 webhook bodies")

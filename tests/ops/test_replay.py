@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from tests.conftest import make_settings
-from tests.ops.conftest import Run, worker
-from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from tests.ops.conftest import Run, post_signed, worker
+from tests.pipeline import ScriptedCustomerIO, inbox_rows, outbox_rows
 from webhooks.worker import Worker
 
 
@@ -24,8 +24,8 @@ def test_a_replay_after_a_mapping_change_sends_only_what_changed(
 ) -> None:
     # A checkout (mapped) and a standalone PaymentIntent (not mapped: the setting that
     # maps payment_intent.* events is off), both delivered as usual.
-    ingest(engine, "stripe", "checkout_session_completed_paid")
-    ingest(engine, "stripe", "payment_intent_succeeded_standalone")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "payment_intent_succeeded_standalone")
     worker(engine, cio).run_once()
     assert sent_events(cio) == ["order_completed"]
     assert run("replay", "--since", "1h", "--dry-run").stdout.splitlines() == [
@@ -52,7 +52,7 @@ def test_a_replay_after_a_mapping_change_sends_only_what_changed(
 
 
 def test_force_sends_again_what_was_sent(engine: Engine, cio: ScriptedCustomerIO, run: Run) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     runner = worker(engine, cio)
     runner.run_once()
     run("replay", "--since", "1h", "--force")

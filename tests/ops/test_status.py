@@ -9,8 +9,8 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.ops.conftest import Run, as_json, worker
-from tests.pipeline import ScriptedCustomerIO, ingest
+from tests.ops.conftest import Run, as_json, post_signed, worker
+from tests.pipeline import ScriptedCustomerIO
 from webhooks.storage.schema import inbox, outbox
 
 
@@ -37,8 +37,8 @@ def test_an_empty_database_without_a_worker_is_unhealthy_and_says_why(
 def test_status_shows_what_arrived_what_went_out_and_the_worker(
     engine: Engine, cio: ScriptedCustomerIO, run: Run
 ) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid")
-    ingest(engine, "shopify", "order_create")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "shopify", "order_create")
     runner = worker(engine, cio)
     runner.run_once()
     runner._beat()
@@ -62,7 +62,7 @@ def test_status_shows_what_arrived_what_went_out_and_the_worker(
 def test_an_outage_makes_status_exit_non_zero_with_the_reason(
     engine: Engine, cio: ScriptedCustomerIO, run: Run
 ) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     cio.default = lambda _request: httpx.Response(503)
     runner = worker(engine, cio)
     runner.run_once()
@@ -86,7 +86,7 @@ def test_an_outage_makes_status_exit_non_zero_with_the_reason(
 def test_refused_credentials_are_unhealthy(
     engine: Engine, cio: ScriptedCustomerIO, run: Run
 ) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     cio.default = lambda _request: httpx.Response(401)
     runner = worker(engine, cio)
     runner.run_once()
@@ -97,7 +97,7 @@ def test_refused_credentials_are_unhealthy(
 
 
 def test_a_dry_run_is_counted(engine: Engine, run: Run) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     runner = worker(engine, None)
     runner.run_once()
     runner._beat()
@@ -107,7 +107,7 @@ def test_a_dry_run_is_counted(engine: Engine, run: Run) -> None:
 
 
 def test_a_silent_provider_is_unhealthy_past_max_silence(engine: Engine, run: Run) -> None:
-    ingest(engine, "stripe", "checkout_session_completed_paid")
+    post_signed(engine, "stripe", "checkout_session_completed_paid")
     worker(engine, None).run_once()  # mapped: no backlog, only the silence counts
     age(engine, inbox.c.received_at, minutes=120)  # the last webhook came 2 h ago
     assert run("status", "--no-worker-ok", "--max-silence", "3").exit_code == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from tests.ops.conftest import Post, Run, as_json, worker
-from tests.pipeline import ScriptedCustomerIO, ingest, outbox_rows
+from tests.ops.conftest import Post, Run, as_json, post_signed, worker
+from tests.pipeline import ScriptedCustomerIO, outbox_rows
 from tests.stage1.state.test_step import _strip_metadata, body
 
 
@@ -53,9 +53,9 @@ def test_a_guest_merged_into_a_customer_shows_both_ids(
     # merchant's own id for them: the Stripe-keyed profile is merged into it.
     invoice = body("stripe", "invoice_paid_subscription_create_basil")
     _strip_metadata(invoice)
-    ingest(engine, "stripe", "invoice_paid_subscription_create_basil", **invoice)
+    post_signed(engine, "stripe", "invoice_paid_subscription_create_basil", **invoice)
     worker(engine, cio).run_once()
-    ingest(engine, "stripe", "customer_created")
+    post_signed(engine, "stripe", "customer_created")
     worker(engine, cio).run_once()
     found = as_json(run("trace", "stripe:cus_TestAda01", "--json"))
     [merge] = [op for op in found["operations"] if op["kind"] == "merge"]

@@ -8,14 +8,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.mappers.golden import REFUND_LISTED_ON_THE_2020_CHARGE
-from tests.ops.conftest import Run, as_json, worker
-from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest
+from tests.ops.conftest import Run, as_json, post_signed, worker
+from tests.pipeline import ScriptedCustomerIO, inbox_rows
 from webhooks.storage.schema import inbox
 
 
 def a_waiting_refund(engine: Engine, cio: ScriptedCustomerIO) -> int:
     # refund.created names only its charge: nobody is linked to it yet.
-    ingest(engine, "stripe", "refund_created_partial", **REFUND_LISTED_ON_THE_2020_CHARGE)
+    post_signed(engine, "stripe", "refund_created_partial", **REFUND_LISTED_ON_THE_2020_CHARGE)
     worker(engine, cio).run_once()
     [row] = inbox_rows(engine)
     assert row.state == "waiting"
@@ -47,7 +47,7 @@ def test_release_maps_again_and_an_unresolved_one_waits_again(
     worker(engine, cio).run_once()
     assert inbox_rows(engine)[0].state == "waiting"  # still nobody to send it to
     # Once the charge names its customer, the refund is woken and delivered.
-    ingest(engine, "stripe", "charge_refunded_with_refund_list_2020")
+    post_signed(engine, "stripe", "charge_refunded_with_refund_list_2020")
     runner = worker(engine, cio)
     runner.run_once()
     runner.run_once()
