@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy.engine import Engine
 
 from tests.ops.conftest import Post, Run, as_json, post_signed, worker
@@ -80,3 +82,30 @@ def test_an_order_id_finds_its_person_and_an_unknown_id_is_a_clear_error(
     result = run("trace", "evt_nobody_sent_this")
     assert result.exit_code == 1
     assert "nothing goes by 'evt_nobody_sent_this'" in result.stderr
+
+
+def test_a_shopify_guest_who_then_orders_as_a_customer_shows_both_ids(
+    engine: Engine, cio: ScriptedCustomerIO, run: Run
+) -> None:
+    # A guest checkout (anonymous, keyed by its token) with the email the customer's
+    # order then carries: the guest's activity becomes the customer's.
+    order = body("shopify", "order_create")
+    guest = body("shopify", "checkout_create_guest")
+    guest.update(token="tok-guest-trace", email=order["email"])
+    post_signed(engine, "shopify", "checkout_create_guest", **guest)
+    worker(engine, cio).run_once()
+    [anonymous] = {row.person_id for row in outbox_rows(engine)}
+    post_signed(engine, "shopify", "order_create")
+    runner = worker(engine, cio)
+    runner.run_once()
+    customer = next(row.person_id for row in outbox_rows(engine) if row.kind == "identify")
+    assert customer != anonymous
+    found = as_json(run("trace", anonymous, "--json", "--show-pii"))
+    assert {anonymous, customer} <= set(found["persons"]) | {
+        op["person_id"] for op in found["operations"]
+    }
+    # The customer's identify carries the guest's anonymous id: Customer.io folds the
+    # guest's activity into the customer's profile by it.
+    identifies = [op for op in found["operations"] if op["kind"] == "identify"]
+    assert {op["person_id"] for op in identifies} == {customer}
+    assert any(anonymous in json.dumps(op["payload"]) for op in identifies)

@@ -9,6 +9,7 @@ Customer.io operation with its attempts and outcome.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -94,10 +95,17 @@ def _start(
     if known:
         persons.add(ref)
         found_as.append("person")
-        # A guest folded into a customer: the merge names the guest's id.
-        for row in _operations(
-            conn, sa.and_(outbox.c.kind == OperationKind.MERGE, _contains(outbox.c.op_key, ref))
-        ):
+        # A profile folded into another: the merge names it in its key, and a guest's
+        # anonymous id travels in the customer's identify. The payload search scans
+        # the identifies (a trace is a rare, operator-run query).
+        folded = sa.or_(
+            sa.and_(outbox.c.kind == OperationKind.MERGE, _contains(outbox.c.op_key, ref)),
+            sa.and_(
+                outbox.c.kind == OperationKind.IDENTIFY,
+                _contains(sa.cast(outbox.c.payload, sa.Text), json.dumps(ref)),
+            ),
+        )
+        for row in _operations(conn, folded):
             operations.setdefault(row.id, row)
     if not (deliveries or operations or persons):
         # An order id: the facts keyed by it, and the operations whose key names it.
@@ -118,7 +126,7 @@ def _operations(conn: Connection, where: sa.ColumnElement[bool]) -> list[Any]:
     return list(conn.execute(sa.select(outbox).where(where).order_by(outbox.c.id).limit(LIMIT)))
 
 
-def _contains(column: sa.Column[Any], text: str) -> sa.ColumnElement[bool]:
+def _contains(column: sa.ColumnElement[Any], text: str) -> sa.ColumnElement[bool]:
     return column.contains(text, autoescape=True)
 
 
