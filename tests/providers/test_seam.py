@@ -77,12 +77,14 @@ class AcmeReceiver:
     def __init__(self, secrets: Sequence[str]) -> None:
         self._secrets = list(secrets)
 
-    def verify(self, body: bytes, headers: Headers) -> None:
+    def verify(self, body: bytes, headers: Headers) -> int:
         received = headers.get(SIGNATURE_HEADER)
         if not received:
             raise MissingSignature("X-Acme-Signature header is missing")
-        if not any(hmac.compare_digest(sign(body, s), received) for s in self._secrets):
-            raise VerificationError("signature does not match a configured secret")
+        for index, secret in enumerate(self._secrets):
+            if hmac.compare_digest(sign(body, secret), received):
+                return index
+        raise VerificationError("signature does not match a configured secret")
 
     def parse(self, body: bytes, headers: Headers) -> Delivery:
         event = load_json_object(body)

@@ -242,6 +242,7 @@ def _register_operator_commands() -> None:
         export_person,
         purge,
         replay,
+        simulate,
         status,
         trace,
         waiting,
@@ -255,6 +256,7 @@ def _register_operator_commands() -> None:
     main.add_command(data_requests)
     main.add_command(replay)
     main.add_command(trace)
+    main.add_command(simulate)
 
 
 _register_operator_commands()

@@ -619,3 +619,68 @@ def trace(ref: str, show_pii: bool, as_json: bool) -> None:
             op["person_id"] = mask(op["person_id"])  # an email, under GUEST_POLICY=email
         found["persons"] = mask(found["persons"])  # emails inside linked keys
     emit(found, as_json, lambda: render(found))
+
+
+# --- simulate ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("provider")
+@click.argument("event_type", metavar="TYPE")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The running service (its base URL; /webhooks/PROVIDER is added).",
+)
+@click.option("--secret", help="Signing secret (default: the first one configured).")
+def simulate(provider: str, event_type: str, url: str, secret: str | None) -> None:
+    """Sign a sample webhook of PROVIDER's real shape and post it to a running service.
+
+    TYPE is a Stripe event type (checkout.session.completed, invoice.paid, ...) or a
+    Shopify topic (orders/create, checkouts/create, ...); an unknown one lists the
+    samples. Each run is a fresh delivery of a new fact: follow it to the worker's
+    `dry_run_operation` line, `webhooks trace`, or the fake Customer.io.
+    """
+    import httpx
+
+    from webhooks.errors import UnknownProvider
+    from webhooks.providers import registry
+    from webhooks.providers.samples import NoSample
+
+    try:
+        spec = registry.get(provider)
+    except UnknownProvider as exc:
+        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
+    if spec.sample is None:
+        raise click.BadParameter(f"{provider} has no samples", param_hint="PROVIDER")
+    try:
+        sample = spec.sample(event_type)
+    except NoSample as exc:
+        raise click.BadParameter(str(exc), param_hint="TYPE") from None
+    if secret is None:
+        try:
+            configured = load_settings().provider(spec.name).secrets()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not configured:
+            raise click.ClickException(
+                f"no {spec.env_prefix}WEBHOOK_SECRET configured (or pass --secret)"
+            )
+        secret = configured[0]
+    headers = {
+        **sample.headers,
+        spec.signature_header: spec.sign(sample.body, secret),
+        "Content-Type": "application/json",
+    }
+    target = f"{url.rstrip('/')}/webhooks/{spec.name}"
+    try:
+        answer = httpx.post(target, content=sample.body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"cannot reach {target} ({type(exc).__name__}): is `webhooks serve` running there?"
+        ) from None
+    click.echo(f"POST {target} ({event_type}, {len(sample.body)} bytes): {answer.status_code}")
+    click.echo(answer.text.strip())
+    if answer.status_code >= 300:
+        sys.exit(1)

@@ -22,6 +22,7 @@ from mappers.base import Handler, StoredDelivery
 from mappers.taxonomy import EventName
 from mappers.taxonomy_doc import EventDoc
 from webhooks.errors import ConfigError, PayloadError
+from webhooks.providers.samples import Sample
 from webhooks.storage.inbox import Delivery
 
 # Headers arrive lower-cased (the view normalises them), because HTTP/2 lower-cases
@@ -159,6 +160,8 @@ class ProviderSpec(Generic[S, C]):
     enricher: Callable[[S, C], Enricher | None] | None = None
     # Canonical event -> which of this provider's types produce it (docs/taxonomy.md).
     docs: Mapping[EventName, EventDoc] = field(default_factory=dict)
+    # A fresh delivery of a type from the package's samples/ (`webhooks simulate`).
+    sample: Callable[[str], Sample] | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

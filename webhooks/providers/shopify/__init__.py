@@ -18,6 +18,7 @@ from webhooks.providers.shopify.signature import (
     ShopifyReceiver,
     sign,
 )
+from webhooks.providers.shopify.simulate import sample
 
 
 def _receiver(settings: ShopifySettings) -> ShopifyReceiver:
@@ -70,6 +71,7 @@ SPEC: ProviderSpec[ShopifySettings, ShopifyConfig] = ProviderSpec(
     mapper_config=_mapper_config,
     person_id_format="shopify:{account}:{customer_id}",
     docs=DOCS,
+    sample=sample,
 )
 
 __all__ = ["SPEC", "sign"]

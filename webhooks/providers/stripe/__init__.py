@@ -20,6 +20,7 @@ from webhooks.providers.stripe.signature import (
     StripeReceiver,
     sign,
 )
+from webhooks.providers.stripe.simulate import sample
 
 
 def _receiver(settings: StripeSettings) -> StripeReceiver:
@@ -96,6 +97,7 @@ SPEC: ProviderSpec[StripeSettings, StripeConfig] = ProviderSpec(
     own_account=PLATFORM_ACCOUNT,
     enricher=enricher,
     docs=DOCS,
+    sample=sample,
 )
 
 __all__ = ["SPEC", "sign"]
