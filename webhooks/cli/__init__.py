@@ -237,6 +237,7 @@ def fake_stripe(host: str, port: int, api_key: str) -> None:
 
 def _register_operator_commands() -> None:
     from webhooks.cli.ops import (
+        backfill,
         data_requests,
         dead_letters,
         export_person,
@@ -257,6 +258,7 @@ def _register_operator_commands() -> None:
     main.add_command(replay)
     main.add_command(trace)
     main.add_command(simulate)
+    main.add_command(backfill)
 
 
 _register_operator_commands()

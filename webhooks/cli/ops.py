@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhooks.config import load_settings
-from webhooks.errors import ConfigError
+from webhooks.errors import ConfigError, LookupRefused, LookupUnauthorized, LookupUnavailable
 
 UNREADABLE = 3
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d)$")
@@ -684,3 +685,82 @@ def simulate(provider: str, event_type: str, url: str, secret: str | None) -> No
     click.echo(answer.text.strip())
     if answer.status_code >= 300:
         sys.exit(1)
+
+
+# --- backfill ---------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("provider")
+@click.option("--since", type=Since(), required=True, help="Created from: 24h, 2026-11-01, ...")
+@click.option("--until", type=Since(), default=None, help="Created before (default: now).")
+@click.option("--types", default="", help="Comma-separated types (default: every handled one).")
+@click.option("--dry-run", is_flag=True, help="Fetch and count what would be stored.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON.")
+def backfill(
+    provider: str,
+    since: datetime,
+    until: datetime | None,
+    types: str,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Read what PROVIDER's webhooks may have missed back from its API, and store it.
+
+    Stripe: the Events API (30 days of history; STRIPE_API_KEY, a restricted key with
+    Events: Read). Each event is stored as its webhook would have been, in the
+    backfill lane, which the worker takes only after live work: an event the webhook
+    already delivered is a duplicate, and a rerun is safe. Exit 1 when the API refuses.
+    """
+    from webhooks.errors import UnknownProvider
+    from webhooks.ops.backfill import Summary, run
+    from webhooks.providers import registry
+
+    try:
+        spec = registry.get(provider)
+    except UnknownProvider as exc:
+        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
+    if spec.backfill is None:
+        raise click.BadParameter(f"{provider} has no backfill yet", param_hint="PROVIDER")
+    if until is not None and until <= since:
+        raise click.BadParameter("must be after --since", param_hint="--until")
+    settings = load_settings()
+    provider_settings = settings.provider(spec.name)
+    wanted = [kind.strip() for kind in types.split(",") if kind.strip()]
+    shown = [0.0]
+
+    def progress(summary: Summary) -> None:
+        now = time.monotonic()
+        if not as_json and now - shown[0] >= 2:
+            shown[0] = now
+            click.echo(
+                f"  fetched {summary.fetched}: {summary.new} new, {summary.duplicates} duplicates",
+                err=True,
+            )
+
+    with database() as engine:
+        receiver = spec.receiver(provider_settings)
+        try:
+            deliveries = spec.backfill(provider_settings, since, until, wanted)
+            summary = run(engine, receiver, deliveries, dry_run, progress)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        except LookupUnauthorized as exc:
+            raise click.ClickException(
+                f"{exc}: the API key is wrong, revoked, or lacks read access "
+                f"({spec.title}: see `webhooks backfill --help`)"
+            ) from None
+        except (LookupRefused, LookupUnavailable) as exc:
+            raise click.ClickException(
+                f"{exc}; nothing after it was fetched, rerun to go on"
+            ) from None
+    verb = "would store" if dry_run else "stored"
+    emit(
+        summary.as_dict() | {"dry_run": dry_run},
+        as_json,
+        lambda: (
+            f"fetched {summary.fetched}: {verb} {summary.new} new in the backfill lane, "
+            f"{summary.duplicates} already stored\n"
+            + "\n".join(f"  {kind}: {n}" for kind, n in sorted(summary.new_by_type.items()))
+        ).rstrip(),
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Protocol, TypeVar
@@ -162,6 +162,10 @@ class ProviderSpec(Generic[S, C]):
     docs: Mapping[EventName, EventDoc] = field(default_factory=dict)
     # A fresh delivery of a type from the package's samples/ (`webhooks simulate`).
     sample: Callable[[str], Sample] | None = None
+    # The deliveries of [since, until) read back from the provider's API, shaped as
+    # their webhooks (`webhooks backfill`); the types filter, empty for every handled
+    # one. Raises ConfigError when the settings cannot do it (no API key).
+    backfill: Callable[[S, datetime, datetime | None, list[str]], Iterator[Sample]] | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

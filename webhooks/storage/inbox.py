@@ -36,6 +36,7 @@ class Delivery:
     occurred_at: datetime | None = None
     headers: dict[str, str] = field(default_factory=dict)
     secret_index: int | None = None  # which configured secret verified it (0: first)
+    lane: int = 0  # 0 live webhooks, 1 backfill and replay (live always goes first)
 
 
 @cache
@@ -73,6 +74,7 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
         "received_at": received_at or datetime.now(UTC),
         "occurred_at": delivery.occurred_at,
         "secret_index": delivery.secret_index,
+        "lane": delivery.lane,
     }
     if engine.dialect.name == "sqlite":
         return _store_sqlite(engine, statement, params)
@@ -243,3 +245,10 @@ def purge_bodies(engine: Engine, received_before: datetime, dry_run: bool = Fals
                 .values(body=b"", headers={}, enrichment=None)
             )
         purged += len(ids)
+
+
+def exists(engine: Engine, delivery: Delivery) -> bool:
+    """Whether a delivery with `delivery`'s dedup key is stored (a backfill's dry run)."""
+    key = [getattr(inbox.c, column) == getattr(delivery, column) for column in _DEDUP_COLUMNS]
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(inbox.c.id).where(*key)) is not None

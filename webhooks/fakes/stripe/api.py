@@ -72,6 +72,8 @@ def handle(
             return _customer(unquote(customer_id), account, state)
         case "GET", ["v1", "invoice_payments"]:
             return _invoice_payments(query, account, state)
+        case "GET", ["v1", "events"]:
+            return _events(query, account, state)
     return error_reply(404, f"Unrecognized request URL ({method}: {path}).")
 
 
@@ -133,6 +135,58 @@ def _line_items(
             "data": page,
             "has_more": start + limit < len(items),
             "url": f"/v1/checkout/sessions/{session_id}/line_items",
+        },
+    )
+
+
+def _events(query: dict[str, list[str]], account: str | None, state: FakeState) -> Reply:
+    """GET /v1/events: newest first, filtered by created[...] and types[], paged by
+    starting_after, as Stripe's Events API (30 days of history)."""
+    limit, problem = _limit(query)
+    if problem is not None:
+        return problem
+    bounds = {}
+    for op in ("gt", "gte", "lt", "lte"):
+        raw = _one(query, f"created[{op}]")
+        if raw is not None:
+            if not raw.lstrip("-").isdigit():
+                return error_reply(
+                    400,
+                    f"Invalid integer: {raw}",
+                    code="parameter_invalid_integer",
+                    param="created",
+                )
+            bounds[op] = int(raw)
+    wanted = {
+        value for key, values in query.items() if key.startswith("types[") for value in values
+    }
+    if len(wanted) > 20:
+        return error_reply(400, "You may pass at most 20 types.", param="types")
+    found = [
+        event
+        for event in state.events(account)
+        if (not wanted or event.get("type") in wanted)
+        and ("gt" not in bounds or event["created"] > bounds["gt"])
+        and ("gte" not in bounds or event["created"] >= bounds["gte"])
+        and ("lt" not in bounds or event["created"] < bounds["lt"])
+        and ("lte" not in bounds or event["created"] <= bounds["lte"])
+    ]
+    start = 0
+    after = _one(query, "starting_after")
+    if after is not None:
+        ids = [event["id"] for event in found]
+        if after not in ids:
+            return error_reply(
+                400, f"No such event: '{after}'", code="resource_missing", param="starting_after"
+            )
+        start = ids.index(after) + 1
+    return Reply(
+        200,
+        {
+            "object": "list",
+            "data": found[start : start + limit],
+            "has_more": start + limit < len(found),
+            "url": "/v1/events",
         },
     )
 

@@ -169,6 +169,10 @@ class FakeStripe(BackgroundFake):
         """Add or replace an invoice payment in `account` (None: the platform)."""
         self.state.add_invoice_payment(payment, account)
 
+    def add_event(self, event: dict[str, Any], account: str | None = None) -> None:
+        """Add or replace an event in `account`'s Events API (None: the platform)."""
+        self.state.add_event(event, account)
+
     def set_faults(self, **faults: Any) -> None:
         """Replace the faults: latency_ms, status, retry_after, should_retry, down, times."""
         self.state.set_faults(Faults.from_json(faults))

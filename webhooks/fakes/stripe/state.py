@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -69,6 +70,7 @@ class FakeState:
         self._line_items: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
         self._customers: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._invoice_payments: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self._events: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._requests: list[dict[str, Any]] = []
 
     # --- objects ------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ class FakeState:
 
     def load(self, fixtures: Any) -> None:
         """Load `{"account", "line_items": {session id: [...]}, "customers": [...],
-        "invoice_payments": [...]}`."""
+        "invoice_payments": [...], "events": [...]}`."""
         if not isinstance(fixtures, dict):
             raise ValueError("fixtures must be a JSON object")
         account = fixtures.get("account")
@@ -126,6 +128,24 @@ class FakeState:
             self.add_customer(customer, account)
         for payment in payments:
             self.add_invoice_payment(payment, account)
+        events = fixtures.get("events") or []
+        if not isinstance(events, list):
+            raise ValueError("events must be a list")
+        for event in events:
+            self.add_event(event, account)
+
+    def add_event(self, event: dict[str, Any], account: str | None = None) -> None:
+        """Add or replace an event in `account`'s Events API (None: the platform)."""
+        if not isinstance(event.get("id"), str) or not isinstance(event.get("created"), int):
+            raise ValueError("an event needs a string id and an integer created")
+        with self._lock:
+            self._events[(account, event["id"])] = json.loads(json.dumps(event))
+
+    def events(self, account: str | None) -> list[dict[str, Any]]:
+        """`account`'s events, newest first, as Stripe lists them."""
+        with self._lock:
+            found = [event for (owner, _), event in self._events.items() if owner == account]
+        return sorted(found, key=lambda event: (event["created"], event["id"]), reverse=True)
 
     def line_items(self, session_id: str, account: str | None) -> list[dict[str, Any]] | None:
         """A copy of the session's line items, or None when the account has no such session."""

@@ -11,6 +11,7 @@ from mappers.stripe_fields import StripeConfig
 from mappers.taxonomy import EventName
 from mappers.taxonomy_doc import EventDoc
 from webhooks.providers.base import ProviderSpec
+from webhooks.providers.stripe.backfill import events
 from webhooks.providers.stripe.enrich import enricher
 from webhooks.providers.stripe.settings import StripeSettings
 from webhooks.providers.stripe.signature import (
@@ -98,6 +99,7 @@ SPEC: ProviderSpec[StripeSettings, StripeConfig] = ProviderSpec(
     enricher=enricher,
     docs=DOCS,
     sample=sample,
+    backfill=events,
 )
 
 __all__ = ["SPEC", "sign"]

@@ -1,0 +1,146 @@
+"""`webhooks backfill stripe` against the fake Stripe API over HTTP, through the pipeline."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import Engine
+
+from tests.conftest import STRIPE_SECRET, StripeSender, make_settings
+from tests.ops.conftest import as_json, worker
+from tests.pipeline import FIXTURES, ScriptedCustomerIO, inbox_rows, outbox_rows
+from webhooks.app import create_app
+from webhooks.cli import main
+from webhooks.fakes.stripe import FakeStripe
+from webhooks.fakes.stripe.server import DEFAULT_API_KEY
+
+CHECKOUT = json.loads((FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text())
+
+
+def checkout_event(n: int, minutes_ago: int) -> dict[str, Any]:
+    """A paid checkout event of Stripe's shape, its own order (payment intent) each."""
+    event = copy.deepcopy(CHECKOUT["body"])
+    event.update(id=f"evt_bf{n:04d}", created=int(time.time()) - minutes_ago * 60)
+    event["data"]["object"].update(id=f"cs_bf{n:04d}", payment_intent=f"pi_bf{n:04d}")
+    return event
+
+
+def backfill(engine: Engine, fake: FakeStripe, *args: str, key: str = DEFAULT_API_KEY) -> Result:
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+        "STRIPE_API_KEY": key,
+        "STRIPE_API_BASE": fake.url,
+        "LOG_LEVEL": "WARNING",
+    }
+    return CliRunner().invoke(main, ["backfill", "stripe", *args], env=env, catch_exceptions=False)
+
+
+def webhook(engine: Engine, event: dict[str, Any]) -> None:
+    app = create_app(make_settings(engine.url.render_as_string(hide_password=False)))
+    try:
+        assert StripeSender(app.test_client()).post(json.dumps(event).encode()).status_code == 200
+    finally:
+        app.extensions["webhooks.engine"].dispose()
+
+
+def orders_sent(cio: ScriptedCustomerIO) -> list[str]:
+    return [
+        item["attributes"]["order_id"]
+        for body in cio.bodies()
+        for item in body.get("batch", [])
+        if item.get("name") == "order_completed"
+    ]
+
+
+def test_after_an_outage_backfill_delivers_exactly_the_missing_orders_once(
+    engine: Engine, cio: ScriptedCustomerIO, fake_stripe: FakeStripe
+) -> None:
+    events = [checkout_event(n, minutes_ago=600 - n) for n in range(250)]  # three pages
+    for event in events:
+        fake_stripe.add_event(event)
+    # Before and after a 6-hour outage the webhooks arrived; during it they did not.
+    for event in events[:40] + events[220:]:
+        webhook(engine, event)
+    worker(engine, cio).run_once()
+    assert len(orders_sent(cio)) == 70
+    result = backfill(engine, fake_stripe, "--since", "24h", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    assert as_json(result) == {
+        "dry_run": True,
+        "fetched": 250,
+        "new": 180,
+        "duplicates": 70,
+        "new_by_type": {"checkout.session.completed": 180},
+    }
+    assert len(inbox_rows(engine)) == 70  # a dry run stores nothing
+    result = backfill(engine, fake_stripe, "--since", "24h")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("fetched 250: stored 180 new in the backfill lane, 70 already")
+    assert {
+        row.lane
+        for row in inbox_rows(engine)
+        if row.delivery_id in {e["id"] for e in events[40:220]}
+    } == {1}
+    runner = worker(engine, cio)
+    while runner.run_once():
+        pass
+    runner.run_once()
+    sent = orders_sent(cio)
+    assert sorted(sent) == sorted(f"pi_bf{n:04d}" for n in range(250))  # each once
+    # A rerun finds everything stored: nothing new, nothing sent.
+    again = backfill(engine, fake_stripe, "--since", "24h", "--json")
+    assert (as_json(again)["new"], as_json(again)["duplicates"]) == (0, 250)
+    worker(engine, cio).run_once()
+    assert len(orders_sent(cio)) == 250
+
+
+def test_a_webhook_arriving_after_its_backfill_is_one_order(
+    engine: Engine, cio: ScriptedCustomerIO, fake_stripe: FakeStripe
+) -> None:
+    event = checkout_event(1, minutes_ago=5)
+    fake_stripe.add_event(event)
+    assert backfill(engine, fake_stripe, "--since", "1h").exit_code == 0
+    webhook(engine, event)  # Stripe's delayed delivery of the same event
+    [row] = inbox_rows(engine)
+    assert (row.lane, row.duplicates) == (1, 1)
+    worker(engine, cio).run_once()
+    assert orders_sent(cio) == ["pi_bf0001"]
+    assert len([r for r in outbox_rows(engine) if r.kind == "event"]) == 1
+
+
+def test_rate_limits_are_waited_out(engine: Engine, fake_stripe: FakeStripe) -> None:
+    fake_stripe.add_event(checkout_event(1, minutes_ago=5))
+    fake_stripe.set_faults(status=429, retry_after=1, times=2)
+    result = backfill(engine, fake_stripe, "--since", "1h", "--json")
+    assert result.exit_code == 0, result.output
+    assert as_json(result)["new"] == 1
+    assert [r["status"] for r in fake_stripe.requests()] == [429, 429, 200]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_is_a_clear_error(
+    engine: Engine, fake_stripe: FakeStripe, status: int
+) -> None:
+    fake_stripe.set_faults(status=status)
+    result = backfill(engine, fake_stripe, "--since", "1h")
+    assert result.exit_code == 1
+    assert "lacks read access" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_key_old_since_and_unknown_types_are_clear_errors(
+    engine: Engine, fake_stripe: FakeStripe
+) -> None:
+    result = backfill(engine, fake_stripe, "--since", "1h", key="")
+    assert (result.exit_code, "no STRIPE_API_KEY" in result.stderr) == (1, True)
+    result = backfill(engine, fake_stripe, "--since", "40d")
+    assert "Stripe keeps 30 days of events" in result.stderr
+    result = backfill(engine, fake_stripe, "--since", "1h", "--types", "charge.dispute.created")
+    assert "not event types the mappers handle: charge.dispute.created" in result.stderr
+    assert fake_stripe.requests() == []
