@@ -47,8 +47,9 @@ from harness import (
     start,
     start_fake,
     verdict,
+    wait_worker_up,
 )
-from ingest import BenchmarkError, Server, describe, measure
+from ingest import Server, describe, measure
 from loadgen import IdSequence, WrkError, WrkResult, wrk_path
 from sqlalchemy.engine import make_url
 
@@ -90,15 +91,6 @@ def conditions(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 # --- measuring -----------------------------------------------------------------------
-
-
-def wait_worker_up(fake: FakeCustomerIOClient, timeout: float = 30.0) -> None:
-    """The worker's first call (its credentials check) shows it is running."""
-    deadline = time.monotonic() + timeout
-    while not fake.stats()["requests"]:
-        if time.monotonic() > deadline:
-            raise BenchmarkError("the worker never called the fake Customer.io")
-        time.sleep(0.1)
 
 
 def run_rounds(

@@ -18,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -182,6 +183,15 @@ def peak_rss_mb(pid: int) -> float | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return None
+
+
+def wait_worker_up(fake: FakeCustomerIOClient, timeout: float = 30.0) -> None:
+    """The worker's first call (its credentials check) shows it is running."""
+    deadline = time.monotonic() + timeout
+    while not fake.stats()["requests"]:
+        if time.monotonic() > deadline:
+            raise BenchmarkError("the worker never called the fake Customer.io")
+        time.sleep(0.1)
 
 
 # --- checking what the fake accepted ----------------------------------------------------

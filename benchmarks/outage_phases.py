@@ -48,8 +48,9 @@ from harness import (
     start,
     start_fake,
     verdict,
+    wait_worker_up,
 )
-from ingest import STRIPE_SECRET, BenchmarkError
+from ingest import STRIPE_SECRET
 from openloop import OpenLoop, PhaseStats
 from sqlalchemy.engine import make_url
 
@@ -89,15 +90,6 @@ def outages(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "hang": {"timeout": True},
     }
     return {name: faults for name, faults in every.items() if name in (args.only or every)}
-
-
-def wait_worker_up(fake: FakeCustomerIOClient, timeout: float = 30.0) -> None:
-    """The worker's first call (its credentials check) shows it is running."""
-    deadline = time.monotonic() + timeout
-    while not fake.stats()["requests"]:
-        if time.monotonic() > deadline:
-            raise BenchmarkError("the worker never called the fake Customer.io")
-        time.sleep(0.1)
 
 
 def recovery_seconds(fake: FakeCustomerIOClient, seconds: float) -> float:

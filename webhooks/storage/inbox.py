@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from webhooks.errors import StorageUnavailable
 from webhooks.storage import writer
+from webhooks.storage.bulk import update_in_chunks
 from webhooks.storage.dialect import insert
 from webhooks.storage.schema import InboxState, inbox, inbox_waits
 
@@ -218,9 +219,6 @@ def expire_waiting(engine: Engine, received_before: datetime, ids: list[int] | N
     return len(expired)
 
 
-PURGE_CHUNK = 1000  # rows per transaction: short writes beside live ingest
-
-
 def purge_bodies(engine: Engine, received_before: datetime, dry_run: bool = False) -> int:
     """Drop the raw bodies, headers and fetched data of finished deliveries received
     before `received_before`; how many. The rows stay: their keys keep deduplicating a
@@ -230,21 +228,8 @@ def purge_bodies(engine: Engine, received_before: datetime, dry_run: bool = Fals
         inbox.c.received_at < received_before,
         sa.func.length(inbox.c.body) > 0,
     )
-    if dry_run:
-        with engine.connect() as conn:
-            return int(conn.scalar(sa.select(sa.func.count()).where(finished)) or 0)
-    purged = 0
-    while True:
-        with engine.begin() as conn:
-            ids = list(conn.scalars(sa.select(inbox.c.id).where(finished).limit(PURGE_CHUNK)))
-            if not ids:
-                return purged
-            conn.execute(
-                sa.update(inbox)
-                .where(inbox.c.id.in_(ids))
-                .values(body=b"", headers={}, enrichment=None)
-            )
-        purged += len(ids)
+    purged: dict[str, Any] = {"body": b"", "headers": {}, "enrichment": None}
+    return update_in_chunks(engine, inbox, finished, purged, dry_run)
 
 
 def exists(engine: Engine, delivery: Delivery) -> bool:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from webhooks.core.operations import OperationKind
+from webhooks.storage.bulk import update_in_chunks
 from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import OutboxState, outbox
@@ -208,7 +209,6 @@ def created_by(engine: Engine, inbox_ids: list[int], created_at: datetime) -> li
         return list(conn.execute(query.order_by(outbox.c.id)))
 
 
-PURGE_CHUNK = 1000  # rows per transaction: short writes beside live ingest
 PURGED = {"purged": True}  # what a finished operation's payload becomes
 
 
@@ -216,30 +216,16 @@ def purge_payloads(engine: Engine, created_before: datetime, dry_run: bool = Fal
     """Replace the payloads (names, emails, attributes) of finished operations created
     before `created_before`; how many. The rows and their keys stay, so a fact
     delivered once is still never queued again. Pending and dead ones keep theirs."""
+    done = (
+        OutboxState.DELIVERED,
+        OutboxState.DRY_RUN,
+        OutboxState.SUPPRESSED,
+        OutboxState.DISCARDED,
+    )
     finished = sa.and_(
-        outbox.c.state.in_(
-            (
-                OutboxState.DELIVERED,
-                OutboxState.DRY_RUN,
-                OutboxState.SUPPRESSED,
-                OutboxState.DISCARDED,
-            )
-        ),
+        outbox.c.state.in_(done),
         outbox.c.created_at < created_before,
         outbox.c.purged_at.is_(None),
     )
-    if dry_run:
-        with engine.connect() as conn:
-            return int(conn.scalar(sa.select(sa.func.count()).where(finished)) or 0)
-    purged = 0
-    while True:
-        with engine.begin() as conn:
-            ids = list(conn.scalars(sa.select(outbox.c.id).where(finished).limit(PURGE_CHUNK)))
-            if not ids:
-                return purged
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id.in_(ids))
-                .values(payload=PURGED, purged_at=utcnow())
-            )
-        purged += len(ids)
+    purged = {"payload": PURGED, "purged_at": utcnow()}
+    return update_in_chunks(engine, outbox, finished, purged, dry_run)
