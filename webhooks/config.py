@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         "Customer.io per person: delete the profile, or suppress it (delete it and refuse "
         "its identifier from then on, so a late webhook cannot bring it back).",
     )
+    backfill_live_window_seconds: float = Field(
+        3600,
+        ge=0,
+        le=72 * 3600,
+        description="Backfilled events older than this are history: they update person "
+        "attributes but are withheld as events, so old facts never start journeys.",
+    )
     payload_retention_days: int = Field(
         30,
         ge=1,

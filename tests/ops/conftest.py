@@ -37,9 +37,9 @@ def as_json(result: Result) -> Any:
     return json.loads(result.stdout)
 
 
-def worker(engine: Engine, cio: ScriptedCustomerIO | CustomerIO | None) -> Worker:
+def worker(engine: Engine, cio: ScriptedCustomerIO | CustomerIO | None, **overrides: Any) -> Worker:
     """A worker on this database, sending to `cio` (None: a dry run)."""
-    settings = make_settings(engine.url.render_as_string(hide_password=False))
+    settings = make_settings(engine.url.render_as_string(hide_password=False), **overrides)
     client = cio.client() if isinstance(cio, ScriptedCustomerIO) else cio
     return Worker(engine, settings, client)
 

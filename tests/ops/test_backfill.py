@@ -82,12 +82,10 @@ def test_after_an_outage_backfill_delivers_exactly_the_missing_orders_once(
     result = backfill(engine, fake_stripe, "--since", "24h")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("fetched 250: stored 180 new in the backfill lane, 70 already")
-    assert {
-        row.lane
-        for row in inbox_rows(engine)
-        if row.delivery_id in {e["id"] for e in events[40:220]}
-    } == {1}
-    runner = worker(engine, cio)
+    missed = {e["id"] for e in events[40:220]}
+    assert {row.lane for row in inbox_rows(engine) if row.delivery_id in missed} == {2}
+    # This merchant lets the last 12 hours' facts start journeys (default: 1 hour).
+    runner = worker(engine, cio, backfill_live_window_seconds=12 * 3600)
     while runner.run_once():
         pass
     runner.run_once()
@@ -96,7 +94,7 @@ def test_after_an_outage_backfill_delivers_exactly_the_missing_orders_once(
     # A rerun finds everything stored: nothing new, nothing sent.
     again = backfill(engine, fake_stripe, "--since", "24h", "--json")
     assert (as_json(again)["new"], as_json(again)["duplicates"]) == (0, 250)
-    worker(engine, cio).run_once()
+    runner.run_once()
     assert len(orders_sent(cio)) == 250
 
 
@@ -108,7 +106,7 @@ def test_a_webhook_arriving_after_its_backfill_is_one_order(
     assert backfill(engine, fake_stripe, "--since", "1h").exit_code == 0
     webhook(engine, event)  # Stripe's delayed delivery of the same event
     [row] = inbox_rows(engine)
-    assert (row.lane, row.duplicates) == (1, 1)
+    assert (row.lane, row.duplicates) == (2, 1)
     worker(engine, cio).run_once()
     assert orders_sent(cio) == ["pi_bf0001"]
     assert len([r for r in outbox_rows(engine) if r.kind == "event"]) == 1
@@ -144,3 +142,39 @@ def test_missing_key_old_since_and_unknown_types_are_clear_errors(
     result = backfill(engine, fake_stripe, "--since", "1h", "--types", "charge.dispute.created")
     assert "not event types the mappers handle: charge.dispute.created" in result.stderr
     assert fake_stripe.requests() == []
+
+
+def test_old_backfilled_facts_update_people_but_start_no_journeys(
+    engine: Engine, cio: ScriptedCustomerIO, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.add_event(checkout_event(1, minutes_ago=5 * 60))  # missed 5 hours ago
+    fake_stripe.add_event(checkout_event(2, minutes_ago=10))  # missed 10 minutes ago
+    assert backfill(engine, fake_stripe, "--since", "24h").exit_code == 0
+    worker(engine, cio).run_once()
+    # The recent order starts its journey; the old one is history, withheld as an event.
+    assert orders_sent(cio) == ["pi_bf0002"]
+    [old] = [
+        row for row in outbox_rows(engine) if row.kind == "event" and row.state == "suppressed"
+    ]
+    assert old.last_error.startswith("history: backfilled 5.0 h old")
+    # Both count in the person's attributes.
+    identifies = [i for b in cio.bodies() for i in b["batch"] if i["action"] == "identify"]
+    assert identifies[-1]["attributes"]["order_count"] == 2
+
+
+def test_attributes_only_sends_person_state_and_no_events(
+    engine: Engine, cio: ScriptedCustomerIO, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.add_event(checkout_event(1, minutes_ago=10))
+    assert backfill(engine, fake_stripe, "--since", "1h", "--attributes-only").exit_code == 0
+    [row] = inbox_rows(engine)
+    assert row.lane == 3
+    worker(engine, cio).run_once()
+    assert orders_sent(cio) == []
+    identifies = [i for b in cio.bodies() for i in b["batch"] if i["action"] == "identify"]
+    assert identifies[-1]["attributes"]["order_count"] == 1
+    [event] = [r for r in outbox_rows(engine) if r.kind == "event"]
+    assert (event.state, event.last_error) == (
+        "suppressed",
+        "history: backfilled with --attributes-only",
+    )

@@ -696,6 +696,11 @@ def simulate(provider: str, event_type: str, url: str, secret: str | None) -> No
 @click.option("--until", type=Since(), default=None, help="Created before (default: now).")
 @click.option("--types", default="", help="Comma-separated types (default: every handled one).")
 @click.option("--dry-run", is_flag=True, help="Fetch and count what would be stored.")
+@click.option(
+    "--attributes-only",
+    is_flag=True,
+    help="Send only person state (counts, lifetime value, dates), no events at all.",
+)
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON.")
 def backfill(
     provider: str,
@@ -703,6 +708,7 @@ def backfill(
     until: datetime | None,
     types: str,
     dry_run: bool,
+    attributes_only: bool,
     as_json: bool,
 ) -> None:
     """Read what PROVIDER's webhooks may have missed back from its API, and store it.
@@ -710,7 +716,10 @@ def backfill(
     Stripe: the Events API (30 days of history; STRIPE_API_KEY, a restricted key with
     Events: Read). Each event is stored as its webhook would have been, in the
     backfill lane, which the worker takes only after live work: an event the webhook
-    already delivered is a duplicate, and a rerun is safe. Exit 1 when the API refuses.
+    already delivered is a duplicate, and a rerun is safe. Old facts are history, not
+    triggers: events older than BACKFILL_LIVE_WINDOW_SECONDS (1 h) are withheld and only
+    update the person's attributes; --attributes-only withholds every event. Exit 1 when
+    the API refuses.
     """
     from webhooks.errors import UnknownProvider
     from webhooks.ops.backfill import Summary, run
@@ -742,7 +751,7 @@ def backfill(
         receiver = spec.receiver(provider_settings)
         try:
             deliveries = spec.backfill(provider_settings, since, until, wanted)
-            summary = run(engine, receiver, deliveries, dry_run, progress)
+            summary = run(engine, receiver, deliveries, dry_run, progress, attributes_only)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
         except LookupUnauthorized as exc:

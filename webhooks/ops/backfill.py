@@ -18,8 +18,7 @@ from sqlalchemy.engine import Engine
 from webhooks.providers.base import Receiver
 from webhooks.providers.samples import Sample
 from webhooks.storage.inbox import exists, store_delivery
-
-BACKFILL_LANE = 1
+from webhooks.storage.schema import Lane
 
 
 @dataclass
@@ -47,12 +46,17 @@ def run(
     deliveries: Iterable[Sample],
     dry_run: bool = False,
     progress: Callable[[Summary], Any] = lambda _s: None,
+    attributes_only: bool = False,
 ) -> Summary:
-    """Store each delivery in the backfill lane (or, in a dry run, count the new ones)."""
+    """Store each delivery in the backfill lane (or, in a dry run, count the new ones).
+
+    In the backfill lane facts older than BACKFILL_LIVE_WINDOW_SECONDS are history (their
+    events withheld); with `attributes_only` every fact is (the history lane)."""
+    lane = Lane.HISTORY if attributes_only else Lane.BACKFILL
     summary = Summary()
     for sample in deliveries:
         headers = {key.lower(): value for key, value in sample.headers.items()}
-        delivery = replace(receiver.parse(sample.body, headers), lane=BACKFILL_LANE)
+        delivery = replace(receiver.parse(sample.body, headers), lane=lane)
         new = not exists(engine, delivery) if dry_run else store_delivery(engine, delivery)
         summary.fetched += 1
         if new:

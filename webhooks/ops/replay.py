@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from webhooks.storage.queue import utcnow
-from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox
+from webhooks.storage.schema import InboxState, Lane, OutboxState, inbox, outbox
 
-REPLAY_LANE = 1
+REPLAY_LANE = Lane.REPLAY
 CHUNK = 500
 # Rows a replay takes up: mapped, dead-lettered or discarded. Pending and waiting
 # rows are already on their way; replaying them would only race the worker.

@@ -17,10 +17,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from webhooks.storage import heartbeat
 from webhooks.storage.queue import utcnow
-from webhooks.storage.schema import InboxState, OutboxState, inbox, outbox
+from webhooks.storage.schema import InboxState, Lane, OutboxState, inbox, outbox
 
 HOUR = timedelta(hours=1)
-LANES = {0: "live", 1: "backfill"}
+LANES = {lane.value: lane.name.lower() for lane in Lane}
 # Stage-2 dead letters are told apart by Customer.io's status; stage-1 ones (and
 # stage-2 ones refused before a send, status NULL) by our own reason text, cut here.
 REASON_CHARS = 80

@@ -40,7 +40,7 @@ from webhooks.storage.outbox import (
     write_operations,
 )
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
-from webhooks.storage.schema import InboxState, OutboxState, inbox
+from webhooks.storage.schema import InboxState, Lane, OutboxState, inbox
 
 log = structlog.get_logger("webhooks.process")
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
@@ -179,6 +179,7 @@ class _Writer:
                     waiting.append((row, outcome.wait_on))
                 for op in outcome.ops:
                     item = _values(op, row, now, self.dry_run)
+                    _as_history(item, row, now, self.state.backfill_live_window_seconds)
                     first = by_key.setdefault(item["op_key"], item)
                     if item["occurred_at"] < first["occurred_at"]:
                         by_key[item["op_key"]] = retime(first, item)
@@ -297,6 +298,29 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> di
         "state": _state(op, dry_run),
         "last_error": op.suppressed or op.problem,
     }
+
+
+# Why a backfilled event was withheld: the outbox row's last_error.
+HISTORY_REASON = "history: backfilled {age}, older than BACKFILL_LIVE_WINDOW_SECONDS"
+HISTORY_ONLY = "history: backfilled with --attributes-only"
+EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)
+
+
+def _as_history(item: dict[str, Any], row: sa.Row[Any], now: datetime, window: float) -> None:
+    """A backfilled fact older than the live window is history: its event is withheld
+    (suppressed, with the reason) so it starts no journey; the person's attributes it
+    changed still go out in their identify. Live and replayed rows are untouched."""
+    if item["kind"] not in EVENT_KINDS or item["state"] == OutboxState.SUPPRESSED:
+        return
+    if row.lane == Lane.HISTORY:
+        reason = HISTORY_ONLY
+    elif row.lane == Lane.BACKFILL and now - item["occurred_at"] > timedelta(seconds=window):
+        hours = (now - item["occurred_at"]).total_seconds() / 3600
+        reason = HISTORY_REASON.format(age=f"{hours:.1f} h old")
+    else:
+        return
+    item["state"] = OutboxState.SUPPRESSED
+    item["last_error"] = reason
 
 
 def _state(op: Operation, dry_run: bool) -> str:

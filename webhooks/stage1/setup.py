@@ -42,6 +42,7 @@ def state_config(settings: Settings) -> StateConfig:
         merge_delay_seconds=settings.merge_delay_seconds,
         redact_action=settings.redact_action,
         erasure_retention_days=settings.erasure_retention_days,
+        backfill_live_window_seconds=settings.backfill_live_window_seconds,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +35,15 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class Lane(IntEnum):
+    """Which queue a delivery (and what it produced) waits in; lower goes first."""
+
+    LIVE = 0  # webhooks as they arrive
+    REPLAY = 1  # `webhooks replay`: stored webhooks mapped again after a fix
+    BACKFILL = 2  # `webhooks backfill`: facts older than BACKFILL_LIVE_WINDOW are history
+    HISTORY = 3  # `webhooks backfill --attributes-only`: person state only, no events
 
 
 class InboxState(StrEnum):
@@ -78,7 +87,7 @@ inbox = sa.Table(
     # The worker's claim: a lease, so rows of a worker that died are taken over.
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", UTCDateTime(), nullable=True),
-    # 0 = live webhook traffic, 1 = backfill and replay: live always goes first.
+    # Lane: live webhook traffic always goes first, then replays, then backfills.
     sa.Column("lane", sa.SmallInteger(), nullable=False, server_default="0"),
     # Data the worker fetched for this delivery (Stripe line items, customer metadata),
     # kept so a replay maps exactly the same data without calling the provider again.

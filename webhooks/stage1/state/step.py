@@ -81,6 +81,7 @@ class StateConfig:
     merge_delay_seconds: float = 60.0
     redact_action: str = "delete"  # REDACT_ACTION: delete | suppress
     erasure_retention_days: int = 365  # ERASURE_RETENTION_DAYS
+    backfill_live_window_seconds: float = 3600.0  # BACKFILL_LIVE_WINDOW_SECONDS
 
 
 @dataclass(frozen=True)
