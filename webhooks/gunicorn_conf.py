@@ -46,7 +46,7 @@ control_socket_disable = True
 def on_starting(server: Any) -> None:
     """Validate settings and migrate the embedded SQLite database once, before forking."""
     from webhooks.config import load_settings
-    from webhooks.storage import migrate, writer
+    from webhooks.storage import migrate
 
     # Every process counts into files here and /metrics sums them. It must be in the
     # environment before any process imports prometheus_client: the workers do after
@@ -57,7 +57,6 @@ def on_starting(server: Any) -> None:
     settings = load_settings()
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
-        writer.share()  # before the fork: every worker process queues on the same turn
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -396,3 +396,33 @@ def test_the_inbox_records_which_secret_verified_and_how_often_it_came(
     shopify_sender.post(shopify_order(), secret=SHOPIFY_OLD_SECRET)
     [shop] = [row for row in stored_rows(app) if row.provider == "shopify"]
     assert shop.secret_index == 1
+
+
+def test_a_metrics_failure_never_fails_a_stored_webhook(
+    app: Flask, stripe_sender: StripeSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Broken:
+        def labels(self, *_labels: str) -> None:
+            raise OSError("PROMETHEUS_MULTIPROC_DIR is full")
+
+    monkeypatch.setattr("webhooks.ingest.http.RECEIVED", Broken())
+    answer = stripe_sender.post(stripe_event("evt_metrics_broken"))
+    assert (answer.status_code, answer.json) == (200, {"status": "accepted"})
+    assert [row.delivery_id for row in stored_rows(app)] == ["evt_metrics_broken"]
+
+
+def test_only_handled_types_become_metric_labels(stripe_sender: StripeSender) -> None:
+    from prometheus_client import REGISTRY
+
+    def accepted(kind: str) -> float:
+        labels = {"provider": "stripe", "type": kind, "outcome": "accepted"}
+        return REGISTRY.get_sample_value("webhooks_received_total", labels) or 0.0
+
+    before = accepted("other"), accepted("checkout.session.completed")
+    stripe_sender.post(stripe_event("evt_label_1", event_type="checkout.session.completed"))
+    stripe_sender.post(stripe_event("evt_label_2", event_type="anything.the.sender.likes"))
+    assert (accepted("other"), accepted("checkout.session.completed")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
+    assert accepted("anything.the.sender.likes") == 0

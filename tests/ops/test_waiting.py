@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from tests.mappers.golden import REFUND_LISTED_ON_THE_2020_CHARGE
 from tests.ops.conftest import Run, as_json, post_signed, worker
 from tests.pipeline import ScriptedCustomerIO, inbox_rows
-from webhooks.storage.schema import inbox
+from webhooks.storage.schema import inbox, inbox_waits
 
 
 def a_waiting_refund(engine: Engine, cio: ScriptedCustomerIO) -> int:
@@ -77,10 +77,18 @@ def test_the_worker_expires_deliveries_waiting_past_the_setting(
     runner = worker(engine, cio)
     runner._expire_waiting()
     assert inbox_rows(engine)[0].state == "waiting"  # within WAITING_EXPIRY_HOURS (168)
+    # Received long ago (a replay of an old delivery) but waiting only now: not expired.
     with engine.begin() as conn:
         [(row_id, received)] = conn.execute(sa.select(inbox.c.id, inbox.c.received_at)).all()
-        older = received - timedelta(hours=169)
+        older = received - timedelta(hours=500)
         conn.execute(sa.update(inbox).where(inbox.c.id == row_id).values(received_at=older))
+    runner._next_expiry = 0.0
+    runner._expire_waiting()
+    assert inbox_rows(engine)[0].state == "waiting"
+    # Waiting for 169 hours: expired.
+    with engine.begin() as conn:
+        [began] = conn.execute(sa.select(inbox_waits.c.created_at)).scalars().all()
+        conn.execute(sa.update(inbox_waits).values(created_at=began - timedelta(hours=169)))
     runner._next_expiry = 0.0
     runner._expire_waiting()
     assert inbox_rows(engine)[0].state == "dead"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -196,7 +199,7 @@ def test_a_writer_turn_never_freed_is_a_storage_error_in_time(polling_engine: En
     holding, done = threading.Event(), threading.Event()
 
     def hold_the_turn() -> None:
-        with writer.turn(5):
+        with writer.turn(str(polling_engine.url.database), 5):
             holding.set()
             done.wait(5)
 
@@ -212,3 +215,36 @@ def test_a_writer_turn_never_freed_is_a_storage_error_in_time(polling_engine: En
         engine.dispose()
     # Once the turn is free the same delivery is stored, as the provider's retry would be.
     assert store_delivery(polling_engine, delivery("evt_no_turn")) is True
+
+
+def test_a_process_killed_holding_the_writer_turn_does_not_lock_others_out(
+    polling_engine: Engine,
+) -> None:
+    # A gunicorn worker SIGKILLed mid-insert: the kernel drops its file lock.
+    database = str(polling_engine.url.database)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from webhooks.storage import writer\n"
+            f"with writer.turn({database!r}, 5):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        engine = create_db_engine(
+            str(polling_engine.url), timeout=0.3, autocommit=True, poll_busy=True
+        )
+        with pytest.raises(StorageUnavailable):  # held: refused in time
+            store_delivery(engine, delivery("evt_while_held"))
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        assert store_delivery(engine, delivery("evt_after_kill")) is True
+        engine.dispose()
+    finally:
+        holder.kill()
+        holder.wait()

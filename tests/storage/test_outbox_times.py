@@ -81,3 +81,18 @@ def test_the_batchs_own_rows_are_not_read_back(engine: Engine) -> None:
     with engine.begin() as conn:
         write_operations(conn, [{**report(NOW - timedelta(minutes=1)), "created_at": NOW}])
         assert correct_times(conn, [report(NOW - timedelta(minutes=5))], NOW) == 0
+
+
+def test_a_log_summary_never_carries_an_email_person_id() -> None:
+    from types import SimpleNamespace
+
+    from webhooks.storage.outbox import summary
+
+    row = SimpleNamespace(
+        op_id="01K", kind="event", payload={"name": "order_completed"}, person_id="ann@x.test"
+    )
+    described = summary(row)
+    assert described["person_id"].startswith("email-sha256:")
+    assert "ann" not in str(described)
+    row.person_id = "stripe:cus_1"
+    assert summary(row)["person_id"] == "stripe:cus_1"

@@ -21,7 +21,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhooks.config import load_settings
-from webhooks.errors import ConfigError, LookupRefused, LookupUnauthorized, LookupUnavailable
+from webhooks.errors import (
+    ConfigError,
+    IngestError,
+    LookupRefused,
+    LookupUnauthorized,
+    LookupUnavailable,
+)
 
 UNREADABLE = 3
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d)$")
@@ -191,10 +197,13 @@ def _make_filters(**values: Any) -> Any:
 def list_dead(limit: int, as_json: bool, **filters: Any) -> None:
     """List dead letters, oldest first (ids and reasons only, no personal data)."""
     from webhooks.ops.deadletters import find
+    from webhooks.ops.mask import mask
 
     with database() as engine:
         letters = find(engine, _make_filters(**filters), limit)
-    emit([letter.as_dict() for letter in letters], as_json, lambda: _table(letters))
+    # A person id may be an email (GUEST_POLICY=email): masked like everything listed.
+    listed = [letter.as_dict() | {"person_id": mask(letter.person_id)} for letter in letters]
+    emit(listed, as_json, lambda: _table(letters))
 
 
 def _table(letters: list[Any]) -> str:
@@ -733,8 +742,10 @@ def backfill(
         raise click.BadParameter(f"{provider} has no backfill yet", param_hint="PROVIDER")
     if until is not None and until <= since:
         raise click.BadParameter("must be after --since", param_hint="--until")
-    settings = load_settings()
-    provider_settings = settings.provider(spec.name)
+    try:
+        provider_settings = load_settings().provider(spec.name)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     wanted = [kind.strip() for kind in types.split(",") if kind.strip()]
     shown = [0.0]
 
@@ -752,8 +763,10 @@ def backfill(
         try:
             deliveries = spec.backfill(provider_settings, since, until, wanted)
             summary = run(engine, receiver, deliveries, dry_run, progress, attributes_only)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+        except (ConfigError, IngestError) as exc:
+            # IngestError: a fetched delivery the receiver cannot key, or the database
+            # refusing the write; what was stored before it stays, a rerun goes on.
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
         except LookupUnauthorized as exc:
             raise click.ClickException(
                 f"{exc}: the API key is wrong, revoked, or lacks read access "

@@ -89,7 +89,9 @@ def _cut(sock: socket.socket | None) -> None:
     if sock is None:
         return
     with contextlib.suppress(OSError):  # already closed by the client or the server
-        sock.shutdown(socket.SHUT_RD)
+        # The plain socket's shutdown even under TLS: ssl.SSLSocket.shutdown would also
+        # unwrap it, and the 408 would then go out unencrypted.
+        socket.socket.shutdown(sock, socket.SHUT_RD)
 
 
 # One per process: every request thread of a gunicorn worker shares it.

@@ -17,6 +17,7 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntity
 from webhooks.core.metrics import INGEST_SECONDS, RECEIVED
 from webhooks.errors import BodyTimeout, IngestError, MalformedBody, ProviderNotConfigured
 from webhooks.ingest.deadline import deadlines
+from webhooks.providers import registry
 from webhooks.providers.base import Receiver
 from webhooks.storage import heartbeat, migrate
 from webhooks.storage.inbox import store_delivery
@@ -114,13 +115,28 @@ def receive(provider_name: str) -> Response:
         response = _reply(500, error=outcome, message="unexpected error; the provider retries")
     elapsed = time.perf_counter() - started
     duration_ms = round(elapsed * 1000, 2)
-    RECEIVED.labels(fields["provider"], fields.get("type", ""), outcome).inc()
-    INGEST_SECONDS.labels(fields["provider"]).observe(elapsed)
+    _count(provider, fields, outcome, elapsed)
     level = "error" if status >= 500 else "warning" if status >= 400 else "info"
     getattr(log, level)(
         "webhook_received", outcome=outcome, status=status, duration_ms=duration_ms, **fields
     )
     return response
+
+
+def _count(provider: Receiver | None, fields: dict[str, Any], outcome: str, elapsed: float) -> None:
+    """Count the request; a metrics failure (a full or missing PROMETHEUS_MULTIPROC_DIR)
+    never turns a stored webhook into a 500 the provider would retry for days."""
+    kind = fields.get("type", "")
+    # Only types the provider's mappers know become label values: a topic header can
+    # say anything, and every distinct label value is a new series.
+    spec = registry.get(fields["provider"]) if provider is not None else None
+    if kind and (spec is None or kind not in spec.handlers):
+        kind = "other"
+    try:
+        RECEIVED.labels(fields["provider"], kind, outcome).inc()
+        INGEST_SECONDS.labels(fields["provider"]).observe(elapsed)
+    except Exception as exc:  # counting is best effort; the answer is what matters
+        log.warning("metrics_failed", error=type(exc).__name__)
 
 
 @bp.get("/healthz", provide_automatic_options=False)

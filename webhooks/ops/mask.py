@@ -50,7 +50,7 @@ def mask(value: Any, *, top: bool = True) -> Any:
     """A copy of `value` with personal data replaced by MASK."""
     if isinstance(value, dict):
         return {
-            key: (
+            EMAIL.sub(MASK, key): (
                 mask(item, top=False)
                 if (top and key in NAMELESS_AT_TOP) or key.lower() not in PERSONAL_KEYS
                 else _masked(item)

@@ -80,7 +80,7 @@ def requeue(
         with engine.begin() as conn:
             conn.execute(
                 sa.update(inbox)
-                .where(inbox.c.id.in_(ids), inbox.c.state.in_(REPLAYABLE))
+                .where(inbox.c.id.in_(ids), *selection.where())
                 .values(
                     state=InboxState.PENDING,
                     lane=REPLAY_LANE,
@@ -94,7 +94,11 @@ def requeue(
                 now = utcnow()
                 conn.execute(
                     sa.update(outbox)
-                    .where(outbox.c.inbox_id.in_(ids), outbox.c.state.in_(SENT_BEFORE))
+                    .where(
+                        outbox.c.inbox_id.in_(ids),
+                        outbox.c.state.in_(SENT_BEFORE),
+                        outbox.c.purged_at.is_(None),  # nothing left to send
+                    )
                     .values(
                         state=OutboxState.PENDING,
                         lane=REPLAY_LANE,

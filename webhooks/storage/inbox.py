@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from webhooks.errors import StorageUnavailable
 from webhooks.storage import writer
-from webhooks.storage.bulk import update_in_chunks
+from webhooks.storage.bulk import CHUNK, update_in_chunks
 from webhooks.storage.dialect import insert
 from webhooks.storage.schema import InboxState, inbox, inbox_waits
 
@@ -98,19 +98,19 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
 
 
 def _store_sqlite(engine: Engine, statement: sa.Insert, params: dict[str, Any]) -> bool:
-    """The insert on SQLite: one writer turn per server, busy retries in fine steps.
+    """The insert on SQLite: one writer turn per host, busy retries in fine steps.
 
     While the worker commits, the database is busy. SQLite's own busy handler sleeps
     1, 2, 5 ... up to 100 ms between tries, so a 30 ms commit could cost a waiting
     request 50 ms; on an engine made with `poll_busy` SQLite gives up after 1 ms and
     the insert is tried again here every half millisecond until the timeout. Only
-    the thread holding the turn polls. A busy insert did nothing, so trying again is
-    safe.
+    the thread holding the host's writer turn (storage/writer.py) polls. A busy
+    insert did nothing, so trying again is safe.
     """
     timeout = _pool_timeout(engine)
     deadline = time.monotonic() + timeout
     try:
-        with writer.turn(timeout):
+        with writer.turn(engine.url.database or ":memory:", timeout):
             while True:
                 try:
                     with engine.begin() as conn:
@@ -194,29 +194,37 @@ def release_waiting(engine: Engine, ids: list[int]) -> int:
     return result.rowcount or 0
 
 
-def expire_waiting(engine: Engine, received_before: datetime, ids: list[int] | None = None) -> int:
-    """Waiting rows received before `received_before` (and in `ids`, if given) become
-    dead letters that say why; how many. Nothing named their person in time."""
-    query = sa.select(inbox.c.id).where(
-        inbox.c.state == InboxState.WAITING, inbox.c.received_at < received_before
+def expire_waiting(engine: Engine, waiting_before: datetime, ids: list[int] | None = None) -> int:
+    """Rows that have waited since before `waiting_before` (and are in `ids`, if given)
+    become dead letters that say what they waited for; how many. Nothing named their
+    person in time. Measured from when the row began to wait, not from its receipt
+    (a replayed old delivery that waits again gets the whole expiry), and done a chunk
+    at a time, each its own short transaction."""
+    waited = (
+        sa.select(inbox_waits.c.inbox_id)
+        .group_by(inbox_waits.c.inbox_id)
+        .having(sa.func.min(inbox_waits.c.created_at) < waiting_before)
     )
+    query = sa.select(inbox.c.id).where(inbox.c.state == InboxState.WAITING, inbox.c.id.in_(waited))
     if ids is not None:
         query = query.where(inbox.c.id.in_(ids))
-    with engine.begin() as conn:
-        expired = list(conn.scalars(query))
-        if not expired:
-            return 0
-        conn.execute(
-            sa.update(inbox)
-            .where(inbox.c.id.in_(expired), inbox.c.state == InboxState.WAITING)
-            .values(
-                state=InboxState.DEAD,
-                last_error="expired while waiting: "
-                + sa.func.coalesce(inbox.c.last_error, "no key recorded"),
+    expired = 0
+    while True:
+        with engine.begin() as conn:
+            chunk = list(conn.scalars(query.order_by(inbox.c.id).limit(CHUNK)))
+            if not chunk:
+                return expired
+            conn.execute(
+                sa.update(inbox)
+                .where(inbox.c.id.in_(chunk), inbox.c.state == InboxState.WAITING)
+                .values(
+                    state=InboxState.DEAD,
+                    last_error="expired while waiting: "
+                    + sa.func.coalesce(inbox.c.last_error, "no key recorded"),
+                )
             )
-        )
-        conn.execute(sa.delete(inbox_waits).where(inbox_waits.c.inbox_id.in_(expired)))
-    return len(expired)
+            conn.execute(sa.delete(inbox_waits).where(inbox_waits.c.inbox_id.in_(chunk)))
+        expired += len(chunk)
 
 
 def purge_bodies(engine: Engine, received_before: datetime, dry_run: bool = False) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -189,14 +190,13 @@ def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
 
 
 def summary(row: Any) -> dict[str, Any]:
-    """What a log line may say about an operation: never its attributes or payload."""
+    """What a log line may say about an operation: never its attributes or payload, and
+    a person id that is an email (GUEST_POLICY=email) only as a digest."""
     payload = row.payload if isinstance(row.payload, dict) else {}
-    return {
-        "op_id": row.op_id,
-        "kind": row.kind,
-        "name": payload.get("name"),
-        "person_id": row.person_id,
-    }
+    person = row.person_id
+    if person and "@" in person:
+        person = "email-sha256:" + hashlib.sha256(person.encode()).hexdigest()[:16]
+    return {"op_id": row.op_id, "kind": row.kind, "name": payload.get("name"), "person_id": person}
 
 
 def created_by(engine: Engine, inbox_ids: list[int], created_at: datetime) -> list[Any]:
