@@ -178,3 +178,33 @@ def test_attributes_only_sends_person_state_and_no_events(
         "suppressed",
         "history: backfilled with --attributes-only",
     )
+
+
+def reconcile(engine: Engine, fake: FakeStripe, key: str = DEFAULT_API_KEY) -> Result:
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
+        "SHOPIFY_WEBHOOK_SECRET": "shpss_reconcile",
+        "STRIPE_API_KEY": key,
+        "STRIPE_API_BASE": fake.url,
+        "LOG_LEVEL": "WARNING",
+    }
+    return CliRunner().invoke(main, ["reconcile", "--since", "24h"], env=env)
+
+
+def test_reconcile_exits_by_what_the_webhooks_missed(
+    engine: Engine, fake_stripe: FakeStripe
+) -> None:
+    received, missed = checkout_event(1, minutes_ago=30), checkout_event(2, minutes_ago=20)
+    for event in (received, missed):
+        fake_stripe.add_event(event)
+    webhook(engine, received)
+    first = reconcile(engine, fake_stripe)
+    assert first.exit_code == 1, first.output  # one was missing: alert
+    assert "stripe: 2 fetched, 1 already received, 1 missed by the webhooks" in first.stdout
+    assert "shopify: not checked (no backfill for this provider yet)" in first.stdout
+    again = reconcile(engine, fake_stripe)
+    assert again.exit_code == 0, again.output  # filled in: nothing missing any more
+    refused = reconcile(engine, fake_stripe, key="")
+    assert refused.exit_code == 3
+    assert "stripe: not checked (ConfigError: no STRIPE_API_KEY" in refused.stdout

@@ -242,6 +242,7 @@ def _register_operator_commands() -> None:
         dead_letters,
         export_person,
         purge,
+        reconcile,
         replay,
         simulate,
         status,
@@ -259,6 +260,7 @@ def _register_operator_commands() -> None:
     main.add_command(trace)
     main.add_command(simulate)
     main.add_command(backfill)
+    main.add_command(reconcile)
 
 
 _register_operator_commands()

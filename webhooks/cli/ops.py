@@ -786,3 +786,65 @@ def backfill(
             + "\n".join(f"  {kind}: {n}" for kind, n in sorted(summary.new_by_type.items()))
         ).rstrip(),
     )
+
+
+# --- reconcile --------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--since", type=Since(), default="24h", show_default=True, help="How far back.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reconcile(since: datetime, as_json: bool) -> None:
+    """Backfill every configured provider since SINCE and report what the webhooks missed.
+
+    What only the backfill found is stored (and delivered behind live traffic, old
+    facts as history). Exit 0 when the webhooks had everything, 1 when something was
+    missing (now filled in), 3 when a provider could not be checked. For cron:
+    `webhooks reconcile --since 25h` daily, alerting on a non-zero exit.
+    """
+    from webhooks.ops.backfill import run
+    from webhooks.providers import registry
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    report: dict[str, Any] = {}
+    failed: list[str] = []
+    with database() as engine:
+        for name in settings.enabled_providers():
+            spec = registry.get(name)
+            if spec.backfill is None:
+                report[name] = {"checked": False, "reason": "no backfill for this provider yet"}
+                continue
+            provider_settings = settings.provider(name)
+            try:
+                deliveries = spec.backfill(provider_settings, since, None, [])
+                summary = run(engine, spec.receiver(provider_settings), deliveries)
+            except (ConfigError, IngestError, LookupRefused, LookupUnavailable) as exc:
+                report[name] = {"checked": False, "reason": f"{type(exc).__name__}: {exc}"}
+                failed.append(name)
+                continue
+            except LookupUnauthorized as exc:
+                reason = f"{exc}: the API key is wrong, revoked, or lacks read access"
+                report[name] = {"checked": False, "reason": reason}
+                failed.append(name)
+                continue
+            report[name] = {"checked": True, **summary.as_dict()}
+    missed = sum(item.get("new", 0) for item in report.values())
+
+    def human() -> str:
+        lines = []
+        for name, item in report.items():
+            if not item["checked"]:
+                lines.append(f"{name}: not checked ({item['reason']})")
+                continue
+            lines.append(
+                f"{name}: {item['fetched']} fetched, {item['duplicates']} already received, "
+                f"{item['new']} missed by the webhooks (now stored)"
+            )
+            lines += [f"  {kind}: {n}" for kind, n in item["new_by_type"].items()]
+        return "\n".join(lines) or "no provider is configured"
+
+    emit({"since": since.isoformat(), "providers": report, "missed": missed}, as_json, human)
+    sys.exit(1 if missed else UNREADABLE if failed else 0)
