@@ -208,3 +208,52 @@ def test_reconcile_exits_by_what_the_webhooks_missed(
     refused = reconcile(engine, fake_stripe, key="")
     assert refused.exit_code == 3
     assert "stripe: not checked (ConfigError: no STRIPE_API_KEY" in refused.stdout
+
+
+def register(fake: FakeStripe, engine: Engine, *args: str, key: str = DEFAULT_API_KEY) -> Result:
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "STRIPE_API_KEY": key,
+        "STRIPE_API_BASE": fake.url,
+        "LOG_LEVEL": "WARNING",
+    }
+    url = "https://hooks.example.test/webhooks/stripe"
+    return CliRunner().invoke(main, ["register", "stripe", "--url", url, *args], env=env)
+
+
+def test_register_creates_once_updates_drift_and_then_changes_nothing(
+    engine: Engine, fake_stripe: FakeStripe
+) -> None:
+    from mappers.stripe import HANDLERS
+
+    dry = register(fake_stripe, engine, "--dry-run")
+    assert dry.stdout.startswith("would create https://hooks.example.test/webhooks/stripe")
+    assert fake_stripe.state.endpoints() == []
+    created = register(fake_stripe, engine, "--json")
+    assert created.exit_code == 0, created.output
+    found = as_json(created)
+    assert found["action"] == "create"
+    assert found["secret"].startswith("whsec_")
+    [endpoint] = fake_stripe.state.endpoints()
+    assert sorted(endpoint["enabled_events"]) == sorted(HANDLERS)
+    # Someone removes a type in the dashboard and adds another: brought back exactly.
+    drifted = dict(endpoint, enabled_events=[*sorted(HANDLERS)[1:], "charge.captured"])
+    fake_stripe.state.save_endpoint(drifted)
+    updated = register(fake_stripe, engine)
+    assert f"  + {sorted(HANDLERS)[0]}" in updated.stdout
+    assert "  - charge.captured" in updated.stdout
+    again = register(fake_stripe, engine, "--json")
+    assert as_json(again)["action"] == "unchanged"
+    assert "secret" not in as_json(again)
+    assert len(fake_stripe.state.endpoints()) == 1
+
+
+def test_register_refused_or_without_a_key_is_a_clear_error(
+    engine: Engine, fake_stripe: FakeStripe
+) -> None:
+    missing = register(fake_stripe, engine, key="")
+    assert (missing.exit_code, "Webhook Endpoints: Write" in missing.stderr) == (1, True)
+    fake_stripe.set_faults(status=403)
+    refused = register(fake_stripe, engine)
+    assert refused.exit_code == 1
+    assert "cannot write webhook endpoints" in refused.stderr

@@ -243,6 +243,7 @@ def _register_operator_commands() -> None:
         export_person,
         purge,
         reconcile,
+        register,
         replay,
         simulate,
         status,
@@ -261,6 +262,7 @@ def _register_operator_commands() -> None:
     main.add_command(simulate)
     main.add_command(backfill)
     main.add_command(reconcile)
+    main.add_command(register)
 
 
 _register_operator_commands()

@@ -848,3 +848,59 @@ def reconcile(since: datetime, as_json: bool) -> None:
 
     emit({"since": since.isoformat(), "providers": report, "missed": missed}, as_json, human)
     sys.exit(1 if missed else UNREADABLE if failed else 0)
+
+
+# --- register --------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("provider")
+@click.option("--url", required=True, help="The public endpoint: https://HOST/webhooks/PROVIDER")
+@click.option("--dry-run", is_flag=True, help="Say what would change, change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def register(provider: str, url: str, dry_run: bool, as_json: bool) -> None:
+    """Create or update PROVIDER's webhook endpoint at URL with exactly the handled types.
+
+    Idempotent: a second run changes nothing. Lists what exists and what changed; a new
+    Stripe endpoint's signing secret is printed once (put it in STRIPE_WEBHOOK_SECRET).
+    Stripe needs STRIPE_API_KEY with Webhook Endpoints: Write.
+    """
+    from webhooks.errors import UnknownProvider
+    from webhooks.providers import registry
+
+    try:
+        spec = registry.get(provider)
+    except UnknownProvider as exc:
+        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
+    if spec.register is None:
+        raise click.BadParameter(f"{provider} has no registration yet", param_hint="PROVIDER")
+    if not url.startswith(("https://", "http://")):
+        raise click.BadParameter("must be an http(s) URL", param_hint="--url")
+    try:
+        found = spec.register(load_settings().provider(spec.name), url, dry_run)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except LookupUnauthorized as exc:
+        raise click.ClickException(
+            f"{exc}: the API key is wrong, revoked, or cannot write webhook endpoints"
+        ) from None
+    except (LookupRefused, LookupUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def human() -> str:
+        would = "would " if dry_run else ""
+        action = found["action"]
+        if action == "create":
+            lines = [f"{would}create {url} with {len(found['events'])} event types"]
+            if found.get("secret"):
+                lines.append(f"signing secret (shown once): {found['secret']}")
+        elif action == "update":
+            lines = [f"{would}update {found['endpoint']} at {url}"]
+            lines += [f"  + {kind}" for kind in found["added"]]
+            lines += [f"  - {kind}" for kind in found["removed"]]
+        else:
+            lines = [f"{found['endpoint']} at {url} already has the {len(found['events'])} types"]
+        lines += [f"other endpoint: {other}" for other in found["other_endpoints"]]
+        return "\n".join(lines)
+
+    emit(found, as_json, human)

@@ -166,6 +166,10 @@ class ProviderSpec(Generic[S, C]):
     # their webhooks (`webhooks backfill`); the types filter, empty for every handled
     # one. Raises ConfigError when the settings cannot do it (no API key).
     backfill: Callable[[S, datetime, datetime | None, list[str]], Iterator[Sample]] | None = None
+    # Create or update the provider's webhook subscription for a URL with exactly the
+    # handled types (`webhooks register`): (settings, url, dry_run) -> what it found
+    # and did. Raises ConfigError when the settings cannot (no API key).
+    register: Callable[[S, str, bool], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -74,6 +76,13 @@ def handle(
             return _invoice_payments(query, account, state)
         case "GET", ["v1", "events"]:
             return _events(query, account, state)
+        case "GET", ["v1", "webhook_endpoints"]:
+            found = state.endpoints()
+            return Reply(200, {"object": "list", "data": found, "has_more": False})
+        case "POST", ["v1", "webhook_endpoints"]:
+            return _save_endpoint(None, query, state)
+        case "POST", ["v1", "webhook_endpoints", endpoint_id]:
+            return _save_endpoint(unquote(endpoint_id), query, state)
     return error_reply(404, f"Unrecognized request URL ({method}: {path}).")
 
 
@@ -189,6 +198,43 @@ def _events(query: dict[str, list[str]], account: str | None, state: FakeState) 
             "url": "/v1/events",
         },
     )
+
+
+def _save_endpoint(endpoint_id: str | None, form: dict[str, list[str]], state: FakeState) -> Reply:
+    """POST /v1/webhook_endpoints (create: the secret is shown this once) or /{id}."""
+    events = [
+        value
+        for key, values in form.items()
+        if key.startswith("enabled_events[")
+        for value in values
+    ]
+    url = _one(form, "url")
+    if endpoint_id is None:
+        if not url or not events:
+            return error_reply(400, "url and enabled_events are required", param="url")
+        created: dict[str, Any] = {
+            "id": f"we_fake{secrets.token_hex(6)}",
+            "object": "webhook_endpoint",
+            "created": int(time.time()),
+            "status": "enabled",
+            "url": url,
+            "enabled_events": events,
+            "secret": f"whsec_fake{secrets.token_hex(12)}",
+            "description": _one(form, "description"),
+        }
+        return Reply(200, state.save_endpoint(created))
+    endpoint = state.endpoint(endpoint_id)
+    if endpoint is None:
+        return error_reply(
+            404, f"No such webhook endpoint: '{endpoint_id}'", code="resource_missing", param="id"
+        )
+    if url:
+        endpoint["url"] = url
+    if events:
+        endpoint["enabled_events"] = events
+    saved = state.save_endpoint(endpoint)
+    saved.pop("secret", None)
+    return Reply(200, saved)
 
 
 def _customer(customer_id: str, account: str | None, state: FakeState) -> Reply:

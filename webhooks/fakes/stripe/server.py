@@ -64,8 +64,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         if url.path.startswith("/_fake/"):
             self._send(self._control(url.path, body))
-        else:
-            self._send(api.error_reply(404, f"Unrecognized request URL (POST: {url.path})."))
+        else:  # Stripe's API writes are form-encoded
+            self._api(url.path, parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
 
     def _send(self, reply: api.Reply) -> None:
         request_id = ("Request-Id", f"req_fake_{time.monotonic_ns()}")

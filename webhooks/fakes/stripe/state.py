@@ -71,6 +71,7 @@ class FakeState:
         self._customers: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._invoice_payments: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._events: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self._endpoints: dict[str, dict[str, Any]] = {}  # webhook endpoints by id
         self._requests: list[dict[str, Any]] = []
 
     # --- objects ------------------------------------------------------------------------------
@@ -146,6 +147,26 @@ class FakeState:
         with self._lock:
             found = [event for (owner, _), event in self._events.items() if owner == account]
         return sorted(found, key=lambda event: (event["created"], event["id"]), reverse=True)
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        """Webhook endpoints, newest first, without their secrets (as Stripe lists them)."""
+        with self._lock:
+            found = [dict(endpoint) for endpoint in self._endpoints.values()]
+        for endpoint in found:
+            endpoint.pop("secret", None)
+        return sorted(found, key=lambda endpoint: endpoint["created"], reverse=True)
+
+    def save_endpoint(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a webhook endpoint; the stored copy."""
+        with self._lock:
+            self._endpoints[endpoint["id"]] = dict(endpoint)
+            return dict(endpoint)
+
+    def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        """One webhook endpoint (with its secret, for the fake's own use), or None."""
+        with self._lock:
+            found = self._endpoints.get(endpoint_id)
+            return dict(found) if found else None
 
     def line_items(self, session_id: str, account: str | None) -> list[dict[str, Any]] | None:
         """A copy of the session's line items, or None when the account has no such session."""

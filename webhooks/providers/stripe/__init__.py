@@ -13,6 +13,7 @@ from mappers.taxonomy_doc import EventDoc
 from webhooks.providers.base import ProviderSpec
 from webhooks.providers.stripe.backfill import events
 from webhooks.providers.stripe.enrich import enricher
+from webhooks.providers.stripe.register import register
 from webhooks.providers.stripe.settings import StripeSettings
 from webhooks.providers.stripe.signature import (
     NAME,
@@ -100,6 +101,7 @@ SPEC: ProviderSpec[StripeSettings, StripeConfig] = ProviderSpec(
     docs=DOCS,
     sample=sample,
     backfill=events,
+    register=register,
 )
 
 __all__ = ["SPEC", "sign"]

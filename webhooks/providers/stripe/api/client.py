@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -197,6 +198,27 @@ class StripeAPI:
                 if not page or not page.get("has_more") or not entries:
                     break
                 params["starting_after"] = entries[-1]["id"]
+
+    def webhook_endpoints(self) -> list[dict[str, Any]]:
+        """The account's webhook endpoints (Stripe allows 16: one page holds them all)."""
+        list_page = self._stripe.v1.webhook_endpoints.list
+        page = self._call("webhook_endpoints", partial(list_page, {"limit": 100}))
+        data = page.get("data") if page is not None else None
+        return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+    def create_webhook_endpoint(self, url: str, events: list[str], description: str) -> Any:
+        """Create an endpoint; the answer holds its signing secret, shown only this once."""
+        params = {"url": url, "enabled_events": events, "description": description}
+        # One key for every retry of this call: a timeout never creates two endpoints.
+        options = {"idempotency_key": f"register-{uuid.uuid4()}"}
+        create = self._stripe.v1.webhook_endpoints.create
+        return self._call("webhook_endpoints", partial(create, params, options))  # type: ignore[arg-type]
+
+    def update_webhook_endpoint(self, endpoint_id: str, events: list[str]) -> Any:
+        """Set an endpoint's enabled events."""
+        update = self._stripe.v1.webhook_endpoints.update
+        params = {"enabled_events": events}
+        return self._call("webhook_endpoints", partial(update, endpoint_id, params))  # type: ignore[arg-type]
 
     def _invoice_payments(
         self, params: InvoicePaymentListParams, account: str | None
