@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from sqlalchemy.engine import Engine
@@ -28,6 +28,9 @@ from webhooks.errors import (
     LookupUnauthorized,
     LookupUnavailable,
 )
+
+if TYPE_CHECKING:
+    from webhooks.providers.registry import AnySpec
 
 UNREADABLE = 3
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d)$")
@@ -90,6 +93,17 @@ def database() -> Iterator[Engine]:
 def _unreadable(message: str) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(UNREADABLE)
+
+
+def _spec(provider: str) -> AnySpec:
+    """The registered provider named PROVIDER, or a usage error naming the known ones."""
+    from webhooks.errors import UnknownProvider
+    from webhooks.providers import registry
+
+    try:
+        return registry.get(provider)
+    except UnknownProvider as exc:
+        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], str]) -> None:
@@ -654,14 +668,9 @@ def simulate(provider: str, event_type: str, url: str, secret: str | None) -> No
     """
     import httpx
 
-    from webhooks.errors import UnknownProvider
-    from webhooks.providers import registry
     from webhooks.providers.samples import NoSample
 
-    try:
-        spec = registry.get(provider)
-    except UnknownProvider as exc:
-        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
+    spec = _spec(provider)
     if spec.sample is None:
         raise click.BadParameter(f"{provider} has no samples", param_hint="PROVIDER")
     try:
@@ -730,14 +739,9 @@ def backfill(
     update the person's attributes; --attributes-only withholds every event. Exit 1 when
     the API refuses.
     """
-    from webhooks.errors import UnknownProvider
     from webhooks.ops.backfill import Summary, run
-    from webhooks.providers import registry
 
-    try:
-        spec = registry.get(provider)
-    except UnknownProvider as exc:
-        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
+    spec = _spec(provider)
     if spec.backfill is None:
         raise click.BadParameter(f"{provider} has no backfill yet", param_hint="PROVIDER")
     if until is not None and until <= since:
@@ -865,13 +869,7 @@ def register(provider: str, url: str, dry_run: bool, as_json: bool) -> None:
     Stripe endpoint's signing secret is printed once (put it in STRIPE_WEBHOOK_SECRET).
     Stripe needs STRIPE_API_KEY with Webhook Endpoints: Write.
     """
-    from webhooks.errors import UnknownProvider
-    from webhooks.providers import registry
-
-    try:
-        spec = registry.get(provider)
-    except UnknownProvider as exc:
-        raise click.BadParameter(str(exc), param_hint="PROVIDER") from None
+    spec = _spec(provider)
     if spec.register is None:
         raise click.BadParameter(f"{provider} has no registration yet", param_hint="PROVIDER")
     if not url.startswith(("https://", "http://")):
