@@ -34,7 +34,8 @@ AUTH_PAUSE_MAX = 300.0
 # meanwhile waits for it, so it stays short (a 500-row one after a stalled send made
 # acks wait 15 ms more). A pass sends up to SEND_BATCH operations (about two v2
 # batches of ~475 KB at most); while a backlog lasts, sending waits until SEND_AFTER
-# rows were mapped, so requests stay large instead of one small one per transaction.
+# rows were mapped, so requests stay large instead of one small one per transaction,
+# unless a live operation is due.
 MAP_BATCH = 100
 SEND_BATCH = 1000
 SEND_AFTER = 500
@@ -117,7 +118,9 @@ class Worker:
         )
         backlog = mapped >= MAP_BATCH
         self._unsent += mapped
-        if backlog and self._unsent < SEND_AFTER:
+        # A live operation never waits for a backfill's or replay's batching: once no
+        # live row is left to map, a due live operation goes out in this pass.
+        if backlog and self._unsent < SEND_AFTER and not self._live_waiting_to_send():
             return True
         self._unsent = 0
         if self._failures and time.monotonic() >= self._next_probe:
@@ -157,6 +160,10 @@ class Worker:
             self._failures = 0
             self._auth_pause = 0.0
         return backlog or outcome.claimed >= SEND_BATCH
+
+    def _live_waiting_to_send(self) -> bool:
+        """A live operation is due and no live backlog is left to batch it with."""
+        return outbox_store.live_due(self.engine) and not inbox_store.live_pending(self.engine)
 
     def _probe(self) -> None:
         """During an outage pause: one cheap request; if it answers, resume at once.

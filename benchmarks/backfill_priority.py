@@ -1,0 +1,144 @@
+"""Live latency while a large backfill drains: the backfill lane must not delay live webhooks.
+
+    python benchmarks/backfill_priority.py [--backfill 20000] [--rate 20] [--duration 15]
+                                           [--database-url postgresql+psycopg://...]
+
+`webhooks serve` (gunicorn plus its delivery worker) against the fake Customer.io, as
+benchmarks/end_to_end.py. First a round of live webhooks at `--rate` on an idle system;
+then `--backfill` Stripe events are stored in the backfill lane (as `webhooks backfill`
+stores them: keyed by the receiver, created ten minutes ago, so they are sent, not
+held back as history) and, while the worker drains them, a second round of live
+webhooks. Printed side by side: live receipt -> Customer.io acceptance p50 and p99 in
+both rounds, their ratio, and how much backfill was still queued when the live round
+ended (it must still be draining for the comparison to mean anything). PASS when the
+p99 ratio is within 1.5 (the issue's target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import sqlalchemy as sa
+from end_to_end import (
+    METRICS,
+    Sender,
+    measure_round,
+    quantiles,
+    start_service,
+    wait_delivered,
+    warm_up,
+)
+from harness import EventFactory, code_version, run_main, verdict
+
+from webhooks.providers.stripe.signature import StripeReceiver
+from webhooks.storage.db import create_db_engine
+from webhooks.storage.inbox import store_delivery
+from webhooks.storage.schema import InboxState, Lane, inbox
+
+MAX_RATIO = 1.5
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backfill", type=int, default=20_000, help="backfilled events")
+    parser.add_argument("--rate", type=float, default=20.0, help="live webhooks per second")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per live round")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--senders", type=int, default=16, help="sender threads")
+    parser.add_argument("--max-rps", type=float, help="CUSTOMERIO_MAX_RPS (default: product's)")
+    parser.add_argument("--log-level", default="WARNING", help="the service's LOG_LEVEL")
+    parser.add_argument("--drain-timeout", type=float, default=120.0, help="wait for delivery")
+    parser.add_argument("--database-url", help="PostgreSQL URL; default: temporary SQLite")
+    return parser.parse_args(argv)
+
+
+def store_backfill(url: str, count: int) -> float:
+    """`count` events in the backfill lane, keyed as the receiver keys them; seconds taken."""
+    started = time.monotonic()
+    factory, receiver = EventFactory(), StripeReceiver([])
+    engine = create_db_engine(url)
+    created = int(time.time()) - 600
+    try:
+        for index in range(count):
+            event = factory.make(index, created)
+            delivery = receiver.parse(event.body, {})
+            store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+    finally:
+        engine.dispose()
+    return time.monotonic() - started
+
+
+def backfill_queued(url: str) -> int:
+    """Backfill-lane inbox rows not mapped yet."""
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    sa.select(sa.func.count()).where(
+                        inbox.c.lane == Lane.BACKFILL, inbox.c.state == InboxState.PENDING
+                    )
+                )
+                or 0
+            )
+    finally:
+        engine.dispose()
+
+
+def live_round(sender: Sender, fake, url: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """One round of live webhooks, measured from receipt to the fake's acceptance."""
+    items = sender.prepare(int(args.rate * args.duration))
+    sender.run(items, args.rate)
+    queued = backfill_queued(url)
+    wait_delivered(fake, {i.order_id for i in items if i.status == 200}, args.drain_timeout)
+    return measure_round(items, fake, url), queued
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    """Idle round, then the backfill, then a round while it drains; the comparison."""
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wh-bfp-")))
+        fake, url, server = start_service(stack, args, workdir)
+        print(
+            f"Backfill priority: live {args.rate:g}/s for {args.duration:g} s, idle and while "
+            f"{args.backfill} backfilled events drain; `webhooks serve --workers "
+            f"{args.workers}`; code {code_version()}\n",
+            flush=True,
+        )
+        sender = Sender(server.port, args.senders, EventFactory())
+        warm_up(sender, fake, args.rate)
+        idle, _ = live_round(sender, fake, url, args)
+        seconds = store_backfill(url, args.backfill)
+        print(f"  stored {args.backfill} backfill events in {seconds:.1f} s", flush=True)
+        busy, queued = live_round(sender, fake, url, args)
+        metric = METRICS[0]
+        rows = {
+            "idle": quantiles(idle.latencies[metric]),
+            "backfill": quantiles(busy.latencies[metric]),
+        }
+        print(f"\n{'live round':<12}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}")
+        for name, result in (("idle", idle), ("backfill", busy)):
+            p50, _, p99, _ = rows[name]
+            print(f"{name:<12}{result.delivered:>10}{p50:>9.1f}{p99:>9.1f}")
+        ratio = rows["backfill"][2] / rows["idle"][2]
+        print(f"\n  backfill rows still queued when the live round ended: {queued}")
+        ok = verdict(ratio <= MAX_RATIO)
+        print(f"  live p99 with backfill / idle: {ratio:.2f} (<= {MAX_RATIO}): {ok}")
+        print(json.dumps({"idle_p99_ms": rows["idle"][2], "backfill_p99_ms": rows["backfill"][2]}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0 when it measured, 1 when it broke, 130 on Ctrl-C."""
+    return run_main(benchmark, parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
