@@ -40,12 +40,8 @@ import sqlalchemy as sa
 from harness import (
     check_exactly_once,
     code_version,
-    fresh_database,
     run_main,
-    serve_server,
-    service_env,
-    start,
-    start_fake,
+    serve_with_fake,
     verdict,
     wait_worker_up,
 )
@@ -218,10 +214,9 @@ def benchmark(args: argparse.Namespace) -> None:
     """Fake, database, service; interleaved rounds; the delivery check; all cleaned up."""
     with ExitStack() as stack:
         args.workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wh-ack-")))
-        fake = start_fake(stack, args.workdir)
-        url = stack.enter_context(fresh_database(args.database_url, args.workdir, "ack"))
-        env = service_env(url, fake.url, LOG_LEVEL=args.log_level)
-        server = start(stack, serve_server(env, args.workdir, args.workers), args.workdir)
+        fake, url, server = serve_with_fake(
+            stack, args.workdir, args.database_url, args.workers, "ack", LOG_LEVEL=args.log_level
+        )
         wait_worker_up(fake)
         backend = "postgresql (fresh schema)" if args.database_url else "sqlite (temporary file)"
         print(

@@ -37,14 +37,10 @@ from harness import (
     Exactness,
     check_exactly_once,
     code_version,
-    fresh_database,
     order_id,
     percentile,
     run_main,
-    serve_server,
-    service_env,
-    start,
-    start_fake,
+    serve_with_fake,
     verdict,
 )
 from ingest import BenchmarkError, Server
@@ -271,13 +267,10 @@ def start_service(
     stack: ExitStack, args: argparse.Namespace, workdir: Path
 ) -> tuple[FakeCustomerIOClient, str, Server]:
     """The fake, a fresh database and `webhooks serve`; returns (fake, url, server)."""
-    fake = start_fake(stack, workdir)
-    url = stack.enter_context(fresh_database(args.database_url, workdir, "e2e"))
     extra = {"LOG_LEVEL": args.log_level}
     if args.max_rps:
         extra["CUSTOMERIO_MAX_RPS"] = str(args.max_rps)
-    env = service_env(url, fake.url, **extra)
-    return fake, url, start(stack, serve_server(env, workdir, args.workers), workdir)
+    return serve_with_fake(stack, workdir, args.database_url, args.workers, "e2e", **extra)
 
 
 def benchmark(args: argparse.Namespace) -> None:

@@ -152,6 +152,22 @@ def serve_server(env: dict[str, str], workdir: Path, workers: int) -> Server:
     return Server("serve", command, env, port, workdir / "serve.log", "/readyz")
 
 
+def serve_with_fake(
+    stack: ExitStack,
+    workdir: Path,
+    database_url: str | None,
+    workers: int,
+    name: str,
+    **extra: str,
+) -> tuple[FakeCustomerIOClient, str, Server]:
+    """The fake Customer.io, a fresh database and `webhooks serve` (`extra` in its
+    environment), all stopped when `stack` closes; returns (fake, database url, server)."""
+    fake = start_fake(stack, workdir)
+    url = stack.enter_context(fresh_database(database_url, workdir, name))
+    env = service_env(url, fake.url, **extra)
+    return fake, url, start(stack, serve_server(env, workdir, workers), workdir)
+
+
 @contextmanager
 def fresh_database(postgres_url: str | None, workdir: Path, name: str) -> Iterator[str]:
     """A migrated, empty database: SQLite in `workdir`, or a PostgreSQL schema (dropped after)."""
