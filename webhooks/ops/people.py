@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from webhooks.errors import WebhooksError
+from webhooks.ops.rows import delivery_ref
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import (
     data_requests,
@@ -130,17 +131,7 @@ def _deliveries(conn: Connection, ids: list[int]) -> list[dict[str, Any]]:
     if not ids:
         return []
     rows = conn.execute(sa.select(inbox).where(inbox.c.id.in_(ids)).order_by(inbox.c.id))
-    return [
-        {
-            "ref": f"inbox:{row.id}",
-            "provider": row.provider,
-            "type": row.event_type,
-            "delivery_id": row.delivery_id,
-            "received_at": _iso(row.received_at),
-            "body": _body(row.body),
-        }
-        for row in rows
-    ]
+    return [delivery_ref(row) | {"body": _body(row.body)} for row in rows]
 
 
 def requests(engine: Engine, open_only: bool = False) -> list[dict[str, Any]]:

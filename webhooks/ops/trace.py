@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from webhooks.core.operations import OperationKind
 from webhooks.errors import WebhooksError
+from webhooks.ops.rows import delivery_ref
 from webhooks.storage.schema import identity_links, inbox, outbox, person_facts, person_state
 
 LIMIT = 200  # operations per person shown; a trace is for reading
@@ -145,13 +146,7 @@ def _links(conn: Connection, persons: set[str]) -> dict[str, list[tuple[str, int
 
 
 def _delivery(row: Any) -> dict[str, Any]:
-    return {
-        "ref": f"inbox:{row.id}",
-        "provider": row.provider,
-        "account": row.account,
-        "type": row.event_type,
-        "delivery_id": row.delivery_id,
-        "received_at": row.received_at.isoformat(),
+    return delivery_ref(row) | {
         "secret_index": row.secret_index,
         "duplicates": row.duplicates,
         "lane": row.lane,

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from webhooks.ops.rows import delivery_ref
 from webhooks.storage.schema import InboxState, inbox, inbox_waits
 
 
@@ -47,15 +48,4 @@ def find(
         query = query.where(inbox.c.received_at < received_before)
     with engine.connect() as conn:
         rows = conn.execute(query.order_by(inbox.c.id).limit(limit))
-        return [
-            {
-                "ref": f"inbox:{row.id}",
-                "provider": row.provider,
-                "account": row.account,
-                "type": row.event_type,
-                "delivery_id": row.delivery_id,
-                "received_at": row.received_at.isoformat(),
-                "waits_for": row.key,
-            }
-            for row in rows
-        ]
+        return [delivery_ref(row) | {"waits_for": row.key} for row in rows]
