@@ -140,3 +140,25 @@ def test_delivery_counts_what_went_out_and_what_failed(
     assert value("webhooks_operations_delivered_total", kind="event", outcome="delivered") == (
         delivered + 1
     )
+
+
+def test_a_live_webhook_is_sent_at_once_while_a_backfill_drains(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    from dataclasses import replace
+
+    from tests.pipeline import FIXTURES
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane
+
+    fixture = json.loads((FIXTURES / "stripe" / "customer_created.json").read_text())
+    for n in range(MAP_BATCH * 3):  # a backfill backlog: held for SEND_AFTER batching
+        body = json.dumps({**fixture["body"], "id": f"evt_backfilled_{n}"}).encode()
+        store_delivery(engine, replace(StripeReceiver([]).parse(body, {}), lane=Lane.BACKFILL))
+    ingest(engine, "shopify", "order_create")  # a live webhook arrives meanwhile
+    runner = worker(engine, cio)
+    assert runner.run_once() is True  # the backfill goes on
+    sent = [item["name"] for body in cio.bodies() for item in body["batch"] if "name" in item]
+    # Claimed first (live lane), mapped, and sent in the same pass, not after 500 rows.
+    assert sent == ["order_completed"]
