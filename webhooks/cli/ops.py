@@ -601,7 +601,6 @@ def replay(
 
 
 def _wait_for(engine: Engine, remaining: Callable[[Engine], int]) -> None:
-    import time
 
     left = start = remaining(engine)
     with click.progressbar(length=max(start, 1), label="mapping and delivering") as bar:
@@ -710,9 +709,24 @@ def simulate(provider: str, event_type: str, url: str, secret: str | None) -> No
 
 @click.command()
 @click.argument("provider")
-@click.option("--since", type=Since(), required=True, help="Created from: 24h, 2026-11-01, ...")
-@click.option("--until", type=Since(), default=None, help="Created before (default: now).")
-@click.option("--types", default="", help="Comma-separated types (default: every handled one).")
+@click.option("--since", type=Since(), required=True, help="From: 24h, 2026-11-01, ...")
+@click.option("--until", type=Since(), default=None, help="Before (default: now).")
+@click.option(
+    "--types",
+    "--topics",
+    "types",
+    default="",
+    help="Comma-separated: Stripe event types; Shopify orders,refunds,customers,checkouts "
+    "(default: all).",
+)
+@click.option(
+    "--shop",
+    "--account",
+    "accounts",
+    multiple=True,
+    help="Shopify: the shop (my-store.myshopify.com); repeat for several (default: every "
+    "shop in SHOPIFY_ADMIN_TOKEN).",
+)
 @click.option("--dry-run", is_flag=True, help="Fetch and count what would be stored.")
 @click.option(
     "--attributes-only",
@@ -725,6 +739,7 @@ def backfill(
     since: datetime,
     until: datetime | None,
     types: str,
+    accounts: tuple[str, ...],
     dry_run: bool,
     attributes_only: bool,
     as_json: bool,
@@ -732,14 +747,18 @@ def backfill(
     """Read what PROVIDER's webhooks may have missed back from its API, and store it.
 
     Stripe: the Events API (30 days of history; STRIPE_API_KEY, a restricted key with
-    Events: Read). Each event is stored as its webhook would have been, in the
-    backfill lane, which the worker takes only after live work: an event the webhook
-    already delivered is a duplicate, and a rerun is safe. Old facts are history, not
-    triggers: events older than BACKFILL_LIVE_WINDOW_SECONDS (1 h) are withheld and only
-    update the person's attributes; --attributes-only withholds every event. Exit 1 when
-    the API refuses.
+    Events: Read); each event is stored as its webhook would have been. Shopify: orders
+    (with refunds), customers and abandoned checkouts updated in the range, through the
+    Admin API (SHOPIFY_ADMIN_TOKEN), each turned into the webhook it stands for. Both go
+    to the backfill lane, which the worker takes only after live work: what a webhook
+    already reported is a duplicate, and a rerun is safe. Old facts are history, not
+    triggers (see docs/operations.md#backfill); --attributes-only sends no events at
+    all. Exit 1 when the API refuses.
     """
-    from webhooks.ops.backfill import Summary, run
+    from webhooks.cli.progress import Progress
+    from webhooks.ops.backfill import run
+    from webhooks.providers.base import BackfillRequest
+    from webhooks.providers.facts import fact_keys
 
     spec = _spec(provider)
     if spec.backfill is None:
@@ -747,33 +766,25 @@ def backfill(
     if until is not None and until <= since:
         raise click.BadParameter("must be after --since", param_hint="--until")
     try:
-        provider_settings = load_settings().provider(spec.name)
+        settings = load_settings()
+        provider_settings = settings.provider(spec.name)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    wanted = [kind.strip() for kind in types.split(",") if kind.strip()]
-    shown = [0.0]
-
-    def progress(summary: Summary) -> None:
-        now = time.monotonic()
-        if not as_json and now - shown[0] >= 2:
-            shown[0] = now
-            click.echo(
-                f"  fetched {summary.fetched}: {summary.new} new, {summary.duplicates} duplicates",
-                err=True,
-            )
-
-    with database() as engine:
+    wanted = tuple(kind.strip() for kind in types.split(",") if kind.strip())
+    request = BackfillRequest(since, until, wanted, accounts)
+    facts = fact_keys(spec, provider_settings, settings.internal_id_key)
+    with database() as engine, Progress(quiet=as_json) as progress:
         receiver = spec.receiver(provider_settings)
         try:
-            deliveries = spec.backfill(provider_settings, since, until, wanted)
-            summary = run(engine, receiver, deliveries, dry_run, progress, attributes_only)
+            deliveries = spec.backfill(provider_settings, request)
+            summary = run(engine, receiver, deliveries, dry_run, progress, attributes_only, facts)
         except (ConfigError, IngestError) as exc:
             # IngestError: a fetched delivery the receiver cannot key, or the database
             # refusing the write; what was stored before it stays, a rerun goes on.
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
         except LookupUnauthorized as exc:
             raise click.ClickException(
-                f"{exc}: the API key is wrong, revoked, or lacks read access "
+                f"{exc}: the key or token is wrong, revoked, or lacks read access "
                 f"({spec.title}: see `webhooks backfill --help`)"
             ) from None
         except (LookupRefused, LookupUnavailable) as exc:
@@ -786,7 +797,9 @@ def backfill(
         as_json,
         lambda: (
             f"fetched {summary.fetched}: {verb} {summary.new} new in the backfill lane, "
-            f"{summary.duplicates} already stored\n"
+            f"{summary.duplicates} already stored or reported"
+            + (f", {summary.refreshed} record refreshes" if summary.refreshed else "")
+            + "\n"
             + "\n".join(f"  {kind}: {n}" for kind, n in sorted(summary.new_by_type.items()))
         ).rstrip(),
     )
@@ -808,6 +821,8 @@ def reconcile(since: datetime, as_json: bool) -> None:
     """
     from webhooks.ops.backfill import run
     from webhooks.providers import registry
+    from webhooks.providers.base import BackfillRequest
+    from webhooks.providers.facts import fact_keys
 
     try:
         settings = load_settings()
@@ -822,16 +837,19 @@ def reconcile(since: datetime, as_json: bool) -> None:
                 report[name] = {"checked": False, "reason": "no backfill for this provider yet"}
                 continue
             provider_settings = settings.provider(name)
+            facts = fact_keys(spec, provider_settings, settings.internal_id_key)
             try:
-                deliveries = spec.backfill(provider_settings, since, None, [])
-                summary = run(engine, spec.receiver(provider_settings), deliveries)
-            except (ConfigError, IngestError, LookupRefused, LookupUnavailable) as exc:
+                deliveries = spec.backfill(provider_settings, BackfillRequest(since))
+                receiver = spec.receiver(provider_settings)
+                summary = run(engine, receiver, deliveries, facts=facts)
+            except (
+                ConfigError,
+                IngestError,
+                LookupRefused,
+                LookupUnavailable,
+                LookupUnauthorized,
+            ) as exc:
                 report[name] = {"checked": False, "reason": f"{type(exc).__name__}: {exc}"}
-                failed.append(name)
-                continue
-            except LookupUnauthorized as exc:
-                reason = f"{exc}: the API key is wrong, revoked, or lacks read access"
-                report[name] = {"checked": False, "reason": reason}
                 failed.append(name)
                 continue
             report[name] = {"checked": True, **summary.as_dict()}
@@ -845,7 +863,8 @@ def reconcile(since: datetime, as_json: bool) -> None:
                 continue
             lines.append(
                 f"{name}: {item['fetched']} fetched, {item['duplicates']} already received, "
-                f"{item['new']} missed by the webhooks (now stored)"
+                f"{item['new']} missed by the webhooks (now stored), "
+                f"{item['refreshed']} records refreshed"
             )
             lines += [f"  {kind}: {n}" for kind, n in item["new_by_type"].items()]
         return "\n".join(lines) or "no provider is configured"
@@ -860,45 +879,66 @@ def reconcile(since: datetime, as_json: bool) -> None:
 @click.command()
 @click.argument("provider")
 @click.option("--url", required=True, help="The public endpoint: https://HOST/webhooks/PROVIDER")
+@click.option(
+    "--shop",
+    "accounts",
+    multiple=True,
+    help="Shopify: the shop; repeat for several (default: every shop in SHOPIFY_ADMIN_TOKEN).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would change, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def register(provider: str, url: str, dry_run: bool, as_json: bool) -> None:
-    """Create or update PROVIDER's webhook endpoint at URL with exactly the handled types.
+def register(
+    provider: str, url: str, accounts: tuple[str, ...], dry_run: bool, as_json: bool
+) -> None:
+    """Create or update PROVIDER's webhook subscriptions at URL with exactly the handled types.
 
-    Idempotent: a second run changes nothing. Lists what exists and what changed; a new
-    Stripe endpoint's signing secret is printed once (put it in STRIPE_WEBHOOK_SECRET).
-    Stripe needs STRIPE_API_KEY with Webhook Endpoints: Write.
+    Idempotent: a second run changes nothing. Lists what exists and what changed. Stripe
+    (STRIPE_API_KEY with Webhook Endpoints: Write): one endpoint; a new one's signing
+    secret is printed once (put it in STRIPE_WEBHOOK_SECRET). Shopify (SHOPIFY_ADMIN_TOKEN
+    of an app with write access to webhooks): one subscription per handled topic, per
+    shop, through GraphQL webhookSubscriptionCreate; they are signed with the app's
+    client secret.
     """
+    from webhooks.providers.base import RegisterRequest
+
     spec = _spec(provider)
     if spec.register is None:
         raise click.BadParameter(f"{provider} has no registration yet", param_hint="PROVIDER")
     if not url.startswith(("https://", "http://")):
         raise click.BadParameter("must be an http(s) URL", param_hint="--url")
     try:
-        found = spec.register(load_settings().provider(spec.name), url, dry_run)
+        request = RegisterRequest(url, dry_run, accounts)
+        results = spec.register(load_settings().provider(spec.name), request)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except LookupUnauthorized as exc:
         raise click.ClickException(
-            f"{exc}: the API key is wrong, revoked, or cannot write webhook endpoints"
+            f"{exc}: the credentials are wrong, revoked, or cannot write webhook endpoints"
         ) from None
     except (LookupRefused, LookupUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
 
     def human() -> str:
         would = "would " if dry_run else ""
-        action = found["action"]
-        if action == "create":
-            lines = [f"{would}create {url} with {len(found['events'])} event types"]
-            if found.get("secret"):
-                lines.append(f"signing secret (shown once): {found['secret']}")
-        elif action == "update":
-            lines = [f"{would}update {found['endpoint']} at {url}"]
-            lines += [f"  + {kind}" for kind in found["added"]]
-            lines += [f"  - {kind}" for kind in found["removed"]]
-        else:
-            lines = [f"{found['endpoint']} at {url} already has the {len(found['events'])} types"]
-        lines += [f"other endpoint: {other}" for other in found["other_endpoints"]]
+        lines = []
+        for found in results:
+            where = f"{found['target']}: " if len(results) > 1 or provider != "stripe" else ""
+            action = found["action"]
+            count = len(found["events"])
+            if action == "create":
+                lines.append(f"{where}{would}create {url} with {count} event types")
+                if found.get("secret"):
+                    lines.append(f"signing secret (shown once): {found['secret']}")
+            elif action == "update":
+                lines.append(f"{where}{would}update {found.get('endpoint') or url}")
+                lines += [f"  + {kind}" for kind in found["added"]]
+                lines += [f"  - {kind}" for kind in found["removed"]]
+            else:
+                name = found.get("endpoint") or "the subscriptions"
+                lines.append(f"{where}{name} at {url} already has the {count} types")
+            lines += [f"  other endpoint: {other}" for other in found["other_endpoints"]]
+            if found.get("note"):
+                lines.append(f"  note: {found['note']}")
         return "\n".join(lines)
 
-    emit(found, as_json, human)
+    emit({"targets": results, "dry_run": dry_run}, as_json, human)

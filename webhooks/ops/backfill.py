@@ -17,18 +17,28 @@ from sqlalchemy.engine import Engine
 
 from webhooks.providers.base import Receiver
 from webhooks.providers.samples import Sample
-from webhooks.storage.inbox import exists, store_delivery
+from webhooks.storage.inbox import Delivery, exists, store_delivery
+from webhooks.storage.outbox import reported
 from webhooks.storage.schema import Lane
 
 
 @dataclass
 class Summary:
-    """What a backfill found: fetched, new (stored now), duplicates (already stored)."""
+    """What a backfill found.
+
+    `new`: stored now, with facts no webhook had reported (what the webhooks missed);
+    `duplicates`: stored before, or (for deliveries made up from records) every fact
+    already reported by a webhook; `refreshed`: records made up into deliveries that
+    report no fact of their own (a Shopify customer), stored to refresh the person but
+    not counted as missed, since nothing tells whether their webhook came.
+    """
 
     fetched: int = 0
     new: int = 0
     duplicates: int = 0
+    refreshed: int = 0
     new_by_type: Counter[str] = field(default_factory=Counter)
+    progress: float | None = None  # share of the range read (0..1), when known
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -36,6 +46,7 @@ class Summary:
             "fetched": self.fetched,
             "new": self.new,
             "duplicates": self.duplicates,
+            "refreshed": self.refreshed,
             "new_by_type": dict(sorted(self.new_by_type.items())),
         }
 
@@ -47,21 +58,36 @@ def run(
     dry_run: bool = False,
     progress: Callable[[Summary], Any] = lambda _s: None,
     attributes_only: bool = False,
+    facts: Callable[[Delivery], list[str]] = lambda _d: [],
 ) -> Summary:
     """Store each delivery in the backfill lane (or, in a dry run, count the new ones).
 
     In the backfill lane facts older than BACKFILL_LIVE_WINDOW_SECONDS are history (their
-    events withheld); with `attributes_only` every fact is (the history lane)."""
+    events withheld); with `attributes_only` every fact is (the history lane). `facts`
+    gives a delivery's fact keys (webhooks.providers.facts), asked for deliveries made
+    up from records."""
     lane = Lane.HISTORY if attributes_only else Lane.BACKFILL
     summary = Summary()
     for sample in deliveries:
         headers = {key.lower(): value for key, value in sample.headers.items()}
         delivery = replace(receiver.parse(sample.body, headers), lane=lane)
-        new = not exists(engine, delivery) if dry_run else store_delivery(engine, delivery)
         summary.fetched += 1
-        if new:
+        summary.progress = sample.progress
+        # Looked up first, so a rerun does not count itself on the stored row's duplicates.
+        outcome = "duplicate" if exists(engine, delivery) else "new"
+        if outcome == "new" and sample.keyed_by_fact:
+            keys = facts(delivery)
+            if not keys:
+                outcome = "refreshed"
+            elif reported(engine, keys) >= set(keys):
+                outcome = "duplicate"  # a webhook reported all of it under its own id
+        if outcome != "duplicate" and not dry_run and not store_delivery(engine, delivery):
+            outcome = "duplicate"  # stored meanwhile (the webhook raced the backfill)
+        if outcome == "new":
             summary.new += 1
             summary.new_by_type[delivery.event_type] += 1
+        elif outcome == "refreshed":
+            summary.refreshed += 1
         else:
             summary.duplicates += 1
         progress(summary)

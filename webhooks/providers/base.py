@@ -102,6 +102,25 @@ def check_person_id_format(value: str) -> None:
         raise ValueError("Customer.io reads ids starting with cio_ as its own")
 
 
+@dataclass(frozen=True)
+class BackfillRequest:
+    """What `webhooks backfill` asks a provider for."""
+
+    since: datetime
+    until: datetime | None = None  # None: up to now
+    types: tuple[str, ...] = ()  # the provider's type names or groups; empty: all handled
+    accounts: tuple[str, ...] = ()  # Shopify shops; empty: every configured one
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    """What `webhooks register` asks a provider for."""
+
+    url: str
+    dry_run: bool = False
+    accounts: tuple[str, ...] = ()  # Shopify shops; empty: every configured one
+
+
 class Receiver(Protocol):
     """The ingest side of a provider, built from its settings: verify, then key."""
 
@@ -162,14 +181,14 @@ class ProviderSpec(Generic[S, C]):
     docs: Mapping[EventName, EventDoc] = field(default_factory=dict)
     # A fresh delivery of a type from the package's samples/ (`webhooks simulate`).
     sample: Callable[[str], Sample] | None = None
-    # The deliveries of [since, until) read back from the provider's API, shaped as
-    # their webhooks (`webhooks backfill`); the types filter, empty for every handled
-    # one. Raises ConfigError when the settings cannot do it (no API key).
-    backfill: Callable[[S, datetime, datetime | None, list[str]], Iterator[Sample]] | None = None
-    # Create or update the provider's webhook subscription for a URL with exactly the
-    # handled types (`webhooks register`): (settings, url, dry_run) -> what it found
-    # and did. Raises ConfigError when the settings cannot (no API key).
-    register: Callable[[S, str, bool], dict[str, Any]] | None = None
+    # The deliveries of a time range read back from the provider's API, shaped as
+    # their webhooks (`webhooks backfill`). Raises ConfigError when the settings or the
+    # request cannot do it (no API key, an unknown type).
+    backfill: Callable[[S, BackfillRequest], Iterator[Sample]] | None = None
+    # Create or update the provider's webhook subscriptions for a URL with exactly the
+    # handled types (`webhooks register`): what it found and did, one entry per
+    # endpoint or shop. Raises ConfigError when the settings cannot (no API key).
+    register: Callable[[S, RegisterRequest], list[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):

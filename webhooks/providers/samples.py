@@ -26,6 +26,12 @@ class Sample:
 
     body: bytes
     headers: dict[str, str]
+    # A backfill's share of its work done once this delivery is read (0..1), for the
+    # progress bar's ETA; None when the provider cannot say.
+    progress: float | None = None
+    # Made up by a backfill from a record, not a webhook's own id: new only when its
+    # facts are (the webhook that reported them had another id).
+    keyed_by_fact: bool = False
 
 
 def load(package: str, event_type: str) -> tuple[dict[str, Any], dict[str, str]]:

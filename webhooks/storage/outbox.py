@@ -200,6 +200,15 @@ def requeue_dead(engine: Engine, ids: list[int] | None = None) -> int:
     return result.rowcount or 0
 
 
+def reported(engine: Engine, keys: list[str]) -> set[str]:
+    """Which of the operation keys `keys` are queued or were ever (in any state)."""
+    if not keys:
+        return set()
+    with engine.connect() as conn:
+        found = conn.scalars(sa.select(outbox.c.op_key).where(outbox.c.op_key.in_(set(keys))))
+        return set(found)
+
+
 def summary(row: Any) -> dict[str, Any]:
     """What a log line may say about an operation: never its attributes or payload, and
     a person id that is an email (GUEST_POLICY=email) only as a digest."""

@@ -11,6 +11,8 @@ from mappers.shopify_fields import ShopifyConfig
 from mappers.taxonomy import EventName
 from mappers.taxonomy_doc import EventDoc
 from webhooks.providers.base import ProviderSpec
+from webhooks.providers.shopify.backfill import records
+from webhooks.providers.shopify.register import register
 from webhooks.providers.shopify.settings import ShopifySettings
 from webhooks.providers.shopify.signature import (
     NAME,
@@ -72,6 +74,8 @@ SPEC: ProviderSpec[ShopifySettings, ShopifyConfig] = ProviderSpec(
     person_id_format="shopify:{account}:{customer_id}",
     docs=DOCS,
     sample=sample,
+    backfill=records,
+    register=register,
 )
 
 __all__ = ["SPEC", "sign"]

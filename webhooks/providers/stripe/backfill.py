@@ -8,11 +8,13 @@ exactly as its webhook would have carried it, so the receiver keys it the same w
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from mappers.stripe import HANDLERS
 from webhooks.errors import ConfigError
+from webhooks.providers.base import BackfillRequest
 from webhooks.providers.samples import Sample
 from webhooks.providers.stripe.api.client import StripeAPI
 from webhooks.providers.stripe.settings import StripeSettings
@@ -24,10 +26,14 @@ KEY_HINT = (
 )
 
 
-def events(
-    settings: StripeSettings, since: datetime, until: datetime | None, types: list[str]
-) -> Iterator[Sample]:
+def events(settings: StripeSettings, request: BackfillRequest) -> Iterator[Sample]:
     """Every handled event (or those of `types`) created in [since, until), newest first."""
+    since, until, types = request.since, request.until, request.types
+    if request.accounts:
+        raise ConfigError(
+            "Stripe backfill reads the platform account's events; Connect accounts "
+            "(--account) are not supported yet"
+        )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     if not key:
         raise ConfigError(f"no STRIPE_API_KEY: {KEY_HINT}")
@@ -42,8 +48,12 @@ def events(
     api = StripeAPI.create(key, base_url=settings.api_base, max_rps=settings.api_max_rps)
     try:
         wanted = types or sorted(HANDLERS)
-        end = int(until.timestamp()) if until else None
-        for event in api.events(int(since.timestamp()), end, wanted):
-            yield Sample(json.dumps(event).encode(), {})
+        start = int(since.timestamp())
+        end = int(until.timestamp()) if until else int(time.time())
+        for event in api.events(start, end if until else None, list(wanted)):
+            # Newest first: how far back from the end the pages have reached.
+            created = int(event.get("created") or end)
+            done = (end - created) / max(end - start, 1)
+            yield Sample(json.dumps(event).encode(), {}, progress=min(max(done, 0.0), 1.0))
     finally:
         api.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 from mappers.stripe import HANDLERS
 from webhooks.errors import ConfigError
+from webhooks.providers.base import RegisterRequest
 from webhooks.providers.stripe.api.client import StripeAPI
 from webhooks.providers.stripe.settings import StripeSettings
 
@@ -21,8 +22,12 @@ KEY_HINT = (
 )
 
 
-def register(settings: StripeSettings, url: str, dry_run: bool = False) -> dict[str, Any]:
-    """Create or update the endpoint at `url`; what exists and what changed."""
+def register(settings: StripeSettings, request: RegisterRequest) -> list[dict[str, Any]]:
+    """Create or update the endpoint at the URL; what exists and what changed."""
+    return [_register(settings, request.url, request.dry_run) | {"target": "stripe"}]
+
+
+def _register(settings: StripeSettings, url: str, dry_run: bool) -> dict[str, Any]:
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     if not key:
         raise ConfigError(f"no STRIPE_API_KEY: {KEY_HINT}")
