@@ -151,17 +151,27 @@ def test_old_backfilled_facts_update_people_but_start_no_journeys(
 ) -> None:
     fake_stripe.add_event(checkout_event(1, minutes_ago=5 * 60))  # missed 5 hours ago
     fake_stripe.add_event(checkout_event(2, minutes_ago=10))  # missed 10 minutes ago
-    assert backfill(engine, fake_stripe, "--since", "24h").exit_code == 0
+    fake_stripe.add_event(checkout_event(3, minutes_ago=5 * 24 * 60))  # 5 days ago
+    assert backfill(engine, fake_stripe, "--since", "6d").exit_code == 0
     worker(engine, cio).run_once()
-    # The recent order starts its journey; the old one is history, withheld as an event.
-    assert orders_sent(cio) == ["pi_bf0002"]
+    # The recent order starts its journey. The 5-hour-old one would too (Customer.io
+    # triggers on events up to 72 h old): it is history, withheld as an event. The
+    # 5-day-old one goes out with its own timestamp, recorded but triggering nothing.
+    assert sorted(orders_sent(cio)) == ["pi_bf0002", "pi_bf0003"]
+    sent = {
+        item["attributes"]["order_id"]: item["timestamp"]
+        for body in cio.bodies()
+        for item in body.get("batch", [])
+        if item.get("name") == "order_completed"
+    }
+    assert sent["pi_bf0003"] <= time.time() - 5 * 24 * 3600 + 60
     [old] = [
         row for row in outbox_rows(engine) if row.kind == "event" and row.state == "suppressed"
     ]
     assert old.last_error.startswith("history: backfilled 5.0 h old")
-    # Both count in the person's attributes.
+    # All three count in the person's attributes.
     identifies = [i for b in cio.bodies() for i in b["batch"] if i["action"] == "identify"]
-    assert identifies[-1]["attributes"]["order_count"] == 2
+    assert identifies[-1]["attributes"]["order_count"] == 3
 
 
 def test_attributes_only_sends_person_state_and_no_events(

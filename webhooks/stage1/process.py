@@ -301,22 +301,34 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> di
 
 
 # Why a backfilled event was withheld: the outbox row's last_error.
-HISTORY_REASON = "history: backfilled {age}, older than BACKFILL_LIVE_WINDOW_SECONDS"
+HISTORY_REASON = (
+    "history: backfilled {age}, older than BACKFILL_LIVE_WINDOW_SECONDS and young enough "
+    "to trigger Customer.io campaigns (72 h)"
+)
 HISTORY_ONLY = "history: backfilled with --attributes-only"
 EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)
+# Customer.io lets events timestamped within the past 72 hours trigger campaigns; older
+# ones are stored on the person (segments, activity) but trigger nothing. An hour more,
+# because the event reaches it a little later than it is queued.
+TRIGGER_HORIZON = timedelta(hours=73)
 
 
 def _as_history(item: dict[str, Any], row: sa.Row[Any], now: datetime, window: float) -> None:
-    """A backfilled fact older than the live window is history: its event is withheld
-    (suppressed, with the reason) so it starts no journey; the person's attributes it
-    changed still go out in their identify. Live and replayed rows are untouched."""
+    """Old backfilled facts are history, not triggers.
+
+    Older than the live window but young enough to trigger a campaign: the event is
+    withheld (suppressed, with the reason), so it starts no journey hours late; the
+    person's attributes it changed still go out in their identify. Older than Customer.io's
+    trigger horizon: sent with its original timestamp, which records it on the person
+    without triggering anything. The history lane (--attributes-only) withholds every
+    event. Live and replayed rows are untouched."""
     if item["kind"] not in EVENT_KINDS or item["state"] == OutboxState.SUPPRESSED:
         return
+    age = now - item["occurred_at"]
     if row.lane == Lane.HISTORY:
         reason = HISTORY_ONLY
-    elif row.lane == Lane.BACKFILL and now - item["occurred_at"] > timedelta(seconds=window):
-        hours = (now - item["occurred_at"]).total_seconds() / 3600
-        reason = HISTORY_REASON.format(age=f"{hours:.1f} h old")
+    elif row.lane == Lane.BACKFILL and timedelta(seconds=window) < age <= TRIGGER_HORIZON:
+        reason = HISTORY_REASON.format(age=f"{age.total_seconds() / 3600:.1f} h old")
     else:
         return
     item["state"] = OutboxState.SUPPRESSED
