@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -39,10 +39,21 @@ from harness import EventFactory, code_version, run_main, verdict
 
 from webhooks.providers.stripe.signature import StripeReceiver
 from webhooks.storage.db import create_db_engine
-from webhooks.storage.inbox import store_delivery
 from webhooks.storage.schema import InboxState, Lane, inbox
 
 MAX_RATIO = 1.5
+# The inbox columns a Delivery fills (the rest have defaults), as store_delivery writes.
+STORED = (
+    "provider",
+    "account",
+    "event_type",
+    "delivery_id",
+    "event_id",
+    "api_version",
+    "headers",
+    "body",
+    "occurred_at",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,16 +72,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def store_backfill(url: str, count: int) -> float:
-    """`count` events in the backfill lane, keyed as the receiver keys them; seconds taken."""
+    """`count` events in the backfill lane, keyed as the receiver keys them; seconds taken.
+
+    Written in chunks of 1,000 rows per transaction (as fast as the database takes
+    them), so the whole backlog is queued before the live round starts instead of
+    trickling in while the worker already drains it."""
     started = time.monotonic()
     factory, receiver = EventFactory(), StripeReceiver([])
     engine = create_db_engine(url)
     created = int(time.time()) - 600
+    now = datetime.now(UTC)
     try:
-        for index in range(count):
-            event = factory.make(index, created)
-            delivery = receiver.parse(event.body, {})
-            store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+        for first in range(0, count, 1000):
+            rows = []
+            for index in range(first, min(first + 1000, count)):
+                delivery = receiver.parse(factory.make(index, created).body, {})
+                row = {column: getattr(delivery, column) for column in STORED}
+                rows.append(row | {"lane": Lane.BACKFILL, "received_at": now})
+            with engine.begin() as conn:
+                conn.execute(sa.insert(inbox), rows)
     finally:
         engine.dispose()
     return time.monotonic() - started
@@ -118,6 +138,7 @@ def benchmark(args: argparse.Namespace) -> None:
         idle, _ = live_round(sender, fake, url, args)
         seconds = store_backfill(url, args.backfill)
         print(f"  stored {args.backfill} backfill events in {seconds:.1f} s", flush=True)
+        at_start = backfill_queued(url)
         busy, queued = live_round(sender, fake, url, args)
         metric = METRICS[0]
         rows = {
@@ -129,7 +150,10 @@ def benchmark(args: argparse.Namespace) -> None:
             p50, _, p99, _ = rows[name]
             print(f"{name:<12}{result.delivered:>10}{p50:>9.1f}{p99:>9.1f}")
         ratio = rows["backfill"][2] / rows["idle"][2]
-        print(f"\n  backfill rows still queued when the live round ended: {queued}")
+        print(
+            f"\n  backfill rows queued: {at_start} when the live round started, {queued} "
+            f"when it ended ({(at_start - queued) / args.duration:.0f} rows/s drained meanwhile)"
+        )
         ok = verdict(ratio <= MAX_RATIO)
         print(f"  live p99 with backfill / idle: {ratio:.2f} (<= {MAX_RATIO}): {ok}")
         print(json.dumps({"idle_p99_ms": rows["idle"][2], "backfill_p99_ms": rows["backfill"][2]}))

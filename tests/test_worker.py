@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from tests.conftest import make_settings
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
 from webhooks.storage.schema import outbox
-from webhooks.worker import MAP_BATCH, Worker
+from webhooks.worker import BACKGROUND_MAP_BATCH, MAP_BATCH, Worker
 
 
 def worker(engine: Engine, cio: ScriptedCustomerIO | None) -> Worker:
@@ -162,3 +162,9 @@ def test_a_live_webhook_is_sent_at_once_while_a_backfill_drains(
     sent = [item["name"] for body in cio.bodies() for item in body["batch"] if "name" in item]
     # Claimed first (live lane), mapped, and sent in the same pass, not after 500 rows.
     assert sent == ["order_completed"]
+    # Mapped on its own, then one background slice: never a live row in a transaction
+    # (or a request) full of backfill.
+    done = [r for r in inbox_rows(engine) if r.state == "done"]
+    assert [r.lane for r in done].count(0) == 1
+    assert len(done) == 1 + BACKGROUND_MAP_BATCH
+    assert len(cio.requests) == 1

@@ -21,11 +21,12 @@ from webhooks.errors import CredentialsRefused
 from webhooks.stage1 import setup
 from webhooks.stage1.process import process_batch
 from webhooks.stage2.customerio import CustomerIO, DeliveryError
-from webhooks.stage2.deliver import deliver_batch
+from webhooks.stage2.deliver import Outcome, deliver_batch
 from webhooks.storage import heartbeat
 from webhooks.storage import inbox as inbox_store
 from webhooks.storage import outbox as outbox_store
 from webhooks.storage.queue import utcnow
+from webhooks.storage.schema import Lane
 
 log = structlog.get_logger("webhooks.worker")
 AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credentials fail
@@ -34,11 +35,18 @@ AUTH_PAUSE_MAX = 300.0
 # meanwhile waits for it, so it stays short (a 500-row one after a stalled send made
 # acks wait 15 ms more). A pass sends up to SEND_BATCH operations (about two v2
 # batches of ~475 KB at most); while a backlog lasts, sending waits until SEND_AFTER
-# rows were mapped, so requests stay large instead of one small one per transaction,
-# unless a live operation is due.
+# rows were mapped, so requests stay large instead of one small one per transaction.
 MAP_BATCH = 100
 SEND_BATCH = 1000
 SEND_AFTER = 500
+# Background lanes (replay, backfill, history) get their own steps, after the live
+# lane's and in smaller slices: a live webhook arriving while a backfill drains waits
+# at most for one background slice (50 rows mapped, or one request of 500 operations),
+# then is mapped and sent on its own, never in a transaction or request of backfill.
+LIVE = (Lane.LIVE,)
+BACKGROUND = (Lane.REPLAY, Lane.BACKFILL, Lane.HISTORY)
+BACKGROUND_MAP_BATCH = 50
+BACKGROUND_SEND_BATCH = 500
 ERROR_PAUSE = 1.0  # after an unexpected error (the database away), before trying again
 PROBE_EVERY = 5.0  # seconds between cheap probes of Customer.io while an outage lasts
 EXPIRE_EVERY = 60.0  # seconds between sweeps of waiting deliveries past their expiry
@@ -65,7 +73,8 @@ class Worker:
         self.stop_signal: str | None = None  # the signal that asked it to stop, if any
         self._started_at = utcnow()
         self._beaten = float("-inf")  # monotonic time of the last heartbeat written
-        self._unsent = 0  # rows mapped since the last send
+        self._unsent = 0  # live rows mapped since the last live send
+        self._unsent_background = 0  # background rows mapped since the last such send
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
     def check_credentials(self) -> bool:
@@ -105,30 +114,60 @@ class Worker:
         return True
 
     def run_once(self) -> bool:
-        """One pass: map (always), then deliver unless paused; True while a backlog lasts."""
-        mapped = process_batch(
+        """One pass: map (always), then deliver unless paused; True while a backlog lasts.
+
+        Live rows first and on their own; then, unless a live backlog remains, one slice
+        of the background lanes."""
+        live = self._map(MAP_BATCH, LIVE)
+        live_backlog = live >= MAP_BATCH
+        background = 0 if live_backlog else self._map(BACKGROUND_MAP_BATCH, BACKGROUND)
+        self._unsent += live
+        self._unsent_background += background
+        backlog = live_backlog or background >= BACKGROUND_MAP_BATCH
+        if not self._may_send():
+            return backlog
+        # Live operations go out once the live backlog is mapped (or SEND_AFTER of it
+        # is, so requests stay large); a due live operation never waits for background.
+        if live_backlog and self._unsent < SEND_AFTER:
+            return True
+        self._unsent = 0
+        outcome = self._deliver(SEND_BATCH, LIVE)
+        if outcome is None or outcome.claimed >= SEND_BATCH or live_backlog:
+            return True if outcome is not None else backlog
+        # Then one bounded background request, once a slice's worth is mapped or the
+        # background mapping ran dry (retries and a replay's leftovers go out too).
+        if background >= BACKGROUND_MAP_BATCH and (self._unsent_background < BACKGROUND_SEND_BATCH):
+            return True
+        self._unsent_background = 0
+        outcome = self._deliver(BACKGROUND_SEND_BATCH, BACKGROUND)
+        if outcome is None:
+            return backlog
+        return backlog or outcome.claimed >= BACKGROUND_SEND_BATCH
+
+    def _map(self, limit: int, lanes: tuple[int, ...]) -> int:
+        return process_batch(
             self.engine,
             self.owner,
             self._stage1.configs,
-            limit=MAP_BATCH,
+            limit=limit,
             lease=self._lease,
             dry_run=self.cio is None,
             state=self._stage1.state,
             enrichers=self._stage1.enrichers,
+            lanes=lanes,
         )
-        backlog = mapped >= MAP_BATCH
-        self._unsent += mapped
-        # A live operation never waits for a backfill's or replay's batching: once no
-        # live row is left to map, a due live operation goes out in this pass.
-        if backlog and self._unsent < SEND_AFTER and not self._live_waiting_to_send():
-            return True
-        self._unsent = 0
+
+    def _may_send(self) -> bool:
+        """Not paused for an outage or refused credentials (probing as they require)."""
         if self._failures and time.monotonic() >= self._next_probe:
             self._probe()
         if time.monotonic() < self._paused_until:
-            return backlog
-        if self._auth_pause and not self._credentials_back():
-            return backlog
+            return False
+        return not (self._auth_pause and not self._credentials_back())
+
+    def _deliver(self, limit: int, lanes: tuple[int, ...]) -> Outcome | None:
+        """Send up to `limit` due operations of `lanes`; None when the send failed and
+        delivery is now paused."""
         outcome = deliver_batch(
             self.engine,
             self.owner,
@@ -136,7 +175,8 @@ class Worker:
             max_age=self._max_age,
             lease=self._lease,
             stop=self.stopping,
-            limit=SEND_BATCH,
+            limit=limit,
+            lanes=lanes,
         )
         if outcome.auth_failed:
             self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2) or AUTH_PAUSE_FIRST
@@ -148,7 +188,8 @@ class Worker:
                 "CUSTOMERIO_SITE_ID, CUSTOMERIO_API_KEY and CUSTOMERIO_REGION; "
                 "delivery resumes by itself once they work, nothing is dropped",
             )
-        elif outcome.transient_failed:
+            return None
+        if outcome.transient_failed:
             self._failures += 1
             pause = max(outage_pause(self._failures), outcome.retry_after or 0.0)
             now = time.monotonic()
@@ -156,14 +197,11 @@ class Worker:
             # Probed sooner than the pause ends, never before Customer.io's Retry-After.
             self._next_probe = now + max(PROBE_EVERY, outcome.retry_after or 0.0)
             log.warning("customerio_unavailable", failures=self._failures, pause_seconds=pause)
-        elif outcome.claimed:
+            return None
+        if outcome.claimed:
             self._failures = 0
             self._auth_pause = 0.0
-        return backlog or outcome.claimed >= SEND_BATCH
-
-    def _live_waiting_to_send(self) -> bool:
-        """A live operation is due and no live backlog is left to batch it with."""
-        return outbox_store.live_due(self.engine) and not inbox_store.live_pending(self.engine)
+        return outcome
 
     def _probe(self) -> None:
         """During an outage pause: one cheap request; if it answers, resume at once.

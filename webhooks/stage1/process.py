@@ -8,7 +8,7 @@ unique op_key makes a repeat add nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,8 +65,10 @@ def process_batch(
     dry_run: bool = False,
     state: StateConfig | None = None,
     enrichers: Mapping[str, Enricher] | None = None,
+    lanes: Sequence[int] | None = None,
 ) -> int:
-    """Map up to `limit` pending inbox rows (live lane first) in one transaction.
+    """Map up to `limit` pending inbox rows (live lane first; only `lanes` when given)
+    in one transaction.
 
     `configs` holds each provider's mapper config by name, `enrichers` the lookups of
     the providers that have them (webhooks.stage1.setup builds both from settings).
@@ -79,7 +81,10 @@ def process_batch(
         owner,
         limit,
         lease,
-        due=[inbox.c.state.in_((InboxState.PENDING, InboxState.FAILED))],
+        due=[
+            inbox.c.state.in_((InboxState.PENDING, InboxState.FAILED)),
+            *([inbox.c.lane.in_(lanes)] if lanes is not None else []),
+        ],
         order_by=[inbox.c.lane, inbox.c.id],
     )
     if not rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,8 +45,10 @@ def deliver_batch(
     max_age: timedelta = DEFAULT_MAX_AGE,
     lease: timedelta = DEFAULT_LEASE,
     stop: threading.Event | None = None,
+    lanes: Sequence[int] | None = None,
 ) -> Outcome:
-    """Send up to `limit` due operations (live lane first, then by event time)."""
+    """Send up to `limit` due operations (live lane first, then by event time; only
+    those of `lanes` when given)."""
     now = utcnow()
     rows = claim(
         engine,
@@ -53,7 +56,11 @@ def deliver_batch(
         owner,
         limit,
         lease,
-        due=[outbox.c.state == OutboxState.PENDING, outbox.c.next_attempt_at <= now],
+        due=[
+            outbox.c.state == OutboxState.PENDING,
+            outbox.c.next_attempt_at <= now,
+            *([outbox.c.lane.in_(lanes)] if lanes is not None else []),
+        ],
         order_by=[outbox.c.lane, outbox.c.occurred_at, outbox.c.id],
     )
     outcome = Outcome(claimed=len(rows))

@@ -16,7 +16,7 @@ from webhooks.errors import StorageUnavailable
 from webhooks.storage import writer
 from webhooks.storage.bulk import CHUNK, update_in_chunks
 from webhooks.storage.dialect import insert
-from webhooks.storage.schema import InboxState, Lane, inbox, inbox_waits
+from webhooks.storage.schema import InboxState, inbox, inbox_waits
 
 _DEDUP_COLUMNS = ["provider", "account", "event_type", "delivery_id"]
 _BUSY = ("SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT", "SQLITE_LOCKED")
@@ -245,12 +245,3 @@ def exists(engine: Engine, delivery: Delivery) -> bool:
     key = [getattr(inbox.c, column) == getattr(delivery, column) for column in _DEDUP_COLUMNS]
     with engine.connect() as conn:
         return conn.scalar(sa.select(inbox.c.id).where(*key)) is not None
-
-
-def live_pending(engine: Engine) -> bool:
-    """Whether a live-lane delivery is waiting to be mapped (one indexed lookup)."""
-    query = sa.select(inbox.c.id).where(
-        inbox.c.state == InboxState.PENDING, inbox.c.lane == Lane.LIVE
-    )
-    with engine.connect() as conn:
-        return conn.execute(query.limit(1)).first() is not None

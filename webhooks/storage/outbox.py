@@ -14,7 +14,7 @@ from webhooks.core.operations import OperationKind
 from webhooks.storage.bulk import update_in_chunks
 from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
-from webhooks.storage.schema import Lane, OutboxState, outbox
+from webhooks.storage.schema import OutboxState, outbox
 
 # Replaced when a fact is mapped again while its operation is dead.
 _REVIVED = (
@@ -131,17 +131,6 @@ def correct_times(conn: Connection, values: list[dict[str, Any]], now: datetime)
                 )
             ).rowcount
     return moved
-
-
-def live_due(engine: Engine) -> bool:
-    """Whether a live-lane operation is due to be sent (one indexed lookup)."""
-    query = sa.select(outbox.c.id).where(
-        outbox.c.state == OutboxState.PENDING,
-        outbox.c.lane == Lane.LIVE,
-        outbox.c.next_attempt_at <= utcnow(),
-    )
-    with engine.connect() as conn:
-        return conn.execute(query.limit(1)).first() is not None
 
 
 def due_now(engine: Engine) -> int:
