@@ -47,7 +47,10 @@ def shops(settings: ShopifySettings, asked: tuple[str, ...]) -> list[tuple[str, 
         raise ConfigError(f"no SHOPIFY_ADMIN_TOKEN: {SETUP_HINT}")
     wanted = [shop.strip().lower() for shop in asked] or [shop for shop in tokens if shop]
     if not wanted:
-        raise ConfigError("name the shop: --shop my-store.myshopify.com")
+        raise ConfigError(
+            "SHOPIFY_ADMIN_TOKEN is one bare token: name the shop with --shop, or write "
+            "SHOP:TOKEN pairs (reconcile checks the shops named there)"
+        )
     found = []
     for shop in wanted:
         if not shop.endswith(".myshopify.com"):
