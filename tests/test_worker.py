@@ -168,3 +168,35 @@ def test_a_live_webhook_is_sent_at_once_while_a_backfill_drains(
     assert [r.lane for r in done].count(0) == 1
     assert len(done) == 1 + BACKGROUND_MAP_BATCH
     assert len(cio.requests) == 1
+
+
+def test_a_backfill_is_sent_as_it_is_mapped_not_after_all_of_it(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    from dataclasses import replace
+
+    from tests.pipeline import FIXTURES
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane
+    from webhooks.worker import BACKGROUND_SEND_BATCH
+
+    fixture = json.loads((FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text())
+    for n in range(600):  # two operations each: an identify and order_completed
+        body = fixture["body"]
+        session = {**body["data"]["object"], "id": f"cs_bf_{n}", "payment_intent": f"pi_bf_{n}"}
+        event = {**body, "id": f"evt_bf_{n}", "data": {**body["data"], "object": session}}
+        delivery = StripeReceiver([]).parse(json.dumps(event).encode(), {})
+        store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+    runner = worker(engine, cio)
+    queued = []
+    for _ in range(200):
+        more = runner.run_once()
+        queued.append(sum(r.state == "pending" for r in outbox_rows(engine)))
+        if not more:
+            break
+    # Mapping pauses while sends come back full, so what waits to be sent stays about
+    # one request's worth, instead of growing to the whole backlog (1,200 operations).
+    assert max(queued) <= BACKGROUND_SEND_BATCH + 2 * BACKGROUND_MAP_BATCH
+    assert {r.state for r in outbox_rows(engine)} == {"delivered"}
+    assert len(outbox_rows(engine)) > 1000

@@ -75,6 +75,7 @@ class Worker:
         self._beaten = float("-inf")  # monotonic time of the last heartbeat written
         self._unsent = 0  # live rows mapped since the last live send
         self._unsent_background = 0  # background rows mapped since the last such send
+        self._background_behind = False  # the last background request came back full
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
     def check_credentials(self) -> bool:
@@ -120,11 +121,15 @@ class Worker:
         of the background lanes."""
         live = self._map(MAP_BATCH, LIVE)
         live_backlog = live >= MAP_BATCH
-        background = 0 if live_backlog else self._map(BACKGROUND_MAP_BATCH, BACKGROUND)
+        background = 0
+        skipped = self._background_behind  # sending catches up first: more may wait
+        if not live_backlog and not skipped:
+            background = self._map(BACKGROUND_MAP_BATCH, BACKGROUND)
         self._unsent += live
         self._unsent_background += background
-        backlog = live_backlog or background >= BACKGROUND_MAP_BATCH
+        backlog = live_backlog or skipped or background >= BACKGROUND_MAP_BATCH
         if not self._may_send():
+            self._background_behind = False  # mapping never stops for an outage
             return backlog
         # Live operations go out once the live backlog is mapped (or SEND_AFTER of it
         # is, so requests stay large); a due live operation never waits for background.
@@ -134,15 +139,20 @@ class Worker:
         outcome = self._deliver(SEND_BATCH, LIVE)
         if outcome is None or outcome.claimed >= SEND_BATCH or live_backlog:
             return True if outcome is not None else backlog
-        # Then one bounded background request, once a slice's worth is mapped or the
-        # background mapping ran dry (retries and a replay's leftovers go out too).
-        if background >= BACKGROUND_MAP_BATCH and (self._unsent_background < BACKGROUND_SEND_BATCH):
+        # Then one bounded background request, once about a request's worth is mapped
+        # (a row makes two operations or so) or the background mapping ran dry. While
+        # a request comes back full, the next pass sends again instead of mapping more,
+        # so the background outbox stays short and a backfill's young facts go out soon
+        # after they were judged young.
+        if (
+            background >= BACKGROUND_MAP_BATCH
+            and self._unsent_background * 2 < BACKGROUND_SEND_BATCH
+        ):
             return True
         self._unsent_background = 0
         outcome = self._deliver(BACKGROUND_SEND_BATCH, BACKGROUND)
-        if outcome is None:
-            return backlog
-        return backlog or outcome.claimed >= BACKGROUND_SEND_BATCH
+        self._background_behind = outcome is not None and (outcome.claimed >= BACKGROUND_SEND_BATCH)
+        return backlog or self._background_behind
 
     def _map(self, limit: int, lanes: tuple[int, ...]) -> int:
         return process_batch(

@@ -78,7 +78,12 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def cli(engine: Engine, fake: FakeShopify, *args: str, token: str | None = None) -> Result:
-    env = {
+    env = cli_env(engine, fake, token)
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def cli_env(engine: Engine, fake: FakeShopify, token: str | None = None) -> dict[str, str]:
+    return {
         "DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "STRIPE_WEBHOOK_SECRET": "",
         "SHOPIFY_WEBHOOK_SECRET": SHOPIFY_SECRET,
@@ -86,7 +91,6 @@ def cli(engine: Engine, fake: FakeShopify, *args: str, token: str | None = None)
         "SHOPIFY_ADMIN_API_BASE": fake.api_base,
         "LOG_LEVEL": "WARNING",
     }
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def webhook(engine: Engine, topic: str, body: dict[str, Any], webhook_id: str) -> None:
@@ -193,7 +197,8 @@ def test_refunds_cancellations_customers_and_abandoned_checkouts(
     for record in (refunded, cancelled):
         fake_shopify.add(SHOP, "orders", record)
     fake_shopify.add(SHOP, "customers", dict(copy.deepcopy(CUSTOMER), updated_at=ago(30)))
-    fake_shopify.add(SHOP, "checkouts", dict(copy.deepcopy(CHECKOUT), updated_at=ago(12)))
+    checkout = dict(copy.deepcopy(CHECKOUT), created_at=ago(12), updated_at=ago(11))
+    fake_shopify.add(SHOP, "checkouts", checkout)
     result = cli(engine, fake_shopify, "backfill", "shopify", "--since", "1h", "--json")
     assert result.exit_code == 0, result.output
     summary = as_json(result)
@@ -322,3 +327,36 @@ def test_register_with_a_refused_token_says_so(engine: Engine, fake_shopify: Fak
     refused = cli(engine, fake_shopify, "register", "shopify", "--url", URL)
     assert refused.exit_code == 1
     assert "uninstalled" in refused.stderr
+
+
+def test_shopify_down_is_waited_out_then_reported(
+    engine: Engine, fake_shopify: FakeShopify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admin, "BACKOFF", 0.01)
+    fake_shopify.add(SHOP, "orders", order(1, minutes_ago=10))
+    fake_shopify.set_faults(status=503, times=3)
+    result = cli(engine, fake_shopify, "backfill", "shopify", "--since", "1h", "--json")
+    assert result.exit_code == 0, result.output  # three 503s, then it answered
+    assert as_json(result)["new"] == 1
+    fake_shopify.set_faults(status=500, times=100)
+    down = cli(engine, fake_shopify, "backfill", "shopify", "--since", "1h")
+    assert down.exit_code == 1
+    assert "Shopify did not answer" in down.stderr
+    assert "rerun to go on" in down.stderr
+    checked = cli(engine, fake_shopify, "reconcile", "--since", "1h")
+    assert checked.exit_code == 3  # could not check: alert, do not claim all is well
+    assert "shopify: not checked (LookupUnavailable" in checked.stdout
+
+
+def test_register_needs_an_api_version_with_uri_and_pages_the_list(
+    engine: Engine, fake_shopify: FakeShopify
+) -> None:
+    old = cli(engine, fake_shopify, "register", "shopify", "--url", URL)
+    assert old.exit_code == 0, old.output
+    fake_shopify.state.page_size = 3  # the existing subscriptions take several pages
+    again = cli(engine, fake_shopify, "register", "shopify", "--url", URL, "--json")
+    assert [t["action"] for t in as_json(again)["targets"]] == ["unchanged"]
+    env_old = cli_env(engine, fake_shopify) | {"SHOPIFY_API_VERSION": "2025-07"}
+    refused = CliRunner().invoke(main, ["register", "shopify", "--url", URL], env=env_old)
+    assert refused.exit_code == 1
+    assert "register needs SHOPIFY_API_VERSION 2025-10 or later" in refused.stderr

@@ -68,6 +68,26 @@ def run(
     up from records."""
     lane = Lane.HISTORY if attributes_only else Lane.BACKFILL
     summary = Summary()
+    try:
+        _store_all(engine, receiver, deliveries, dry_run, progress, lane, facts, summary)
+    finally:
+        # A generator holding an API session (Shopify's) ends it now, not when collected.
+        close = getattr(deliveries, "close", None)
+        if callable(close):
+            close()
+    return summary
+
+
+def _store_all(
+    engine: Engine,
+    receiver: Receiver,
+    deliveries: Iterable[Sample],
+    dry_run: bool,
+    progress: Callable[[Summary], Any],
+    lane: int,
+    facts: Callable[[Delivery], list[str]],
+    summary: Summary,
+) -> None:
     for sample in deliveries:
         headers = {key.lower(): value for key, value in sample.headers.items()}
         delivery = replace(receiver.parse(sample.body, headers), lane=lane)
@@ -91,4 +111,3 @@ def run(
         else:
             summary.duplicates += 1
         progress(summary)
-    return summary

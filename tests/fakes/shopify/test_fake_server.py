@@ -89,3 +89,12 @@ def test_subscriptions_are_created_once_and_throttling_is_reported(fake: FakeSho
     assert [e["node"]["id"] for e in listed["data"]["webhookSubscriptions"]["edges"]] == [
         node["id"]
     ]
+
+
+def test_uri_exists_from_2025_10_only(fake: FakeShopify) -> None:
+    answer = httpx.post(
+        f"{fake.url}/{SHOP}/admin/api/2025-07/graphql.json",
+        json={"query": "query { webhookSubscriptions(first: 1) { edges { node { uri } } } }"},
+        headers={"X-Shopify-Access-Token": DEFAULT_TOKEN},
+    )
+    assert answer.json()["errors"][0]["message"].startswith("Field 'uri' doesn't exist")

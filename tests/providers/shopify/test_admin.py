@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -31,9 +32,11 @@ def fake() -> Iterator[FakeShopify]:
 
 
 def test_records_come_back_exactly_as_the_webhooks_carry_them(fake: FakeShopify) -> None:
-    # Golden: a REST record and the webhook of its topic are the same JSON (Shopify
-    # serialises webhooks from the REST resource), so each fixture's body, served as a
-    # record, must reach the mappers unchanged, nested refunds' order_id included.
+    # A REST record and the webhook of its topic are the same JSON (Shopify serialises
+    # webhooks from the REST resource: ../shared/reference/shopify.md, "Payloads are the
+    # REST resource JSON"), so the backfill must hand the mappers each record exactly as
+    # the API sent it. Served webhook fixtures must come back unchanged, nested refunds'
+    # order_id included (ShopifyAPI's resource objects drop it).
     order = body("order_create")
     order["refunds"] = [body("refund_create_partial")]
     served = {
@@ -52,9 +55,15 @@ def test_records_come_back_exactly_as_the_webhooks_carry_them(fake: FakeShopify)
 def test_backfill_turns_records_into_their_webhooks(fake: FakeShopify) -> None:
     now = datetime.now(UTC)
     order = copy.deepcopy(body("order_create"))
-    order.update(updated_at=now.isoformat(), cancelled_at=now.isoformat())
-    order["refunds"] = [body("refund_create_partial")]
+    stamp = now.isoformat()
+    order.update(created_at=stamp, processed_at=stamp, updated_at=stamp, cancelled_at=stamp)
+    order["refunds"] = [dict(body("refund_create_partial"), created_at=stamp)]
     fake.add(SHOP, "orders", order)
+    # An order of last year merely tagged today: listed (updated in the range), but its
+    # facts are not of the range, so it stands for no missed webhook.
+    old = copy.deepcopy(body("order_create"))
+    old.update(id=1, created_at="2025-11-01T10:00:00Z", updated_at=stamp)
+    fake.add(SHOP, "orders", old)
     settings = ShopifySettings(
         admin_token=f"{SHOP}:{DEFAULT_TOKEN}",
         admin_api_base=fake.api_base,
@@ -96,3 +105,28 @@ def test_admin_tokens_are_pairs_or_one_bare_token() -> None:
     ):
         with pytest.raises(ValueError, match=reason):
             parse_tokens(bad)
+
+
+def test_shopify_failing_or_unreachable_is_retried_then_unavailable(
+    fake: FakeShopify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webhooks.errors import LookupUnavailable
+    from webhooks.providers.shopify import admin
+
+    waits: list[float] = []
+    fake.add(SHOP, "orders", {"id": 1, "updated_at": "2026-11-30T10:00:00Z"})
+    fake.set_faults(status=503, times=2)
+    with ShopifyAdmin(SHOP, DEFAULT_TOKEN, "2025-10", fake.api_base, sleep=waits.append) as api:
+        assert api.count("orders", status="any") == 1
+    assert waits == [1.0, 2.0]  # backed off, doubling
+    monkeypatch.setattr(admin, "ATTEMPTS", 3)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    gone = f"http://127.0.0.1:{port}/{{shop}}"
+    with (
+        pytest.raises(LookupUnavailable, match=r"did not answer orders .* after 3 tries"),
+        ShopifyAdmin(SHOP, DEFAULT_TOKEN, "2025-10", gone, sleep=waits.append) as api,
+    ):
+        list(api.pages("orders"))

@@ -99,7 +99,8 @@ class Handler(BaseHTTPRequestHandler):
         if graphql:
             if self.command != "POST":
                 return 405, {"errors": "use POST"}, []
-            return _graphql(state, shop, body, throttled=bool(faults and faults.graphql_throttled))
+            throttled = bool(faults and faults.graphql_throttled)
+            return _graphql(state, shop, body, match["version"], throttled)
         if self.command != "GET":
             return 405, {"errors": "the fake's REST part only lists"}, []
         taken, level = shop.bucket.take()
@@ -173,12 +174,16 @@ def _page(
     return 200, {resource: records}, headers
 
 
-def _graphql(state: FakeState, shop: Shop, body: bytes, throttled: bool) -> Reply:
+def _graphql(state: FakeState, shop: Shop, body: bytes, version: str, throttled: bool) -> Reply:
     try:
         request = json.loads(body)
         query, variables = str(request["query"]), dict(request.get("variables") or {})
     except (ValueError, KeyError, TypeError):
         return 400, {"errors": [{"message": "Bad Request: JSON with a query"}]}, []
+    if version < "2025-10" and re.search(r"\buri\b", query):
+        # As Shopify: the field exists from 2025-10 (callbackUrl before).
+        message = "Field 'uri' doesn't exist on type 'WebhookSubscription'"
+        return 200, {"errors": [{"message": message}]}, []
     if throttled:
         cost = state.graphql_cost(shop, 0)
         cost["throttleStatus"]["currentlyAvailable"] = 0
@@ -197,10 +202,17 @@ def _graphql(state: FakeState, shop: Shop, body: bytes, throttled: bool) -> Repl
         }
     elif "webhookSubscriptions" in query:
         nodes = sorted(shop.subscriptions.values(), key=lambda item: item["id"])
+        after = variables.get("after")
+        if after is not None:
+            nodes = [node for node in nodes if node["id"] > after]
+        page = nodes[: state.page_size]
         data = {
             "webhookSubscriptions": {
-                "edges": [{"node": node, "cursor": node["id"]} for node in nodes],
-                "pageInfo": {"hasNextPage": False, "endCursor": None},
+                "edges": [{"node": node, "cursor": node["id"]} for node in page],
+                "pageInfo": {
+                    "hasNextPage": len(nodes) > len(page),
+                    "endCursor": page[-1]["id"] if page else None,
+                },
             }
         }
     else:

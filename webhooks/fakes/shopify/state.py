@@ -83,6 +83,7 @@ class FakeState:
         self._faults: Faults | None = None
         self._requests: list[dict[str, Any]] = []
         self._next_subscription = 1
+        self.page_size = 100  # webhookSubscriptions per GraphQL page (the query's `first`)
 
     def add_shop(self, shop: str, token: str) -> None:
         """Install the app on `shop` with `token` (keeps its records when already there)."""

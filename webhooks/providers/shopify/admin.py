@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import shopify
@@ -29,6 +29,7 @@ from webhooks.errors import LookupRefused, LookupUnauthorized, LookupUnavailable
 
 TIMEOUT = 30.0  # seconds per request
 ATTEMPTS = 8  # per call, for 429s, 5xx and network failures
+BACKOFF = 1.0  # seconds before the second attempt, doubling (at most 30) without Retry-After
 CALL_LIMIT = "x-shopify-shop-api-call-limit"
 PAGE = 250  # the REST maximum
 T = TypeVar("T")
@@ -51,9 +52,9 @@ def refusal(shop: str, status: int | None, what: str) -> Exception:
         )
     if status == 403:
         return LookupUnauthorized(
-            f"the token of {shop} lacks a scope for {what} (403): the app needs read_orders, "
-            "read_customers and write webhooks (read_all_orders for orders older than 60 "
-            "days)",
+            f"the token of {shop} lacks a scope for {what} (403): the app needs read_orders "
+            "and read_customers (read_all_orders for orders older than 60 days), the "
+            "scopes of the topics it subscribes to",
             status=403,
         )
     if status == 402:
@@ -127,19 +128,23 @@ class ShopifyAdmin:
             found = next_link(response.headers)
             if found is None:
                 return
-            url = found
+            # The cursor only: the host stays the configured one (a proxy, a fake).
+            url = f"{self.site}/{resource}.json?{urlsplit(found).query}"
 
     def _rest(self, call: Callable[[], T], what: str) -> T:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 result = call()
-            except arc.ConnectionError as exc:
-                status = exc.response.code if exc.response is not None else None
-                if status == 429 or (status is not None and status >= 500):
+            except arc.ConnectionError as exc:  # an HTTP error answer below 500
+                status = exc.response.code if exc.response is not None else exc.code
+                if status == 429:
                     self._wait(attempt, _retry_after(exc.response.headers), status, what)
                     continue
                 raise refusal(self.shop, status, what) from None
-            except OSError as exc:  # refused, reset, timed out (URLError is one too)
+            except arc.ServerError as exc:  # 5xx: Shopify failing for now
+                self._wait(attempt, None, exc.code, what)
+                continue
+            except (arc.Error, OSError) as exc:  # refused, reset, timed out, DNS
                 self._wait(attempt, None, None, what, exc)
                 continue
             self._pace()
@@ -172,7 +177,11 @@ class ShopifyAdmin:
                 continue
             if answer.status_code != 200:
                 raise refusal(self.shop, answer.status_code, "webhook subscriptions")
-            body = answer.json()
+            try:
+                body = answer.json()
+            except ValueError:
+                self._wait(attempt, None, answer.status_code, "GraphQL (unreadable answer)")
+                continue
             errors = body.get("errors") or []
             cost = (body.get("extensions") or {}).get("cost") or {}
             if any((e.get("extensions") or {}).get("code") == "THROTTLED" for e in errors):
@@ -194,13 +203,14 @@ class ShopifyAdmin:
         what: str,
         exc: BaseException | None = None,
     ) -> None:
-        reason = f"HTTP {status}" if status else type(exc).__name__
+        reason = f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}"[:160]
         if attempt >= ATTEMPTS:
             raise LookupUnavailable(
                 f"Shopify did not answer {what} of {self.shop} after {ATTEMPTS} tries ({reason})",
                 status=status,
             )
-        self._pause(retry_after if retry_after is not None else min(2.0**attempt, 30.0))
+        backoff = min(BACKOFF * 2.0 ** (attempt - 1), 30.0)
+        self._pause(retry_after if retry_after is not None else backoff)
 
     def _pause(self, seconds: float) -> None:
         seconds = max(0.0, min(seconds, 60.0))

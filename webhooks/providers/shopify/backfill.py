@@ -8,6 +8,10 @@ cancelled, `orders/cancelled`; each refund into `refunds/create`; a customer int
 `customers/update`; an abandoned checkout into `checkouts/create`. The bodies are the
 records exactly as the API returned them, which is the JSON the webhooks carry.
 
+Only facts of the range are emitted: records are listed by `updated_at`, and each
+webhook is dated by its own fact (an order's `created_at`, a refund's, a cancellation's
+`cancelled_at`), so an old order merely tagged in the range yields nothing.
+
 Those deliveries have no webhook id: each is keyed by its record and version
 (`backfill:orders/create:ID:UPDATED_AT`), so a rerun is a duplicate, and it counts as
 new only when its facts are (see webhooks.ops.backfill): an order the webhook already
@@ -21,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from webhooks.errors import ConfigError
-from webhooks.providers.base import BackfillRequest
+from webhooks.providers.base import BackfillRequest, parse_time
 from webhooks.providers.samples import Sample
 from webhooks.providers.shopify.admin import ShopifyAdmin
 from webhooks.providers.shopify.settings import ShopifySettings
@@ -86,10 +90,21 @@ def records(settings: ShopifySettings, request: BackfillRequest) -> Iterator[Sam
                         done += 1
                         progress = (index + min(done / total, 1.0)) / len(found)
                         for topic, body, fired in webhooks_of(name, record, groups, settings):
+                            if not _within(fired, request):
+                                continue  # an older fact of a record touched in the range
                             headers = _headers(shop, topic, body, fired, settings.api_version)
                             yield Sample(
                                 json.dumps(body).encode(), headers, progress, keyed_by_fact=True
                             )
+
+
+def _within(fired: Any, request: BackfillRequest) -> bool:
+    """Whether a fact happened in the range: records are listed by `updated_at`, and an
+    order from months ago that was merely tagged in it is no missed webhook of today."""
+    when = parse_time(fired)
+    if when is None:
+        return True  # no time to judge by: let the facts' keys decide
+    return request.since <= when and (request.until is None or when < request.until)
 
 
 def _params(resource: str, window: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +119,9 @@ def webhooks_of(
     if resource == "customers":
         yield "customers/update", record, record.get("updated_at")
     elif resource == "checkouts":
-        yield "checkouts/create", record, record.get("updated_at")
+        # checkouts/create fires when the checkout is made: dated by a later update, an
+        # old abandoned checkout would look young enough to start its journey.
+        yield "checkouts/create", record, record.get("created_at")
     else:
         if "orders" in groups:
             paid = record.get("financial_status") in PAID

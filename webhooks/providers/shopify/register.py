@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from mappers.shopify import HANDLERS
-from webhooks.errors import LookupRefused
+from webhooks.errors import ConfigError, LookupRefused
 from webhooks.providers.base import RegisterRequest
 from webhooks.providers.shopify.admin import ShopifyAdmin
 from webhooks.providers.shopify.backfill import shops
 from webhooks.providers.shopify.settings import ShopifySettings
 
+MIN_VERSION = "2025-10"  # the first with `uri` on WebhookSubscription and its input
 COMPLIANCE = frozenset({"customers/redact", "customers/data_request", "shop/redact"})
 NOTE = (
     "Shopify signs these with the app's client secret (SHOPIFY_WEBHOOK_SECRET); the "
@@ -63,6 +64,11 @@ def handled_topics() -> list[str]:
 
 def register(settings: ShopifySettings, request: RegisterRequest) -> list[dict[str, Any]]:
     """Bring each shop's subscriptions at the URL to exactly the handled topics."""
+    if settings.api_version < MIN_VERSION:
+        raise ConfigError(
+            f"register needs SHOPIFY_API_VERSION {MIN_VERSION} or later (subscriptions' "
+            f"`uri` field); it is {settings.api_version}"
+        )
     results = []
     for shop, token in shops(settings, request.accounts):
         with ShopifyAdmin(shop, token, settings.api_version, settings.admin_api_base) as admin:

@@ -36,8 +36,9 @@ class ShopifySettings(ProviderSettings):
     api_version: str = Field(
         "2025-10",
         pattern=r"^[0-9]{4}-(01|04|07|10)$",
-        description="Admin API version the backfill reads and new subscriptions are "
-        "serialised in; keep it the version your webhooks use.",
+        description="Admin API version the backfill reads and register calls (2025-10 or "
+        "later for register). Webhook payloads follow the app's webhook API version, set "
+        "in the app's configuration: keep the two the same.",
     )
     admin_api_base: str = Field(
         "https://{shop}",
