@@ -118,7 +118,10 @@ def test_an_error_is_logged_by_class_and_paused_on_interruptibly(tmp_path: Path)
         engine.dispose()
     errors = events(logs, "worker_error")
     # The class only: a database error's message can quote the statement's parameters.
-    assert errors[0] == {"event": "worker_error", "log_level": "error", "error": "OperationalError"}
+    # Each stage's thread says which it was (stage 2 sends in a thread of its own).
+    assert {e["stage"] for e in errors} <= {"map", "send"}
+    expected = {"event": "worker_error", "log_level": "error", "error": "OperationalError"}
+    assert all({k: v for k, v in e.items() if k != "stage"} == expected for e in errors)
     assert all("unable to open" not in json.dumps(entry, default=str) for entry in logs)
     assert events(logs, "worker_stopped")
 
@@ -127,13 +130,13 @@ def test_after_an_error_the_worker_waits_error_pause_then_recovers(tmp_path: Pat
     engine, folder = unreachable(tmp_path)
     runner = dry_run_worker(engine)
     passes: list[float] = []
-    original = runner.run_once
+    original = runner.map_step
 
     def timed_pass() -> bool:
         passes.append(time.monotonic())
         return original()
 
-    runner.run_once = timed_pass  # type: ignore[method-assign]
+    runner.map_step = timed_pass  # type: ignore[method-assign]
     try:
         with capture_logs() as logs, running(runner):
             wait_for(lambda: len(passes) >= 2, timeout=ERROR_PAUSE * 3, what="a second pass")
@@ -236,3 +239,65 @@ def test_delivery_resumes_within_seconds_of_customerio_coming_back(engine: Engin
             resumed = time.monotonic() - back
         assert resumed < PROBE_EVERY + 2
         assert events(logs, "customerio_recovered")
+
+
+def test_a_stored_delivery_wakes_an_idle_worker_at_once(engine: Engine) -> None:
+    """PostgreSQL: the inbox trigger's NOTIFY; SQLite: the web app's datagram. Either
+    way the worker maps it well before its poll interval (10 s here) would have."""
+    from tests.conftest import StripeSender
+    from tests.pipeline import FIXTURES
+    from webhooks.app import create_app
+
+    url = engine.url.render_as_string(hide_password=False)
+    runner = Worker(engine, make_settings(url, worker_poll_interval=10), None)
+    app = create_app(make_settings(url))
+    body = json.loads((FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text())
+    try:
+        with running(runner):
+            time.sleep(0.5)  # its first pass found nothing: now it waits, listening
+            posted = time.monotonic()
+            answer = StripeSender(app.test_client()).post(json.dumps(body["body"]).encode())
+            assert answer.status_code == 200
+            wait_for(
+                lambda: [r.state for r in inbox_rows(engine)] == ["done"],
+                timeout=3,
+                what="the woken worker to map the delivery",
+            )
+            assert time.monotonic() - posted < 2
+    finally:
+        app.extensions["webhooks.engine"].dispose()
+
+
+def test_the_stages_overlap_mapping_goes_on_while_a_send_waits(engine: Engine) -> None:
+    """Stage 2 sends in its own thread: a slow Customer.io no longer stops stage 1."""
+    import httpx
+
+    from webhooks.fakes.customerio import FakeCustomerIO
+    from webhooks.stage2.customerio import CustomerIO
+
+    url = engine.url.render_as_string(hide_password=False)
+    with (
+        FakeCustomerIO() as fake,
+        httpx.Client(base_url=fake.url, auth=fake.auth, timeout=10) as http,
+    ):
+        runner = Worker(engine, make_settings(url, worker_poll_interval=0.05), CustomerIO(http))
+        with running(runner):
+            # Its credentials check answered (logged once answered): the loop runs.
+            wait_for(lambda: fake.requests(), what="the worker's credentials check")
+            fake.set_faults(latency_ms=3000)  # from now on every send takes 3 s
+            ingest(engine, "shopify", "order_create")
+
+            def in_flight() -> bool:
+                rows = outbox_rows(engine)
+                return bool(rows) and all(r.lease_owner and r.state == "pending" for r in rows)
+
+            wait_for(in_flight, timeout=3, what="the order's operations claimed for sending")
+            ingest(engine, "shopify", "refund_create_partial")
+            wait_for(
+                lambda: [r.state for r in inbox_rows(engine)] == ["done", "done"],
+                timeout=2,
+                what="stage 1 mapping while the send waits",
+            )
+            # Mapped while the first request was still out: nothing delivered yet.
+            assert "delivered" not in {r.state for r in outbox_rows(engine)}
+            fake.set_faults()

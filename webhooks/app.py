@@ -15,6 +15,7 @@ from webhooks.providers import registry
 from webhooks.providers.base import Receiver
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
+from webhooks.storage.wake import Waker
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     )
     app.extensions["webhooks.settings"] = settings
     app.extensions["webhooks.engine"] = engine
+    # SQLite: tells this host's workers a delivery is stored (PostgreSQL's trigger does).
+    app.extensions["webhooks.waker"] = Waker(engine)
     app.extensions["webhooks.providers"] = receivers(settings)
     app.register_blueprint(bp)
     app.register_blueprint(metrics_bp)

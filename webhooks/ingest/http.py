@@ -98,6 +98,8 @@ def receive(provider_name: str) -> Response:
         fields.update(delivery_id=delivery.delivery_id, type=delivery.event_type)
         fields["account"] = delivery.account
         is_new = store_delivery(current_app.extensions["webhooks.engine"], delivery)
+        if is_new:
+            current_app.extensions["webhooks.waker"].wake()
         status, outcome = 200, ("accepted" if is_new else "duplicate")
         response = Response(_ACK[is_new], status=200, mimetype="application/json")
     except IngestError as exc:

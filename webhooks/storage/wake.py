@@ -1,0 +1,196 @@
+"""Waking an idle worker when a delivery is stored, instead of it polling hard.
+
+PostgreSQL: a statement trigger on the inbox NOTIFYs a channel named after the schema
+(migration 0009), whoever inserts (ingest, backfill, replay); the worker LISTENs on a
+connection of its own. SQLite: the web processes on the same host send a datagram to
+each worker's socket in `<database>.wake/`. Either way a lost wake-up costs nothing but
+latency: the worker still polls every WORKER_POLL_INTERVAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Engine
+
+log = structlog.get_logger("webhooks.storage.wake")
+CHANNEL_PREFIX = "webhooks_inbox"
+REFRESH_EVERY = 1.0  # seconds between fresh listings of the worker sockets
+SLICE = 0.5  # seconds: a LISTEN wait looks for interrupt() this often
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel of the inbox in `schema` (the trigger builds the same)."""
+    return f"{CHANNEL_PREFIX}:{schema}"
+
+
+def socket_dir(engine: Engine) -> Path | None:
+    """`<database>.wake/` beside a SQLite file; None for PostgreSQL or in-memory SQLite."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(f"{database}.wake")
+
+
+class Listener(Protocol):
+    """What the worker waits on between passes."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken (True) or `timeout` seconds passed (False)."""
+        ...
+
+    def interrupt(self) -> None:
+        """End a wait in progress now (stop; safe from a signal handler)."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening and let go of the socket or connection."""
+        ...
+
+
+class SocketListener:
+    """A worker's datagram socket in the SQLite database's wake directory."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        self.path = directory / f"{os.getpid()}-{threading.get_ident()}.sock"
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # left by a killed worker of the same pid
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a datagram arrives or `timeout` passes; drain what queued up."""
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.recv(16)
+        except TimeoutError:
+            return False
+        except OSError:
+            return False
+        self._sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            while self._sock.recv(16):
+                pass
+        return True
+
+    def interrupt(self) -> None:
+        """A datagram to itself: the wait in progress returns."""
+        with contextlib.suppress(OSError):
+            self._sock.sendto(b"0", str(self.path))
+
+    def close(self) -> None:
+        """Close and remove the socket."""
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class NotifyListener:
+    """A PostgreSQL connection of its own, LISTENing on the inbox channel."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Any = None
+        self._interrupted = threading.Event()
+
+    def _connect(self) -> Any:
+        import psycopg
+        import psycopg.sql
+
+        with self._engine.connect() as pooled:
+            schema = pooled.execute(sa.text("SELECT current_schema()")).scalar_one()
+        # The engine's own URL (its options, e.g. a search_path, included) for psycopg.
+        url = self._engine.url.set(drivername="postgresql")
+        listening = psycopg.connect(
+            url.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
+        )
+        name = channel(str(schema))
+        listening.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(name)))
+        return listening
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a NOTIFY arrives or `timeout` passes; reconnect after a failure."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            deadline = time.monotonic() + timeout
+            # In slices, so interrupt() (stop) is heard within one.
+            while not self._interrupted.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                for _ in self._conn.notifies(timeout=min(left, SLICE), stop_after=1):
+                    return True
+            return True
+        except Exception as exc:  # the database away: poll until it is back
+            log.warning("wake_listener_failed", error=type(exc).__name__)
+            self.close()
+            time.sleep(min(timeout, 1.0))
+            return False
+
+    def interrupt(self) -> None:
+        """The wait in progress returns within a slice."""
+        self._interrupted.set()
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
+def listener(engine: Engine) -> Listener | None:
+    """The way this worker can be woken on this database, or None (poll only)."""
+    if engine.dialect.name == "postgresql":
+        return NotifyListener(engine)
+    directory = socket_dir(engine)
+    if directory is None:
+        return None
+    try:
+        return SocketListener(directory)
+    except OSError as exc:  # a read-only directory, a path too long for a socket
+        log.warning("wake_socket_unavailable", error=type(exc).__name__)
+        return None
+
+
+class Waker:
+    """Sends wake-ups to the workers of a SQLite database on this host (web processes)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._directory = socket_dir(engine)
+        self._sock: socket.socket | None = None
+        self._targets: list[str] = []
+        self._listed = float("-inf")
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        """One datagram to each worker socket; never blocks, never raises."""
+        if self._directory is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._listed >= REFRESH_EVERY:
+                self._listed = now
+                try:
+                    self._targets = [str(p) for p in self._directory.glob("*.sock")]
+                except OSError:
+                    self._targets = []
+            targets = list(self._targets)
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+            sock = self._sock
+        for target in targets:
+            # A full queue (the worker is busy: it will look anyway), a worker gone.
+            with contextlib.suppress(OSError):
+                sock.sendto(b"1", target)
