@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         le=2.5,
         description="Seconds to wait for a connection or a lock before answering 503.",
     )
+    database_pool_size: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections each process keeps open (web process or worker).",
+    )
+    database_max_overflow: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="PostgreSQL connections a process may open beyond the pool under load; "
+        "closed again when returned. Size: processes x (pool + overflow) + 1 per worker "
+        "(its LISTEN) below the server's max_connections (docs/scaling.md).",
+    )
     max_body_bytes: int = Field(TWO_MIB, ge=1024, le=64 * 1024 * 1024)
     body_timeout_seconds: float = Field(
         5.0,
@@ -141,7 +155,11 @@ class Settings(BaseSettings):
         72.0, gt=0, description="Give up (dead-letter) an operation older than this."
     )
     worker_poll_interval: float = Field(
-        0.25, gt=0, le=10, description="Seconds an idle worker waits before looking again."
+        0.25,
+        gt=0,
+        le=10,
+        description="Seconds an idle worker waits before looking again when no wake-up "
+        "comes (PostgreSQL NOTIFY, SQLite datagram from the web processes).",
     )
     worker_lease_seconds: float = Field(
         60.0,

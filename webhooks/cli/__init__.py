@@ -97,7 +97,12 @@ def worker() -> None:
         os.nice(WORKER_NICENESS)
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
-    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    engine = create_db_engine(
+        settings.database_url,
+        settings.database_timeout,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     cio = customerio_client(settings)
     runner = Worker(engine, settings, cio)
     install_signal_handlers(runner)

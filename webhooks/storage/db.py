@@ -11,7 +11,13 @@ from sqlalchemy.engine import Engine, make_url
 
 
 def create_db_engine(
-    url: str, timeout: float = 2.0, *, autocommit: bool = False, poll_busy: bool = False
+    url: str,
+    timeout: float = 2.0,
+    *,
+    autocommit: bool = False,
+    poll_busy: bool = False,
+    pool_size: int = 5,
+    max_overflow: int = 10,
 ) -> Engine:
     """An engine whose waits (connect, pool, locks) all end within about `timeout` seconds.
 
@@ -19,7 +25,8 @@ def create_db_engine(
     statement is then its own transaction, which saves PostgreSQL two round trips
     (BEGIN and COMMIT) per request. `poll_busy` (SQLite) makes a busy database fail
     at once instead of waiting in SQLite's busy handler, for a caller that retries in
-    finer steps (webhooks.storage.inbox).
+    finer steps (webhooks.storage.inbox). `pool_size` and `max_overflow` size the
+    PostgreSQL pool of this process (SQLite's connections are files: not pooled alike).
     """
     parsed = make_url(url)
     engine_options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
@@ -41,6 +48,8 @@ def create_db_engine(
         # No pool_pre_ping: it costs a round trip per request; store_delivery retries
         # once on a connection the pool finds dead instead.
         pool_timeout=timeout,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         connect_args={
             "connect_timeout": max(1, round(timeout)),
             # A server that stops answering mid-request fails the request in time
