@@ -44,6 +44,15 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
 @contextmanager
 def serve(env: dict[str, str], cwd: Path, workers: int = 2) -> Iterator[str]:
     """Start `webhooks serve` on a free port; yield its base URL; stop it afterwards."""
+    with serve_process(env, cwd, workers) as (base, _process):
+        yield base
+
+
+@contextmanager
+def serve_process(
+    env: dict[str, str], cwd: Path, workers: int = 2
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`serve`, yielding the process too (to find and kill its children)."""
     port = free_port()
     log_path = cwd / f"serve-{port}.log"
     with log_path.open("w") as log:
@@ -66,7 +75,7 @@ def serve(env: dict[str, str], cwd: Path, workers: int = 2) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(base, process, log_path)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         try:
