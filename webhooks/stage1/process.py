@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +34,6 @@ from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.inbox import add_wait
 from webhooks.storage.outbox import (
     correct_times,
-    created_by,
     purge_pending,
     retime,
     summary,
@@ -155,17 +155,15 @@ class _Writer:
 
     def _store_once(self, mapped: Mapped, failed: Failed) -> None:
         now = utcnow()
-        self._write(mapped, failed, now)
-        if not mapped:
-            return
-        for row in created_by(self.engine, [row.id for row, _ in mapped], now):
-            described = summary(row)
-            MAPPED.labels(row.kind, described["name"] or "").inc()
-            if row.state == OutboxState.DRY_RUN:
+        for item in self._write(mapped, failed, now):
+            described = summary(SimpleNamespace(**item))
+            MAPPED.labels(item["kind"], described["name"] or "").inc()
+            if item["state"] == OutboxState.DRY_RUN:
                 # What would have been sent, visibly: one line each, no attributes.
                 log.info("dry_run_operation", **described)
 
-    def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> None:
+    def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> list[dict[str, Any]]:
+        """Write the batch; the operations it created (not facts queued before it)."""
         with self.engine.begin() as conn:
             seen = begin_state(conn)
             step = StateStep(conn, self.state)
@@ -190,7 +188,8 @@ class _Writer:
                         by_key[item["op_key"]] = retime(first, item)
             # Everything above only read; from here the batch writes, briefly.
             begin_writes(conn, seen)
-            if not write_operations(conn, list(by_key.values())):
+            written = write_operations(conn, list(by_key.values()))
+            if len(written) < len(by_key):
                 # Some fact was queued before: an earlier-dated report moves it back.
                 correct_times(conn, list(by_key.values()), now)
             for pid in step.redacted:
@@ -229,6 +228,7 @@ class _Writer:
             woken = step.wake()
             if woken:
                 log.info("deliveries_woken", rows=woken)
+        return [item for key, item in by_key.items() if key in written]
 
     def store_one_by_one(self, mapped: Mapped, failed: Failed) -> None:
         """Store each row alone, so one the database refuses cannot hold up the rest."""

@@ -54,16 +54,16 @@ def _upsert(dialect_name: str) -> sa.Insert:
     )
 
 
-def write_operations(conn: Connection, values: list[dict[str, Any]]) -> bool:
+def write_operations(conn: Connection, values: list[dict[str, Any]]) -> set[str]:
     """Insert outbox rows; a fact already queued or delivered adds nothing (see _upsert).
 
-    Returns whether every row was written (none met a fact already queued), when the
-    driver can tell; False when it cannot.
+    Returns the keys written (new, or a dead operation revived): the caller knows what
+    it created without reading it back.
     """
     if not values:
-        return True
-    written = conn.execute(_upsert(conn.dialect.name), values).rowcount
-    return bool(conn.dialect.supports_sane_multi_rowcount) and written == len(values)
+        return set()
+    statement = _upsert(conn.dialect.name).returning(outbox.c.op_key)
+    return set(conn.scalars(statement, values))
 
 
 EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)
@@ -206,16 +206,6 @@ def summary(row: Any) -> dict[str, Any]:
     if person and "@" in person:
         person = "email-sha256:" + hashlib.sha256(person.encode()).hexdigest()[:16]
     return {"op_id": row.op_id, "kind": row.kind, "name": payload.get("name"), "person_id": person}
-
-
-def created_by(engine: Engine, inbox_ids: list[int], created_at: datetime) -> list[Any]:
-    """The operations one stage-1 batch created (not facts queued before it)."""
-    columns = (outbox.c.op_id, outbox.c.kind, outbox.c.payload, outbox.c.person_id)
-    query = sa.select(*columns, outbox.c.state).where(
-        outbox.c.inbox_id.in_(inbox_ids), outbox.c.created_at == created_at
-    )
-    with engine.connect() as conn:
-        return list(conn.execute(query.order_by(outbox.c.id)))
 
 
 PURGED = {"purged": True}  # what a finished operation's payload becomes
