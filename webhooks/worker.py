@@ -81,6 +81,7 @@ class Worker:
         self._unsent_background = 0  # background rows mapped since the last such send
         self._background_behind = False  # the last background request came back full
         self._mapped = threading.Event()  # stage 1 queued operations: the sender looks
+        self._sent = threading.Event()  # the sender finished a step: stage 1 may go on
         self._listener: wake.Listener | None = None
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
@@ -169,7 +170,11 @@ class Worker:
         if live >= MAP_BATCH:
             return True
         if self._background_behind:
-            return True  # the sender catches up first; it clears the flag
+            # The sender catches up first (it clears the flag): wait for its next
+            # request rather than spin on claims that find nothing to map.
+            self._sent.clear()
+            self._sent.wait(self.settings.worker_poll_interval)
+            return True
         background = self._map(BACKGROUND_MAP_BATCH, BACKGROUND)
         if background:
             self._mapped.set()
@@ -383,6 +388,8 @@ class Worker:
                 log.error("worker_error", stage="send", error=type(exc).__name__)
                 self.stopping.wait(ERROR_PAUSE)
                 continue
+            finally:
+                self._sent.set()
             if not more:
                 self._mapped.wait(self.settings.worker_poll_interval)
 
@@ -391,6 +398,7 @@ class Worker:
         self.stop_signal = signal_name
         self.stopping.set()
         self._mapped.set()  # the sender stops waiting at once
+        self._sent.set()
         if self._listener is not None:
             self._listener.interrupt()  # and so does an idle wait for a wake-up
 
