@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
 
@@ -39,14 +40,19 @@ AUTH_PAUSE_MAX = 300.0
 MAP_BATCH = 100
 SEND_BATCH = 1000
 SEND_AFTER = 500
-# Background lanes (replay, backfill, history) get their own steps, after the live
-# lane's and in smaller slices: a live webhook arriving while a backfill drains waits
-# at most for one background slice (50 rows mapped, or one request of 500 operations),
-# then is mapped and sent on its own, never in a transaction or request of backfill.
+# Background lanes (replay, backfill, history) get their own steps and their own
+# sender: a live webhook arriving while a backfill drains waits at most for one
+# background slice being mapped (20 rows), is mapped on its own, never in a
+# transaction of backfill rows, and sent by the live sender, never behind a backfill
+# request (200 operations at most). While live webhooks flow, background steps take
+# at most half the time (a pause as long as each step, which a stored delivery ends).
 LIVE = (Lane.LIVE,)
 BACKGROUND = (Lane.REPLAY, Lane.BACKFILL, Lane.HISTORY)
-BACKGROUND_MAP_BATCH = 50
-BACKGROUND_SEND_BATCH = 500
+BACKGROUND_MAP_BATCH = 20
+BACKGROUND_SEND_BATCH = 200
+LIVE_RECENT = 2.0  # seconds since live rows were mapped that count as live traffic
+BEHIND_WAIT = 0.02  # seconds between looks for live rows while background sends catch up
+BACKGROUND_PAUSE_MAX = 0.5  # seconds: the longest pause after one background step
 # A woken worker waits this long before mapping, to take what arrives together in one
 # transaction (at 200 webhooks a second: about 4 rows, 50 write transactions a second).
 GATHER_SECONDS = 0.02
@@ -80,8 +86,11 @@ class Worker:
         self._unsent = 0  # live rows mapped since the last live send
         self._unsent_background = 0  # background rows mapped since the last such send
         self._background_behind = False  # the last background request came back full
-        self._mapped = threading.Event()  # stage 1 queued operations: the sender looks
-        self._sent = threading.Event()  # the sender finished a step: stage 1 may go on
+        # Stage 1 queued operations of a lane: its sender looks at once.
+        self._mapped_live = threading.Event()
+        self._mapped_background = threading.Event()
+        self._send_lock = threading.Lock()  # the senders' shared pause state
+        self._live_at = float("-inf")  # monotonic time live rows were last mapped
         self._listener: wake.Listener | None = None
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
@@ -166,36 +175,58 @@ class Worker:
         unless background sends are behind; True while a backlog lasts."""
         live = self._map(MAP_BATCH, LIVE)
         if live:
-            self._mapped.set()
+            self._mapped_live.set()
+            self._live_at = time.monotonic()
         if live >= MAP_BATCH:
             return True
         if self._background_behind:
-            # The sender catches up first (it clears the flag): wait for its next
-            # request rather than spin on claims that find nothing to map.
-            self._sent.clear()
-            self._sent.wait(self.settings.worker_poll_interval)
+            # The background sender catches up first (it clears the flag); meanwhile
+            # only a stored delivery (or a short while) brings the next look for live.
+            self._pause_mapping(BEHIND_WAIT)
             return True
+        started = time.monotonic()
         background = self._map(BACKGROUND_MAP_BATCH, BACKGROUND)
         if background:
-            self._mapped.set()
+            self._mapped_background.set()
+            self._yield_to_live(started, mapping=True)
         return background >= BACKGROUND_MAP_BATCH
 
-    def send_step(self) -> bool:
-        """Stage 2 alone (its own thread in `run`): live operations, then one background
-        request; True while more is due."""
+    def _yield_to_live(self, started: float, mapping: bool = False) -> None:
+        """While live webhooks flow, background work takes at most half the time: after
+        each background step, as long a pause, so a live arrival finds the CPU, the
+        database and (on SQLite) the write lock free instead of queued behind it. The
+        mapper's pause ends at once when a delivery is stored."""
+        now = time.monotonic()
+        if now - self._live_at < LIVE_RECENT:
+            pause = min(now - started, BACKGROUND_PAUSE_MAX)
+            if mapping:
+                self._pause_mapping(pause)
+            else:
+                self.stopping.wait(pause)
+
+    def _pause_mapping(self, seconds: float) -> None:
+        """Wait `seconds`, or less if a stored delivery wakes the mapper."""
+        if self._listener is None:
+            self.stopping.wait(seconds)
+        else:
+            self._listener.wait(seconds)
+
+    def send_live_step(self) -> bool:
+        """Live operations (their own thread in `run`, so they never wait for a backfill's
+        request in flight); True while more are due."""
+        if not self._may_send():
+            return False
+        outcome = self._deliver(SEND_BATCH, LIVE)
+        return outcome is not None and outcome.claimed >= SEND_BATCH
+
+    def send_background_step(self) -> bool:
+        """One request of the background lanes (replay, backfill, history); True while
+        requests come back full, which holds back background mapping meanwhile."""
         if not self._may_send():
             self._background_behind = False  # mapping never stops for an outage
             return False
-        outcome = self._deliver(SEND_BATCH, LIVE)
-        if outcome is None:
-            self._background_behind = False
-            return False
-        if outcome.claimed >= SEND_BATCH:
-            return True
-        background = self._deliver(BACKGROUND_SEND_BATCH, BACKGROUND)
-        self._background_behind = background is not None and (
-            background.claimed >= BACKGROUND_SEND_BATCH
-        )
+        outcome = self._deliver(BACKGROUND_SEND_BATCH, BACKGROUND)
+        self._background_behind = outcome is not None and (outcome.claimed >= BACKGROUND_SEND_BATCH)
         return self._background_behind
 
     def _map(self, limit: int, lanes: tuple[int, ...]) -> int:
@@ -212,12 +243,15 @@ class Worker:
         )
 
     def _may_send(self) -> bool:
-        """Not paused for an outage or refused credentials (probing as they require)."""
-        if self._failures and time.monotonic() >= self._next_probe:
-            self._probe()
-        if time.monotonic() < self._paused_until:
-            return False
-        return not (self._auth_pause and not self._credentials_back())
+        """Not paused for an outage or refused credentials (probing as they require).
+
+        Under the send lock: the live and background senders share the pause."""
+        with self._send_lock:
+            if self._failures and time.monotonic() >= self._next_probe:
+                self._probe()
+            if time.monotonic() < self._paused_until:
+                return False
+            return not (self._auth_pause and not self._credentials_back())
 
     def _deliver(self, limit: int, lanes: tuple[int, ...]) -> Outcome | None:
         """Send up to `limit` due operations of `lanes`; None when the send failed and
@@ -232,6 +266,10 @@ class Worker:
             limit=limit,
             lanes=lanes,
         )
+        with self._send_lock:
+            return self._after_send(outcome)
+
+    def _after_send(self, outcome: Outcome) -> Outcome | None:
         if outcome.auth_failed:
             self._auth_pause = min(AUTH_PAUSE_MAX, self._auth_pause * 2) or AUTH_PAUSE_FIRST
             self._paused_until = time.monotonic() + self._auth_pause
@@ -336,19 +374,39 @@ class Worker:
             self._beaten = now
 
     def _loop(self) -> None:
-        """The stages overlap: stage 2 sends in a thread of its own while stage 1 maps
-        here, so a backlog drains at the slower stage's rate, not at their sum."""
+        """The stages overlap: stage 1 maps here while two threads send, one the live
+        lane, one the background lanes, so a backlog drains at the slower stage's rate
+        and a live operation never waits for a backfill's request."""
         self._listener = wake.listener(self.engine)
-        sender = threading.Thread(target=self._send_loop, name="worker-send", daemon=True)
-        sender.start()
+        senders = [
+            threading.Thread(
+                target=self._send_loop,
+                args=(self.send_live_step, self._mapped_live),
+                name="worker-send-live",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._send_loop,
+                args=(self.send_background_step, self._mapped_background),
+                name="worker-send-background",
+                daemon=True,
+            ),
+        ]
+        for sender in senders:
+            sender.start()
         try:
             self._map_loop()
         finally:
             self.stopping.set()
-            self._mapped.set()
-            sender.join(timeout=SEND_JOIN_SECONDS)
+            self._wake_senders()
+            for sender in senders:
+                sender.join(timeout=SEND_JOIN_SECONDS)
             if self._listener is not None:
                 self._listener.close()
+
+    def _wake_senders(self) -> None:
+        for event in (self._mapped_live, self._mapped_background):
+            event.set()
 
     def _map_loop(self) -> None:
         while not self.stopping.is_set():
@@ -377,28 +435,25 @@ class Worker:
         elif self._listener.wait(poll):
             self.stopping.wait(GATHER_SECONDS)
 
-    def _send_loop(self) -> None:
+    def _send_loop(self, step: Callable[[], bool], mapped: threading.Event) -> None:
         while not self.stopping.is_set():
             # Cleared before looking: whatever stage 1 queues after this is seen now
             # or wakes the wait below.
-            self._mapped.clear()
+            mapped.clear()
             try:
-                more = self.send_step()
+                more = step()
             except Exception as exc:
                 log.error("worker_error", stage="send", error=type(exc).__name__)
                 self.stopping.wait(ERROR_PAUSE)
                 continue
-            finally:
-                self._sent.set()
             if not more:
-                self._mapped.wait(self.settings.worker_poll_interval)
+                mapped.wait(self.settings.worker_poll_interval)
 
     def stop(self, signal_name: str | None = None) -> None:
         """Finish the send in hand, hand the rest of the pass back, return from run()."""
         self.stop_signal = signal_name
         self.stopping.set()
-        self._mapped.set()  # the sender stops waiting at once
-        self._sent.set()
+        self._wake_senders()  # the senders stop waiting at once
         if self._listener is not None:
             self._listener.interrupt()  # and so does an idle wait for a wake-up
 
