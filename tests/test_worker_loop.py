@@ -301,3 +301,52 @@ def test_the_stages_overlap_mapping_goes_on_while_a_send_waits(engine: Engine) -
             # Mapped while the first request was still out: nothing delivered yet.
             assert "delivered" not in {r.state for r in outbox_rows(engine)}
             fake.set_faults()
+
+
+def test_a_live_operation_is_sent_while_a_backfill_request_is_in_flight(engine: Engine) -> None:
+    """Live and background lanes have their own senders: a live operation does not queue
+    behind a backfill's slow request."""
+    from dataclasses import replace
+
+    import httpx
+
+    from tests.pipeline import FIXTURES
+    from webhooks.fakes.customerio import FakeCustomerIO
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.stage2.customerio import CustomerIO
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane
+
+    url = engine.url.render_as_string(hide_password=False)
+    fixture = json.loads((FIXTURES / "stripe" / "customer_created.json").read_text())
+    with (
+        FakeCustomerIO() as fake,
+        httpx.Client(base_url=fake.url, auth=fake.auth, timeout=10) as http,
+    ):
+        runner = Worker(engine, make_settings(url, worker_poll_interval=0.05), CustomerIO(http))
+        with running(runner):
+            wait_for(lambda: fake.requests(), what="the worker's credentials check")
+            fake.set_faults(latency_ms=2000)  # every request from now on takes 2 s
+            for n in range(30):
+                body = json.dumps({**fixture["body"], "id": f"evt_backfilled_{n}"}).encode()
+                delivery = StripeReceiver([]).parse(body, {})
+                store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+
+            def backfill_in_flight() -> bool:
+                rows = outbox_rows(engine)
+                return any(r.lease_owner and r.state == "pending" for r in rows)
+
+            wait_for(backfill_in_flight, timeout=5, what="a backfill request in flight")
+            ingest(engine, "shopify", "order_create")
+            wait_for(
+                lambda: any(
+                    op["operation"].get("name") == "order_completed" for op in fake.operations()
+                ),
+                timeout=10,
+                what="the live order delivered",
+            )
+            fake.set_faults()
+    batches = [r for r in fake.requests() if r["path"].endswith("/batch")]
+    first, live = batches[0], batches[-1]
+    # The live request reached Customer.io before the backfill's first came back.
+    assert live["time"] < first["time"] + first["duration_ms"] / 1000
