@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -23,6 +24,8 @@ from tests.conftest import make_settings
 from tests.integration.cio import wait_for
 from tests.integration.service import service_env
 from tests.pipeline import inbox_rows, ingest, outbox_rows
+from webhooks.fakes.customerio import FakeCustomerIO
+from webhooks.stage2.customerio import CustomerIO
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
 from webhooks.worker import ERROR_PAUSE, Worker
@@ -44,6 +47,22 @@ def running(worker: Worker) -> Iterator[threading.Thread]:
         worker.stop()
         thread.join(timeout=5)
         assert not thread.is_alive(), "Worker.run() did not return after stop()"
+
+
+@contextmanager
+def sending_worker(engine: Engine) -> Iterator[FakeCustomerIO]:
+    """Worker.run() sending to the fake Customer.io over HTTP, once its start-up
+    credentials check was answered (so faults set now hit only its sends)."""
+    url = engine.url.render_as_string(hide_password=False)
+    with (
+        FakeCustomerIO() as fake,
+        httpx.Client(base_url=fake.url, auth=fake.auth, timeout=10) as http,
+    ):
+        runner = Worker(engine, make_settings(url, worker_poll_interval=0.05), CustomerIO(http))
+        with running(runner):
+            wait_for(lambda: fake.requests(), what="the worker's credentials check")
+            yield fake
+            fake.set_faults()
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -270,37 +289,23 @@ def test_a_stored_delivery_wakes_an_idle_worker_at_once(engine: Engine) -> None:
 
 def test_the_stages_overlap_mapping_goes_on_while_a_send_waits(engine: Engine) -> None:
     """Stage 2 sends in its own thread: a slow Customer.io no longer stops stage 1."""
-    import httpx
+    with sending_worker(engine) as fake:
+        fake.set_faults(latency_ms=3000)  # from now on every send takes 3 s
+        ingest(engine, "shopify", "order_create")
 
-    from webhooks.fakes.customerio import FakeCustomerIO
-    from webhooks.stage2.customerio import CustomerIO
+        def in_flight() -> bool:
+            rows = outbox_rows(engine)
+            return bool(rows) and all(r.lease_owner and r.state == "pending" for r in rows)
 
-    url = engine.url.render_as_string(hide_password=False)
-    with (
-        FakeCustomerIO() as fake,
-        httpx.Client(base_url=fake.url, auth=fake.auth, timeout=10) as http,
-    ):
-        runner = Worker(engine, make_settings(url, worker_poll_interval=0.05), CustomerIO(http))
-        with running(runner):
-            # Its credentials check answered (logged once answered): the loop runs.
-            wait_for(lambda: fake.requests(), what="the worker's credentials check")
-            fake.set_faults(latency_ms=3000)  # from now on every send takes 3 s
-            ingest(engine, "shopify", "order_create")
-
-            def in_flight() -> bool:
-                rows = outbox_rows(engine)
-                return bool(rows) and all(r.lease_owner and r.state == "pending" for r in rows)
-
-            wait_for(in_flight, timeout=3, what="the order's operations claimed for sending")
-            ingest(engine, "shopify", "refund_create_partial")
-            wait_for(
-                lambda: [r.state for r in inbox_rows(engine)] == ["done", "done"],
-                timeout=2,
-                what="stage 1 mapping while the send waits",
-            )
-            # Mapped while the first request was still out: nothing delivered yet.
-            assert "delivered" not in {r.state for r in outbox_rows(engine)}
-            fake.set_faults()
+        wait_for(in_flight, timeout=3, what="the order's operations claimed for sending")
+        ingest(engine, "shopify", "refund_create_partial")
+        wait_for(
+            lambda: [r.state for r in inbox_rows(engine)] == ["done", "done"],
+            timeout=2,
+            what="stage 1 mapping while the send waits",
+        )
+        # Mapped while the first request was still out: nothing delivered yet.
+        assert "delivered" not in {r.state for r in outbox_rows(engine)}
 
 
 def test_a_live_operation_is_sent_while_a_backfill_request_is_in_flight(engine: Engine) -> None:
@@ -308,44 +313,32 @@ def test_a_live_operation_is_sent_while_a_backfill_request_is_in_flight(engine: 
     behind a backfill's slow request."""
     from dataclasses import replace
 
-    import httpx
-
     from tests.pipeline import FIXTURES
-    from webhooks.fakes.customerio import FakeCustomerIO
     from webhooks.providers.stripe.signature import StripeReceiver
-    from webhooks.stage2.customerio import CustomerIO
     from webhooks.storage.inbox import store_delivery
     from webhooks.storage.schema import Lane
 
-    url = engine.url.render_as_string(hide_password=False)
     fixture = json.loads((FIXTURES / "stripe" / "customer_created.json").read_text())
-    with (
-        FakeCustomerIO() as fake,
-        httpx.Client(base_url=fake.url, auth=fake.auth, timeout=10) as http,
-    ):
-        runner = Worker(engine, make_settings(url, worker_poll_interval=0.05), CustomerIO(http))
-        with running(runner):
-            wait_for(lambda: fake.requests(), what="the worker's credentials check")
-            fake.set_faults(latency_ms=2000)  # every request from now on takes 2 s
-            for n in range(30):
-                body = json.dumps({**fixture["body"], "id": f"evt_backfilled_{n}"}).encode()
-                delivery = StripeReceiver([]).parse(body, {})
-                store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+    with sending_worker(engine) as fake:
+        fake.set_faults(latency_ms=2000)  # every request from now on takes 2 s
+        for n in range(30):
+            body = json.dumps({**fixture["body"], "id": f"evt_backfilled_{n}"}).encode()
+            delivery = StripeReceiver([]).parse(body, {})
+            store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
 
-            def backfill_in_flight() -> bool:
-                rows = outbox_rows(engine)
-                return any(r.lease_owner and r.state == "pending" for r in rows)
+        def backfill_in_flight() -> bool:
+            rows = outbox_rows(engine)
+            return any(r.lease_owner and r.state == "pending" for r in rows)
 
-            wait_for(backfill_in_flight, timeout=5, what="a backfill request in flight")
-            ingest(engine, "shopify", "order_create")
-            wait_for(
-                lambda: any(
-                    op["operation"].get("name") == "order_completed" for op in fake.operations()
-                ),
-                timeout=10,
-                what="the live order delivered",
-            )
-            fake.set_faults()
+        wait_for(backfill_in_flight, timeout=5, what="a backfill request in flight")
+        ingest(engine, "shopify", "order_create")
+        wait_for(
+            lambda: any(
+                op["operation"].get("name") == "order_completed" for op in fake.operations()
+            ),
+            timeout=10,
+            what="the live order delivered",
+        )
     batches = [r for r in fake.requests() if r["path"].endswith("/batch")]
     first, live = batches[0], batches[-1]
     # The live request reached Customer.io before the backfill's first came back.

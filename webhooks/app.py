@@ -34,12 +34,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
     # The request path runs single statements only, so autocommit is exact and cheap.
     engine = create_db_engine(
-        settings.database_url,
-        settings.database_timeout,
-        autocommit=True,
-        poll_busy=True,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow,
+        settings.database_url, autocommit=True, poll_busy=True, **settings.engine_options()
     )
     app.extensions["webhooks.settings"] = settings
     app.extensions["webhooks.engine"] = engine

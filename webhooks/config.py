@@ -181,6 +181,14 @@ class Settings(BaseSettings):
             registry.get(name)  # raises UnknownProvider naming the registered ones
             raise UnknownProvider(f"settings were loaded before {name!r} was registered") from None
 
+    def engine_options(self) -> dict[str, Any]:
+        """The keyword arguments of storage.db.create_db_engine these settings give."""
+        return {
+            "timeout": self.database_timeout,
+            "pool_size": self.database_pool_size,
+            "max_overflow": self.database_max_overflow,
+        }
+
     def enabled_providers(self) -> list[str]:
         """Providers with a signing secret: their endpoints accept deliveries."""
         return [name for name, item in self._providers.items() if item.webhook_secret]

@@ -97,12 +97,7 @@ def worker() -> None:
         os.nice(WORKER_NICENESS)
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
-    engine = create_db_engine(
-        settings.database_url,
-        settings.database_timeout,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow,
-    )
+    engine = create_db_engine(settings.database_url, **settings.engine_options())
     cio = customerio_client(settings)
     runner = Worker(engine, settings, cio)
     install_signal_handlers(runner)
@@ -126,7 +121,7 @@ def upgrade() -> None:
     from webhooks.storage.db import create_db_engine
 
     settings = _settings()
-    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    engine = create_db_engine(settings.database_url, **settings.engine_options())
     try:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine)
@@ -145,7 +140,7 @@ def current() -> None:
     from webhooks.storage.db import create_db_engine
 
     settings = _settings()
-    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    engine = create_db_engine(settings.database_url, **settings.engine_options())
     try:
         revision = migrate.current_revision(engine)
     except Exception as exc:

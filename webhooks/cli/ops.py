@@ -72,7 +72,7 @@ def database() -> Iterator[Engine]:
         settings = load_settings()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    engine = create_db_engine(settings.database_url, settings.database_timeout)
+    engine = create_db_engine(settings.database_url, **settings.engine_options())
     try:
         try:
             current = migrate.is_current(engine)
