@@ -43,7 +43,6 @@ ALLOWED: dict[str, set[str]] = {
         "webhooks.stage2",
         "webhooks.storage",  # its heartbeat, and making retries due after an outage
     },
-    # Operator views and actions over the stored state (status, dead letters).
     # Operator views and actions over the stored state, and backfills from providers.
     "webhooks.ops": {"webhooks.errors", "webhooks.core", "webhooks.storage", "webhooks.providers"},
     "webhooks.supervisor": set(),  # runs `webhooks worker` as a process, imports none of it

@@ -200,3 +200,39 @@ def test_a_backfill_is_sent_as_it_is_mapped_not_after_all_of_it(
     assert max(queued) <= BACKGROUND_SEND_BATCH + 2 * BACKGROUND_MAP_BATCH
     assert {r.state for r in outbox_rows(engine)} == {"delivered"}
     assert len(outbox_rows(engine)) > 1000
+
+
+def test_the_threaded_steps_hold_background_mapping_while_its_sends_catch_up(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    """What `run` does in its threads: map_step maps a background slice, the background
+    sender sends one bounded request; while those come back full, map_step maps no more
+    background rows, so the background outbox stays about a request deep."""
+    from dataclasses import replace
+
+    from tests.pipeline import FIXTURES
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane
+    from webhooks.worker import BACKGROUND_SEND_BATCH
+
+    fixture = json.loads((FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text())
+    for n in range(300):  # two operations each
+        body = fixture["body"]
+        session = {**body["data"]["object"], "id": f"cs_st_{n}", "payment_intent": f"pi_st_{n}"}
+        event = {**body, "id": f"evt_st_{n}", "data": {**body["data"], "object": session}}
+        delivery = StripeReceiver([]).parse(json.dumps(event).encode(), {})
+        store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+    runner = worker(engine, cio)
+    while sum(r.state == "pending" for r in outbox_rows(engine)) < BACKGROUND_SEND_BATCH:
+        assert runner.map_step() is True  # a backlog: slices of BACKGROUND_MAP_BATCH
+    assert runner.send_background_step() is True  # a full request: more is due
+    done = sum(r.state == "done" for r in inbox_rows(engine))
+    assert runner.map_step() is True  # behind: no background row mapped this time
+    assert sum(r.state == "done" for r in inbox_rows(engine)) == done
+    while runner.send_background_step():
+        pass  # caught up
+    assert runner.map_step() is True  # mapping resumes
+    assert sum(r.state == "done" for r in inbox_rows(engine)) == done + BACKGROUND_MAP_BATCH
+    assert runner.send_live_step() is False  # nothing live was ever due
+    assert all(r.lane == Lane.BACKFILL for r in outbox_rows(engine))

@@ -57,10 +57,3 @@ def on_starting(server: Any) -> None:
     settings = load_settings()
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """A gunicorn worker is gone: its live gauges no longer count (counters stay)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

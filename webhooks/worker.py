@@ -54,8 +54,10 @@ LIVE_RECENT = 2.0  # seconds since live rows were mapped that count as live traf
 BEHIND_WAIT = 0.02  # seconds between looks for live rows while background sends catch up
 BACKGROUND_PAUSE_MAX = 0.5  # seconds: the longest pause after one background step
 # A woken worker waits this long before mapping, to take what arrives together in one
-# transaction (at 200 webhooks a second: about 4 rows, 50 write transactions a second).
-GATHER_SECONDS = 0.02
+# transaction (at 200 webhooks a second: about 4 rows, 50 write transactions a second);
+# no shorter than a web process's wake-ups are apart, so what one stores after its last
+# wake-up is in the same pass.
+GATHER_SECONDS = wake.WAKE_EVERY
 SEND_JOIN_SECONDS = 30.0  # stop(): the send in hand finishes (within its timeout)
 ERROR_PAUSE = 1.0  # after an unexpected error (the database away), before trying again
 PROBE_EVERY = 5.0  # seconds between cheap probes of Customer.io while an outage lasts
@@ -188,21 +190,16 @@ class Worker:
         background = self._map(BACKGROUND_MAP_BATCH, BACKGROUND)
         if background:
             self._mapped_background.set()
-            self._yield_to_live(started, mapping=True)
+            self._yield_to_live(started)
         return background >= BACKGROUND_MAP_BATCH
 
-    def _yield_to_live(self, started: float, mapping: bool = False) -> None:
-        """While live webhooks flow, background work takes at most half the time: after
-        each background step, as long a pause, so a live arrival finds the CPU, the
-        database and (on SQLite) the write lock free instead of queued behind it. The
-        mapper's pause ends at once when a delivery is stored."""
+    def _yield_to_live(self, started: float) -> None:
+        """While live webhooks flow, background mapping takes at most half the time: after
+        each background slice, a pause as long, which a stored delivery ends at once, so
+        a live arrival finds the CPU, the database and (SQLite) the write lock free."""
         now = time.monotonic()
         if now - self._live_at < LIVE_RECENT:
-            pause = min(now - started, BACKGROUND_PAUSE_MAX)
-            if mapping:
-                self._pause_mapping(pause)
-            else:
-                self.stopping.wait(pause)
+            self._pause_mapping(min(now - started, BACKGROUND_PAUSE_MAX))
 
     def _pause_mapping(self, seconds: float) -> None:
         """Wait `seconds`, or less if a stored delivery wakes the mapper."""

@@ -2,8 +2,9 @@
 
 Each comes shaped as its webhook, so the provider's receiver keys it exactly as the
 webhook would have been keyed: one the webhook already delivered is a duplicate and
-costs nothing, and a rerun is safe. They go to the worker in lane 1, which it takes
-only when live work is done, so a backfill never delays live webhooks.
+costs nothing, and a rerun is safe (deliveries made up from records are deduplicated
+by their facts instead). They go to the worker in the backfill lane (or the history
+lane), which it maps and sends in slices behind live work (webhooks.worker).
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def _received(conn: Connection, now: datetime) -> list[dict[str, Any]]:
 def _credentials(workers: dict[str, Any]) -> str:
     """Customer.io as the live workers see it: the worst state any of them reports."""
     states = workers["delivery"]
-    for state in ("paused_credentials", "paused_outage", "sending", "dry_run"):
+    for state in heartbeat.DELIVERY_STATES:
         if states.get(state):
             return state
     return "unknown"  # no live worker to ask

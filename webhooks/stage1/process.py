@@ -33,6 +33,7 @@ from webhooks.stage1.state.step import MappedDelivery, StateConfig, StateStep
 from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.inbox import add_wait
 from webhooks.storage.outbox import (
+    EVENT_KINDS,
     correct_times,
     purge_pending,
     retime,
@@ -156,11 +157,10 @@ class _Writer:
     def _store_once(self, mapped: Mapped, failed: Failed) -> None:
         now = utcnow()
         for item in self._write(mapped, failed, now):
-            described = summary(SimpleNamespace(**item))
-            MAPPED.labels(item["kind"], described["name"] or "").inc()
+            MAPPED.labels(item["kind"], item["payload"].get("name") or "").inc()
             if item["state"] == OutboxState.DRY_RUN:
                 # What would have been sent, visibly: one line each, no attributes.
-                log.info("dry_run_operation", **described)
+                log.info("dry_run_operation", **summary(SimpleNamespace(**item)))
 
     def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> list[dict[str, Any]]:
         """Write the batch; the operations it created (not facts queued before it)."""
@@ -283,7 +283,7 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> di
     op_key = bounded(op.op_key, MAX_OP_KEY)
     op_id = op_ulid(op_key, op.occurred_at)
     payload = dict(op.payload)
-    if op.kind in (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT):
+    if op.kind in EVENT_KINDS:
         payload["id"] = op_id  # Customer.io deduplicates events by this ULID
     return {
         "op_key": op_key,
@@ -311,7 +311,6 @@ HISTORY_REASON = (
     "to trigger Customer.io campaigns (72 h)"
 )
 HISTORY_ONLY = "history: backfilled with --attributes-only"
-EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)
 # Customer.io lets events timestamped within the past 72 hours trigger campaigns; older
 # ones are stored on the person (segments, activity) but trigger nothing. An hour more,
 # because the event reaches it a little later than it is queued.

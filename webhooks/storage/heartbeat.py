@@ -16,7 +16,8 @@ from webhooks.storage.schema import worker_heartbeats
 # What a worker's delivery is doing, as its heartbeat says: sending to Customer.io,
 # recording without sending (no credentials), or paused because Customer.io refused
 # the credentials (401/403) or is failing (5xx, 429, timeouts).
-DELIVERY_STATES = ("sending", "dry_run", "paused_credentials", "paused_outage")
+# Worst first: `webhooks status` reports the worst state any live worker is in.
+DELIVERY_STATES = ("paused_credentials", "paused_outage", "sending", "dry_run")
 
 # A worker beats at most this often (it loops many times a second under load).
 BEAT_EVERY = timedelta(seconds=5)

@@ -16,7 +16,7 @@ from webhooks.errors import StorageUnavailable
 from webhooks.storage import writer
 from webhooks.storage.bulk import CHUNK, update_in_chunks
 from webhooks.storage.dialect import insert
-from webhooks.storage.schema import InboxState, inbox, inbox_waits
+from webhooks.storage.schema import InboxState, Lane, inbox, inbox_waits
 
 _DEDUP_COLUMNS = ["provider", "account", "event_type", "delivery_id"]
 _BUSY = ("SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT", "SQLITE_LOCKED")
@@ -37,7 +37,7 @@ class Delivery:
     occurred_at: datetime | None = None
     headers: dict[str, str] = field(default_factory=dict)
     secret_index: int | None = None  # which configured secret verified it (0: first)
-    lane: int = 0  # 0 live webhooks, 1 backfill and replay (live always goes first)
+    lane: int = Lane.LIVE  # schema.Lane: live, replay, backfill, history (claimed in order)
 
 
 @cache

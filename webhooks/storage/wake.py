@@ -1,10 +1,15 @@
 """Waking an idle worker when a delivery is stored, instead of it polling hard.
 
-PostgreSQL: a statement trigger on the inbox NOTIFYs a channel named after the schema
-(migration 0009), whoever inserts (ingest, backfill, replay); the worker LISTENs on a
-connection of its own. SQLite: the web processes on the same host send a datagram to
-each worker's socket in `<database>.wake/`. Either way a lost wake-up costs nothing but
-latency: the worker still polls every WORKER_POLL_INTERVAL.
+The web processes wake the workers after storing a new delivery, at most once per
+WAKE_EVERY each (a woken worker gathers that long before it maps, so what a process
+stores meanwhile is mapped in the same pass). PostgreSQL: a NOTIFY on a channel named
+after the schema, sent in its own autocommit statement, never inside the insert's
+transaction (a notifying transaction holds a cluster-wide lock through its commit, so
+a trigger made every ingest commit wait for the others); the worker LISTENs on a
+connection of its own, on any host. SQLite: a datagram to each worker's socket in
+`<database>.wake/`, on the same host. A lost wake-up costs only latency: the worker
+still polls every WORKER_POLL_INTERVAL (and that is how backfills and replays, which
+store from the command line, are found).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ log = structlog.get_logger("webhooks.storage.wake")
 CHANNEL_PREFIX = "webhooks_inbox"
 REFRESH_EVERY = 1.0  # seconds between fresh listings of the worker sockets
 SLICE = 0.5  # seconds: a LISTEN wait looks for interrupt() this often
+WAKE_EVERY = 0.02  # seconds: a web process wakes the workers at most this often
 
 
 def channel(schema: str) -> str:
@@ -72,9 +78,7 @@ class SocketListener:
         self._sock.settimeout(timeout)
         try:
             self._sock.recv(16)
-        except TimeoutError:
-            return False
-        except OSError:
+        except OSError:  # timed out (TimeoutError is one), or closed by stop
             return False
         self._sock.setblocking(False)
         with contextlib.suppress(OSError):
@@ -164,20 +168,43 @@ def listener(engine: Engine) -> Listener | None:
 
 
 class Waker:
-    """Sends wake-ups to the workers of a SQLite database on this host (web processes)."""
+    """Wakes the workers after a web process stored a new delivery (see the module)."""
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._directory = socket_dir(engine)
+        self._channel: str | None = None
         self._sock: socket.socket | None = None
         self._targets: list[str] = []
         self._listed = float("-inf")
+        self._woken = float("-inf")
         self._lock = threading.Lock()
 
     def wake(self) -> None:
-        """One datagram to each worker socket; never blocks, never raises."""
-        if self._directory is None:
-            return
+        """Tell the workers, unless this process did in the last WAKE_EVERY; never raises."""
         now = time.monotonic()
+        with self._lock:
+            if now - self._woken < WAKE_EVERY:
+                return
+            self._woken = now
+        try:
+            if self._engine.dialect.name == "postgresql":
+                self._notify()
+            elif self._directory is not None:
+                self._datagrams(now)
+        except Exception as exc:  # the database away: the poll finds the delivery
+            log.warning("wake_failed", error=type(exc).__name__)
+
+    def _notify(self) -> None:
+        with self._engine.connect() as conn:
+            if self._channel is None:
+                schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+                self._channel = channel(str(schema))
+            conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": self._channel})
+            conn.commit()
+
+    def _datagrams(self, now: float) -> None:
+        assert self._directory is not None
         with self._lock:
             if now - self._listed >= REFRESH_EVERY:
                 self._listed = now
