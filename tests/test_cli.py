@@ -37,6 +37,18 @@ def test_version(runner: CliRunner) -> None:
         (["db", "current"], "revision"),
         (["dev"], "sign"),
         (["dev", "sign"], "standard input"),
+        (["status"], "--max-backlog-age"),
+        (["dead-letters"], "retry"),
+        (["waiting"], "release"),
+        (["replay"], "--since"),
+        (["purge"], "--older-than"),
+        (["export-person"], "PERSON"),
+        (["data-requests"], "export"),
+        (["trace"], "REF"),
+        (["simulate"], "PROVIDER"),
+        (["backfill"], "--attributes-only"),
+        (["reconcile"], "--since"),
+        (["register"], "--url"),
     ],
 )
 def test_every_command_has_help(runner: CliRunner, args: list[str], expected: str) -> None:

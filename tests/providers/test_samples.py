@@ -23,6 +23,26 @@ def test_every_provider_has_samples() -> None:
     assert {name for name, _ in SAMPLES} == {spec.name for spec in registry.specs()}
 
 
+def test_every_sample_is_a_copy_of_the_golden_fixture_it_names() -> None:
+    """The samples' shapes come from the fixtures (whose origins SOURCES.md records):
+    a sample edited on its own would drift from the provider's published shape."""
+    import json
+    from importlib import resources
+
+    from tests.pipeline import FIXTURES
+
+    for spec in registry.specs():
+        folder = resources.files(f"webhooks.providers.{spec.name}").joinpath("samples")
+        for entry in folder.iterdir():
+            if not entry.name.endswith(".json"):
+                continue
+            sample = json.loads(entry.read_text())
+            source = FIXTURES.parent.parent / sample["source"]
+            fixture = json.loads(source.read_text())
+            assert sample["body"] == fixture["body"], entry.name
+            assert sample.get("headers", {}) == fixture.get("headers", {}), entry.name
+
+
 @pytest.mark.parametrize(("provider", "event_type"), SAMPLES)
 def test_a_sample_is_a_fresh_delivery_of_a_new_fact_that_maps(
     engine: Engine, provider: str, event_type: str

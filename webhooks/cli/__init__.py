@@ -222,7 +222,8 @@ def fake_customerio(host: str, port: int, site_id: str, api_key: str) -> None:
 @click.option("--port", default=9010, show_default=True, help="Port to bind (0: any free port).")
 @click.option("--api-key", default="sk_test_fake", show_default=True, help="API key it accepts.")
 def fake_stripe(host: str, port: int, api_key: str) -> None:
-    """Run a fake Stripe API (line items, customers) until SIGTERM or Ctrl-C.
+    """Run a fake Stripe API (line items, customers, events, webhook endpoints) until
+    SIGTERM or Ctrl-C.
 
     Point the worker at it with STRIPE_API_BASE=http://HOST:PORT and the same
     STRIPE_API_KEY; load objects and faults through its control API under /_fake/.

@@ -922,7 +922,7 @@ def register(
         would = "would " if dry_run else ""
         lines = []
         for found in results:
-            where = f"{found['target']}: " if len(results) > 1 or provider != "stripe" else ""
+            where = f"{found['target']}: " if found.get("target") else ""
             action = found["action"]
             count = len(found["events"])
             if action == "create":

@@ -17,8 +17,7 @@ from mappers.errors import MappingError
 from webhooks.core.hashing import bounded
 from webhooks.providers.base import ProviderSettings, ProviderSpec
 from webhooks.storage.inbox import Delivery
-
-MAX_OP_KEY = 512  # the outbox.op_key column; stage 1 bounds keys the same way
+from webhooks.storage.schema import MAX_OP_KEY
 
 
 def fact_keys(

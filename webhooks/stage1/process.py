@@ -41,12 +41,11 @@ from webhooks.storage.outbox import (
     write_operations,
 )
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
-from webhooks.storage.schema import InboxState, Lane, OutboxState, inbox
+from webhooks.storage.schema import MAX_OP_KEY, InboxState, Lane, OutboxState, inbox
 
 log = structlog.get_logger("webhooks.process")
 MAX_STORE_ATTEMPTS = 5  # a row whose operations the database keeps refusing goes dead
 STATE_ATTEMPTS = 3  # computing a batch again after another worker saved state meanwhile
-MAX_OP_KEY = 512  # the outbox.op_key column
 
 
 Mapped = list[tuple[sa.Row[Any], list[Action]]]  # rows and their actions

@@ -126,6 +126,9 @@ class OutboxState(StrEnum):
     DISCARDED = "discarded"
 
 
+# Longer operation keys are bounded to the column (core.hashing.bounded).
+MAX_OP_KEY = 512
+
 outbox = sa.Table(
     "outbox",
     metadata,
@@ -133,7 +136,7 @@ outbox = sa.Table(
     # One row per business fact: the semantic key of a Track, or a derived key for
     # identify and privacy operations. Overlapping webhooks, retries and replays that
     # produce the same fact hit this unique key and add nothing.
-    sa.Column("op_key", sa.String(512), nullable=False, unique=True),
+    sa.Column("op_key", sa.String(MAX_OP_KEY), nullable=False, unique=True),
     # Deterministic ULID from op_key: the `id` Customer.io deduplicates events by.
     sa.Column("op_id", sa.String(26), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),

@@ -12,13 +12,11 @@ import binascii
 import hmac
 import json
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from webhooks.fakes import http as fakehttp
 from webhooks.fakes.http import BackgroundFake, TrackingServer, send_json
 from webhooks.fakes.shopify.state import RESOURCES, FakeState, Faults, Shop, parse_time
 
@@ -291,14 +289,3 @@ class FakeShopify(BackgroundFake):
     def requests(self) -> list[dict[str, Any]]:
         """The API request log, oldest first."""
         return self.state.requests()
-
-    def clear_requests(self) -> None:
-        """Forget the request log."""
-        self.state.clear_requests()
-
-
-def serve_until_signalled(fake: FakeShopify, announce: Callable[[str], None]) -> None:
-    """Run `fake` in the foreground until SIGTERM or SIGINT, announcing its URL once."""
-    fakehttp.serve_until_signalled(
-        fake, lambda: announce(f"fake Shopify listening; SHOPIFY_ADMIN_API_BASE={fake.api_base}")
-    )

@@ -163,8 +163,3 @@ class FakeState:
         """The API request log, oldest first."""
         with self._lock:
             return copy.deepcopy(self._requests)
-
-    def clear_requests(self) -> None:
-        """Forget the request log."""
-        with self._lock:
-            self._requests.clear()

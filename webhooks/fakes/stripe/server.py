@@ -33,7 +33,7 @@ class Server(TrackingServer):
 
 
 class Handler(BaseHTTPRequestHandler):
-    """One connection: the API (GET) behind auth and faults, the control API under /_fake/."""
+    """One connection: the API behind auth and faults, the control API under /_fake/."""
 
     server: Server
     protocol_version = "HTTP/1.1"  # keep-alive, as Stripe and httpx use it
@@ -54,7 +54,7 @@ class Handler(BaseHTTPRequestHandler):
             self._api(url.path, parse_qs(url.query, keep_blank_values=True))
 
     def do_POST(self) -> None:
-        """Control writes (the fake's API part only reads)."""
+        """API writes (webhook endpoints, form-encoded) and control writes."""
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 <= length <= MAX_CONTROL_BYTES:

@@ -25,6 +25,7 @@ import httpx
 import shopify
 from pyactiveresource import connection as arc
 
+from webhooks.core.retry import parse_retry_after
 from webhooks.errors import LookupRefused, LookupUnauthorized, LookupUnavailable
 
 TIMEOUT = 30.0  # seconds per request
@@ -86,7 +87,6 @@ class ShopifyAdmin:
         self._http = httpx.Client(
             timeout=TIMEOUT, headers={"X-Shopify-Access-Token": token}, trust_env=False
         )
-        self.waited = 0.0  # seconds spent honouring rate limits
 
     def __enter__(self) -> Self:
         session = shopify.Session(self.shop, self.version, self._token)
@@ -213,9 +213,7 @@ class ShopifyAdmin:
         self._pause(retry_after if retry_after is not None else backoff)
 
     def _pause(self, seconds: float) -> None:
-        seconds = max(0.0, min(seconds, 60.0))
-        self.waited += seconds
-        self._sleep(seconds)
+        self._sleep(max(0.0, min(seconds, 60.0)))
 
 
 def next_link(headers: Any) -> str | None:
@@ -229,11 +227,9 @@ def next_link(headers: Any) -> str | None:
 
 
 def _retry_after(headers: Any) -> float | None:
+    """The Retry-After of headers of any case (urllib's and httpx's alike)."""
     lowered = {str(key).lower(): value for key, value in dict(headers or {}).items()}
-    try:
-        return float(lowered["retry-after"])
-    except (KeyError, TypeError, ValueError):
-        return None
+    return parse_retry_after(lowered.get("retry-after"))
 
 
 def _restore_time(cost: dict[str, Any]) -> float:

@@ -46,14 +46,11 @@ class ShopifySettings(ProviderSettings):
         "domain (override for a local fake or a proxy).",
     )
 
-    @field_validator("internal_id_metafield", "internal_id_note_attribute", mode="before")
+    @field_validator(
+        "internal_id_metafield", "internal_id_note_attribute", "admin_token", mode="before"
+    )
     @classmethod
     def _blank_is_unset_too(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("admin_token", mode="before")
-    @classmethod
-    def _blank_token_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("admin_token")

@@ -24,7 +24,8 @@ KEY_HINT = (
 
 def register(settings: StripeSettings, request: RegisterRequest) -> list[dict[str, Any]]:
     """Create or update the endpoint at the URL; what exists and what changed."""
-    return [_register(settings, request.url, request.dry_run) | {"target": "stripe"}]
+    # One endpoint per account: no target to name (Shopify's name their shops).
+    return [_register(settings, request.url, request.dry_run) | {"target": None}]
 
 
 def _register(settings: StripeSettings, url: str, dry_run: bool) -> dict[str, Any]:
