@@ -42,6 +42,35 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
 
 
 @contextmanager
+def worker_processes(
+    env: dict[str, str], cwd: Path, count: int
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` more `webhooks worker` processes; stopped (SIGTERM) on leaving, and each
+    must then exit 0 (a worker that crashed or hung fails the test)."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for index in range(count):
+            with (cwd / f"worker-{index}.log").open("w") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "webhooks", "worker"],
+                        env=env,
+                        cwd=cwd,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+    codes = [process.returncode for process in processes]
+    assert codes == [0] * count, f"workers exited {codes}: see {cwd}/worker-*.log"
+
+
+@contextmanager
 def serve(env: dict[str, str], cwd: Path, workers: int = 2) -> Iterator[str]:
     """Start `webhooks serve` on a free port; yield its base URL; stop it afterwards."""
     with serve_process(env, cwd, workers) as (base, _process):

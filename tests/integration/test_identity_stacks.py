@@ -1,9 +1,10 @@
 """The three worked examples of docs/identity.md, end to end.
 
-Signed webhooks go into real gunicorn (`webhooks serve`), its real worker maps and
-delivers them, and the fake Customer.io runs in its own process. Every assertion is on
-what that fake's people view adds up to (`FakeCustomerIOClient.people()`): the profiles a
-merchant would see in Customer.io, with their attributes and their activity.
+Signed webhooks go into real gunicorn (`webhooks serve`); its real worker and three more
+`webhooks worker` processes race to map and deliver them; the fake Customer.io runs in its
+own process. Every assertion is on what that fake's people view adds up to
+(`FakeCustomerIOClient.people()`): the profiles a merchant would see in Customer.io, with
+their attributes and their activity.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import wait_for
-from tests.integration.service import run_cli, serve
+from tests.integration.service import run_cli, serve, worker_processes
 from tests.integration.settle import wait_until_settled
 from tests.integration.test_delivery_e2e import fake, stack_env
 from tests.stage1.state.stacks import (
@@ -46,6 +47,7 @@ from webhooks.storage.schema import inbox, outbox
 __all__ = ["fake"]  # the fake Customer.io process fixture, shared with the e2e tests
 
 CUS = "stripe:cus_TestAda01"
+RACING_WORKERS = 3
 HOLD_SECONDS = 5  # CART_UPDATE_HOLD_SECONDS here: ample time for the order to follow
 
 
@@ -57,7 +59,8 @@ def running(
     env = {**stack_env(database_url, fake), **settings}
     if not database_url.startswith("sqlite"):
         assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
-    with serve(env, tmp_path) as base:
+    # Three workers besides serve's own: four racing over the one person of each stack.
+    with serve(env, tmp_path) as base, worker_processes(env, tmp_path, RACING_WORKERS):
         yield base
 
 

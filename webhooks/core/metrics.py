@@ -74,3 +74,9 @@ CUSTOMERIO_RESPONSES = Counter(
     "Customer.io Track API answers by endpoint and status ('error': no answer).",
     ["endpoint", "status"],
 )
+STATE_LOCK_WAIT = Histogram(
+    "webhooks_stage1_lock_wait_seconds",
+    "Time a stage-1 batch spent taking its person-state locks (PostgreSQL): mostly the "
+    "wait for another worker's batch about the same people.",
+    buckets=INGEST_BUCKETS,
+)

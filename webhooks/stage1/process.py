@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from mappers.actions import Action
+from mappers.actions import Action, RedactPerson, RedactShop
 from mappers.errors import MappingError
 from webhooks.core.hashing import bounded
 from webhooks.core.ids import op_ulid
@@ -29,6 +29,7 @@ from webhooks.errors import ProcessingError
 from webhooks.providers.base import Enricher
 from webhooks.stage1.enrich import enrich_rows
 from webhooks.stage1.mapping import map_row
+from webhooks.stage1.state.locks import StateLocks, contended
 from webhooks.stage1.state.step import MappedDelivery, StateConfig, StateStep
 from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
 from webhooks.storage.inbox import add_wait
@@ -110,9 +111,11 @@ def process_batch(
         # outbox's unique keys make a repeat harmless. Ours are rolled back.
         log.warning("lease_lost", stage="process", rows=len(rows))
     except StateChanged:
-        # Other workers kept saving state while this one computed (SQLite, several
-        # workers): nothing was written; the rows are mapped again when the lease ends.
+        # Other workers kept saving state while this one computed: nothing was
+        # written; the rows go back to the queue at once (not when the lease ends).
         log.warning("state_contended", rows=len(rows))
+        with engine.begin() as conn:
+            release(conn, inbox, [row.id for row, _ in (*mapped, *failed)], owner)
     except SQLAlchemyError:
         # One row the database refuses must not hold up the others: store them one by
         # one, and count the refusal against the row that caused it.
@@ -127,6 +130,11 @@ def process_batch(
             reason=reason,
         )
     return len(rows)
+
+
+def _erases(actions: list[Action]) -> bool:
+    """Does a delivery erase people (a privacy redaction: the batch runs alone)?"""
+    return any(isinstance(action, RedactPerson | RedactShop) for action in actions)
 
 
 def delivery_key(row: sa.Row[Any]) -> str:
@@ -145,13 +153,19 @@ class _Writer:
 
     def store(self, mapped: Mapped, failed: Failed) -> None:
         """State, outbox rows and inbox states of a whole batch: all of it or none of it."""
-        for _ in range(STATE_ATTEMPTS - 1):
+        for attempt in range(1, STATE_ATTEMPTS + 1):
             try:
                 return self._store_once(mapped, failed)
             except StateChanged:
                 # Another worker saved state while we computed (SQLite); compute again.
                 log.info("state_changed_meanwhile", rows=len(mapped))
-        return self._store_once(mapped, failed)
+            except SQLAlchemyError as exc:
+                if not contended(exc):
+                    raise
+                # Lost a lock race with another worker's batch (PostgreSQL cancelled
+                # this one to break a deadlock, or it waited too long): compute again.
+                log.info("state_lock_contended", rows=len(mapped), attempt=attempt)
+        raise StateChanged(f"state kept changing under {STATE_ATTEMPTS} attempts")
 
     def _store_once(self, mapped: Mapped, failed: Failed) -> None:
         now = utcnow()
@@ -165,7 +179,9 @@ class _Writer:
         """Write the batch; the operations it created (not facts queued before it)."""
         with self.engine.begin() as conn:
             seen = begin_state(conn)
-            step = StateStep(conn, self.state)
+            locks = StateLocks(conn)
+            locks.begin(exclusive=any(_erases(actions) for _, actions in mapped))
+            step = StateStep(conn, self.state, locks)
             outcomes = step.run(
                 [
                     MappedDelivery(delivery_key(row), row.provider, actions)

@@ -14,6 +14,8 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from webhooks.storage.dialect import one_of
+
 # How long a claim lasts unless the caller says otherwise (WORKER_LEASE_SECONDS).
 DEFAULT_LEASE = timedelta(seconds=60)
 
@@ -72,7 +74,7 @@ def release(
         return 0
     statement = (
         sa.update(table)
-        .where(table.c.id.in_(list(ids)), table.c.lease_owner == owner)
+        .where(one_of(table.c.id, ids, conn.dialect.name), table.c.lease_owner == owner)
         .values(lease_owner=None, lease_until=None, **values)
     )
     return conn.execute(statement).rowcount or 0

@@ -269,7 +269,8 @@ def test_an_order_cancelled_in_this_batch_is_no_longer_counted_before_a_later_on
         store.save(conn, {}, records, facts, {}, [], aliases)
     with engine.begin() as conn:
         ledger = Ledger(conn, "USD")
-        ledger.load({"p"}, ["order:A", "order:B"], {"order:A", "order:B"})
+        holders = ledger.load_named(["order:A", "order:B"], {"order:A", "order:B"})
+        ledger.load_people({"p"} | holders)
         ledger.add_fact(cancel("A", 250))
         placed, latest = ledger.add_fact(order("B", 200, "10"))
         assert ledger.position(placed, latest) == 1  # A no longer counts; C is later

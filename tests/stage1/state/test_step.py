@@ -383,14 +383,18 @@ def orders_date(day: str) -> int:
 
 
 def test_state_saved_by_another_worker_meanwhile_makes_a_worker_compute_again(
-    engine: Engine,
+    sqlite_url: str,
 ) -> None:
+    """SQLite (one writer, no locks held while computing): the state epoch tells.
+    PostgreSQL's step locks instead: tests/stage1/state/test_locks.py."""
     import pytest
 
     from webhooks.stage1.state.store import StateChanged, begin_state, begin_writes
+    from webhooks.storage import migrate
+    from webhooks.storage.db import create_db_engine
 
-    if engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL serialises the step with an advisory lock instead")
+    engine = create_db_engine(sqlite_url, timeout=2)
+    migrate.upgrade(engine)
     with engine.begin() as slow:
         seen = begin_state(slow)  # reads state without the write lock
         ingest(engine, "shopify", "order_create")

@@ -42,20 +42,28 @@ class Ledger:
         self.dirty_facts: set[str] = set()
         self.dirty_aliases: set[str] = set()
 
-    def load(self, people: set[str], fact_keys: Iterable[str], refs: Iterable[str] = ()) -> None:
-        """These people's records and subscriptions, and these facts whoever holds them.
+    def load_named(self, fact_keys: Iterable[str], refs: Iterable[str] = ()) -> set[str]:
+        """These facts whoever holds them, and the orders `refs` name; their holders.
 
         `refs`: the order keys and aliases the batch's orders and refunds name; their
         aliases, orders and refunds are loaded too, so an order's value can be redone.
+        Reads afresh each time (the step reads again after locking the holders).
         """
         self.aliases = store.load_aliases(self.conn, refs)
+        self.names = {}
         for alias, order in self.aliases.items():
             self.names.setdefault(order, set()).add(alias)
         names = set(refs) | set(self.aliases) | set(self.aliases.values())
         self.facts = store.load_orders(self.conn, names)
         # Orders among the reported facts were looked for above, found or not.
         others = set(fact_keys) - names
-        self.facts.update(store.load_facts(self.conn, people, others))
+        self.facts.update(store.load_facts(self.conn, (), others))
+        return {fact.person_id for fact in self.facts.values()}
+
+    def load_people(self, people: set[str]) -> None:
+        """These people's records and subscriptions (after `load_named`)."""
+        self.facts.update(store.load_facts(self.conn, people))
+        self.by_person, self.refunds = {}, {}
         for fact in self.facts.values():
             self._index(fact)
         # A reported fact may be held by someone else (an equal-rank conflict): its

@@ -19,6 +19,7 @@ from webhooks.core.identity import Identity
 from webhooks.core.operations import OperationKind, event_data
 from webhooks.stage1.state.guards import COMPLETED, UNCHANGED
 from webhooks.stage1.state.store import select_in
+from webhooks.storage.dialect import one_of
 from webhooks.storage.schema import InboxState, OutboxState, inbox, inbox_waits, outbox
 
 QUEUED = (OutboxState.PENDING, OutboxState.DRY_RUN)
@@ -81,10 +82,12 @@ def wake(conn: Connection, linked: Collection[str]) -> int:
     query = sa.select(inbox_waits.c.inbox_id)
     ids = {row.inbox_id for row in select_in(conn, query, inbox_waits.c.key, linked)}
     if ids:
+        dialect = conn.dialect.name
         conn.execute(
             sa.update(inbox)
-            .where(inbox.c.id.in_(sorted(ids)), inbox.c.state == InboxState.WAITING)
+            .where(one_of(inbox.c.id, sorted(ids), dialect), inbox.c.state == InboxState.WAITING)
             .values(state=InboxState.PENDING, last_error=None)
         )
-        conn.execute(sa.delete(inbox_waits).where(inbox_waits.c.inbox_id.in_(sorted(ids))))
+        waits = one_of(inbox_waits.c.inbox_id, sorted(ids), dialect)
+        conn.execute(sa.delete(inbox_waits).where(waits))
     return len(ids)

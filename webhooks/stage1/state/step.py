@@ -57,6 +57,7 @@ from webhooks.stage1.state.identity import (
 )
 from webhooks.stage1.state.keys import checkout_key, names_a_fact, order_link_key
 from webhooks.stage1.state.ledger import Ledger
+from webhooks.stage1.state.locks import StateLocks
 from webhooks.stage1.state.person import (
     CANCELED,
     attributes_of,
@@ -69,6 +70,7 @@ from webhooks.stage1.state.person import (
 from webhooks.stage1.state.resolver import Plan, Resolver, person_of
 
 log = structlog.get_logger("webhooks.stage1.state")
+MAX_LOCK_ROUNDS = 5  # reads of a batch's links while other workers move them
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,12 @@ class Outcome:
 class StateStep:
     """The step for one batch, bound to stage 1's connection (see the module doc)."""
 
-    def __init__(self, conn: Connection, config: StateConfig) -> None:
+    def __init__(
+        self, conn: Connection, config: StateConfig, locks: StateLocks | None = None
+    ) -> None:
         self.conn = conn
         self.config = config
+        self.locks = locks or StateLocks(conn)
         self.resolver = Resolver(config.identity, {})
         self.ledger = Ledger(conn, config.reporting_currency)
         self.carts: dict[str, Checkout] = {}
@@ -130,9 +135,16 @@ class StateStep:
         """Operations for each delivery (in order); see the module doc for the steps."""
         resolver = self.resolver
         keys = [[resolver.keys(action) for action in d.actions] for d in deliveries]
+        identifiers = {k for row in keys for ks in row for k in ks}
+        self.locks.names(identifiers | _named(deliveries))
         erased = self._erased(deliveries, keys)
         live = [d for d, gone in zip(deliveries, erased, strict=True) if not gone]
-        resolver.links = store.load_links(self.conn, {k for row in keys for ks in row for k in ks})
+        tracks = [a for d in live for a in d.actions if isinstance(a, Track)]
+        payments = [a for d in live for a in d.actions if isinstance(a, OrderPayment)]
+        refs = {ref for t in tracks for ref in order_refs(t)}
+        refs |= {key for p in payments for key in _payment_alias(p)}
+        facts = {f.fact_key for t in tracks if (f := fact_of(t, ""))}
+        holders = self._read_locked(identifiers, facts, refs)
         # An erased delivery resolves no one and teaches nothing.
         plans = [
             Plan() if gone else resolver.plan(d.actions, row)
@@ -144,11 +156,8 @@ class StateStep:
             for found in plan.resolutions.values()
             if found.identity is not None
         } | {old.person_id for old, _ in self.resolver.merges}
-        tracks = [a for d in live for a in d.actions if isinstance(a, Track)]
-        payments = [a for d in live for a in d.actions if isinstance(a, OrderPayment)]
-        refs = {ref for t in tracks for ref in order_refs(t)}
-        refs |= {key for p in payments for key in _payment_alias(p)}
-        self.ledger.load(people, {f.fact_key for t in tracks if (f := fact_of(t, ""))}, refs)
+        self.locks.people(people)  # people first met in this batch (no link led to them)
+        self.ledger.load_people(people | holders)
         self.carts = store.load_checkouts(self.conn, {s for t in tracks if (s := _subject(t))})
         for old, new in self.resolver.merges:
             self.ledger.fold(
@@ -164,6 +173,21 @@ class StateStep:
             else Outcome(self._operations(delivery, plan))
             for delivery, plan, gone in zip(deliveries, plans, erased, strict=True)
         ]
+
+    def _read_locked(self, identifiers: set[str], facts: set[str], refs: set[str]) -> set[str]:
+        """Read the links and the named facts while holding the people they lead to.
+
+        Another worker's merge may move a link or a fact to someone else between the
+        read and the lock: read again until no new person turns up. Returns the people
+        holding the named facts.
+        """
+        for _ in range(MAX_LOCK_ROUNDS):
+            self.resolver.links = store.load_links(self.conn, identifiers)
+            holders = self.ledger.load_named(facts, refs)
+            found = {who.person_id for who in self.resolver.links.values()} | holders
+            if not self.locks.people(found):
+                return holders  # every person was locked before this read
+        raise store.StateChanged("other workers kept merging the batch's people")
 
     def _erased(
         self, deliveries: Sequence[MappedDelivery], keys: list[list[list[str]]]
@@ -513,6 +537,23 @@ def _time(action: Action) -> int:
 def _payment_alias(payment: OrderPayment) -> tuple[str, str]:
     order = payment.person.order_id or ""  # required by OrderPayment's validator
     return payment_alias(payment.person, payment.payment_id, order)
+
+
+def _named(deliveries: Sequence[MappedDelivery]) -> set[str]:
+    """The orders, facts and checkouts a batch reads by name (locked before reading)."""
+    names: set[str] = set()
+    for delivery in deliveries:
+        for action in delivery.actions:
+            if isinstance(action, Track):
+                names |= order_refs(action)
+                fact = fact_of(action, "")
+                subject = _subject(action)
+                names |= {n for n in (fact and fact.fact_key, subject) if n}
+            elif isinstance(action, OrderPayment):
+                names.update(_payment_alias(action))
+            elif isinstance(action, SubscriptionState):
+                names.add(status_fact(action, "").fact_key)
+    return names
 
 
 def _subject(track: Track) -> str | None:

@@ -19,7 +19,7 @@ from webhooks.core.identity import CUSTOMER, Identity
 from webhooks.errors import TransientError
 from webhooks.stage1.state.guards import Checkout
 from webhooks.stage1.state.person import CANCELED, Fact, PersonRecord, Totals
-from webhooks.storage.dialect import insert
+from webhooks.storage.dialect import insert, one_of
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import (
     checkouts,
@@ -32,10 +32,9 @@ from webhooks.storage.schema import (
 )
 
 CHUNK = 500  # bound parameters per IN list (SQLite allows 32,766; PostgreSQL 65,535)
-# Any constant: stage-1 transactions of several workers take it in turn on PostgreSQL,
-# since resolving identity reads links another worker may be writing.
-STATE_LOCK_ID = 0x57EB400C
-STATE_WAIT_SECONDS = 30  # below the default 60 s lease
+# Above the request path's 2 s and below the default 60 s lease: a queue of workers on
+# one person's locks is normal (webhooks.stage1.state.locks).
+STATE_WAIT_SECONDS = 30
 
 
 class StateChanged(TransientError):
@@ -45,9 +44,8 @@ class StateChanged(TransientError):
 def begin_state(conn: Connection) -> int | None:
     """Start a batch's state step; returns what `begin_writes` checks.
 
-    PostgreSQL: a transaction-level advisory lock serialises the step across workers
-    (with this transaction's waits raised above the request path's 2 s: a queue of
-    workers on the lock is normal). Readers and ingest's inserts are not blocked by it.
+    PostgreSQL: the step's locks (webhooks.stage1.state.locks) keep batches about the
+    same people apart; this transaction may wait for them longer than a request would.
     SQLite: no lock yet. Its single write lock would keep ingest waiting for the whole
     step; instead the step reads the state epoch now and `begin_writes` checks that no
     other worker committed state since (optimistic, and free with one worker).
@@ -55,7 +53,6 @@ def begin_state(conn: Connection) -> int | None:
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{STATE_WAIT_SECONDS}s'")
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATE_WAIT_SECONDS}s'")
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": STATE_LOCK_ID})
         return None
     return conn.execute(sa.select(state_epoch.c.epoch).where(state_epoch.c.id == 1)).scalar()
 
@@ -63,7 +60,7 @@ def begin_state(conn: Connection) -> int | None:
 def begin_writes(conn: Connection, seen: int | None) -> None:
     """Take the write lock (SQLite) and make sure the state read is still current."""
     if conn.dialect.name == "postgresql":
-        return  # the advisory lock has been held since begin_state
+        return  # the step's locks have been held since it read
     conn.exec_driver_sql("BEGIN IMMEDIATE")
     if seen is None:
         statement = insert(state_epoch, "sqlite").on_conflict_do_nothing()
@@ -90,7 +87,7 @@ def select_in(
 ) -> Iterator[sa.Row[Any]]:
     """The rows of `query` whose `column` is one of `values`: one query per chunk."""
     for chunk in chunks(values):
-        yield from conn.execute(query.where(column.in_(chunk)))
+        yield from conn.execute(query.where(one_of(column, chunk, conn.dialect.name)))
 
 
 def load_links(conn: Connection, keys: Iterable[str]) -> dict[str, Identity]:
@@ -161,8 +158,11 @@ def load_aliases(conn: Connection, refs: Iterable[str]) -> dict[str, str]:
     table = order_aliases
     query = sa.select(table.c.alias_key, table.c.order_key)
     found: dict[str, str] = {}
+    dialect = conn.dialect.name
     for chunk in chunks(refs):
-        named = sa.or_(table.c.alias_key.in_(chunk), table.c.order_key.in_(chunk))
+        named = sa.or_(
+            one_of(table.c.alias_key, chunk, dialect), one_of(table.c.order_key, chunk, dialect)
+        )
         found.update((row.alias_key, row.order_key) for row in conn.execute(query.where(named)))
     # An alias in `refs` (a refund naming a PaymentIntent) leads to its order's other names.
     orders = set(found.values()) - refs
@@ -176,10 +176,11 @@ def load_orders(conn: Connection, refs: Iterable[str]) -> dict[str, Fact]:
     """The orders keyed by `refs`, and every refund naming one of `refs`, whoever holds them."""
     found: dict[str, Fact] = {}
     table = person_facts
+    dialect = conn.dialect.name
     for chunk in chunks(refs):
         named = sa.or_(
-            table.c.fact_key.in_(chunk),
-            sa.and_(table.c.kind == "refund", table.c.parent_key.in_(chunk)),
+            one_of(table.c.fact_key, chunk, dialect),
+            sa.and_(table.c.kind == "refund", one_of(table.c.parent_key, chunk, dialect)),
         )
         found.update(_facts(conn.execute(sa.select(table).where(named))))
     return found
@@ -199,7 +200,7 @@ def orders_before(
         sa.and_(table.c.first_at == first_at, table.c.fact_key < fact_key),
     )
     query = sa.select(table.c.fact_key).where(
-        table.c.person_id.in_(list(person_ids)),
+        one_of(table.c.person_id, person_ids, conn.dialect.name),
         table.c.kind == "order",
         sa.or_(table.c.status.is_(None), table.c.status != CANCELED),
         earlier,
@@ -350,7 +351,8 @@ def account_link_keys(conn: Connection, provider: str, account: str) -> list[str
 def forget_keys(conn: Connection, keys: Iterable[str]) -> None:
     """Erase these identifiers (an email, a token) whoever they were linked to."""
     for chunk in chunks(keys):
-        conn.execute(sa.delete(identity_links).where(identity_links.c.key.in_(chunk)))
+        named = one_of(identity_links.c.key, chunk, conn.dialect.name)
+        conn.execute(sa.delete(identity_links).where(named))
 
 
 def forget_account(conn: Connection, provider: str, account: str) -> None:
