@@ -11,12 +11,13 @@ share nothing map in parallel:
    checkouts), hashed, in one sorted sweep;
 3. the people those names lead to, in one sorted sweep, after reading the links; then
    the links are read again, and the people of any link another worker moved meanwhile
-   (a merge) are locked too, until the batch holds every person it will touch.
+   (a merge), and the orders an alias led to, are locked too, until a read turns up
+   nothing new.
 
 Sweeps 2 and 3 are each taken in a fixed (sorted) order and 3 always after 2, so two
-batches cannot deadlock on them; only a lock taken after a merge moved a link (step 3's
-repeat) can. PostgreSQL detects that and cancels one transaction, which `contended`
-recognises: the batch is computed again, like a StateChanged.
+batches cannot deadlock on them; only a lock taken in step 3's repeat can. PostgreSQL
+detects that and cancels one transaction, which `contended` recognises: the batch is
+computed again, like a StateChanged.
 
 SQLite has a single writer: locks are no-ops there, and the state epoch
 (store.begin_writes) tells a worker when another saved state while it computed.
@@ -74,17 +75,14 @@ class StateLocks:
         function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         self._timed(sa.text(f"SELECT {function}(:id)"), {"id": STATE_LOCK_ID})
 
-    def names(self, names: Iterable[str]) -> None:
-        """Lock identifiers, orders, facts and checkouts before reading them."""
-        self._sweep(NAMES, names)
+    def names(self, names: Iterable[str]) -> bool:
+        """Lock identifiers, orders, facts and checkouts before reading them; False
+        when all of them were held already (or locks are no-ops here)."""
+        return self._sweep(NAMES, names)
 
     def people(self, person_ids: Iterable[str]) -> bool:
         """Lock these people; False when all of them were held already."""
         return self._sweep(PEOPLE, person_ids)
-
-    def has_people(self, person_ids: Iterable[str]) -> bool:
-        """Are all of these people locked by this batch (always, where locks are no-ops)?"""
-        return not self.enabled or {lock_id(p) for p in person_ids} <= self.held[PEOPLE]
 
     def _sweep(self, cls: int, values: Iterable[str]) -> bool:
         if not self.enabled:

@@ -1,7 +1,8 @@
 """Stage 1's stateful step: resolve people, update their state, guard journeys.
 
 Runs inside stage 1's transaction, for a whole batch of mapped deliveries in arrival
-order: (1) load the links of every identifier the batch shows, (2) resolve each
+order: (1) load the links of every identifier the batch shows (on PostgreSQL after
+locking what the batch reads: webhooks.stage1.state.locks), (2) resolve each
 delivery's people and learn new links, (3) load those people's state, (4) fold merged
 profiles together, (5) apply each delivery's reports and facts and build its
 Customer.io operations, (6) after the outbox rows are written, save the state and
@@ -178,15 +179,18 @@ class StateStep:
         """Read the links and the named facts while holding the people they lead to.
 
         Another worker's merge may move a link or a fact to someone else between the
-        read and the lock: read again until no new person turns up. Returns the people
-        holding the named facts.
+        read and the lock, and an alias leads to an order the batch did not name: read
+        again until nothing new turns up. Returns the people holding the named facts.
         """
         for _ in range(MAX_LOCK_ROUNDS):
             self.resolver.links = store.load_links(self.conn, identifiers)
             holders = self.ledger.load_named(facts, refs)
             found = {who.person_id for who in self.resolver.links.values()} | holders
-            if not self.locks.people(found):
-                return holders  # every person was locked before this read
+            orders = set(self.ledger.aliases) | set(self.ledger.aliases.values())
+            # Both sweeps, always: `or` would skip the people when an order was new.
+            new = [self.locks.names(orders), self.locks.people(found)]
+            if not any(new):
+                return holders  # everything read was locked before this read
         raise store.StateChanged("other workers kept merging the batch's people")
 
     def _erased(
