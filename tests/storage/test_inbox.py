@@ -248,3 +248,22 @@ def test_a_process_killed_holding_the_writer_turn_does_not_lock_others_out(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_connection_lost_mid_statement_is_retried_but_a_server_timeout_is_not() -> None:
+    """A cut connection can surface as the rollback failing after it, not recognised as a
+    disconnect: still retried once (the insert is idempotent). A lock or statement
+    timeout comes from the server with a SQLSTATE: retrying would double the wait."""
+    import psycopg
+
+    from webhooks.storage.inbox import _connection_lost
+
+    busy = psycopg.OperationalError("sending query failed: another command is already in progress")
+    lost = sa.exc.OperationalError("ROLLBACK", {}, busy)
+    assert busy.sqlstate is None
+    assert _connection_lost(lost) is True
+    timeout = psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+    assert timeout.sqlstate == "55P03"
+    assert _connection_lost(sa.exc.OperationalError("INSERT", {}, timeout)) is False
+    refused = sa.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("dup"))
+    assert _connection_lost(refused) is False

@@ -89,12 +89,24 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
             # A pooled connection that died (database restart, failover) is dropped
             # by SQLAlchemy; one fresh attempt is safe because the insert is idempotent,
             # and cheaper than pinging before every request.
-            if exc.connection_invalidated and attempt == 1:
+            if attempt == 1 and (exc.connection_invalidated or _connection_lost(exc)):
                 continue
             raise StorageUnavailable(_reason(exc)) from exc
         except (SQLAlchemyError, TimeoutError) as exc:
             raise StorageUnavailable(_reason(exc)) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _connection_lost(exc: DBAPIError) -> bool:
+    """A client-side failure of the connection itself (no SQLSTATE from the server).
+
+    A connection cut mid-statement can fail the rollback after it ("another command is
+    already in progress") instead of being recognised as a disconnect; the server's
+    own refusals (lock and statement timeouts) carry a SQLSTATE and are not retried.
+    """
+    if exc.connection_invalidated or not isinstance(exc, sa.exc.OperationalError):
+        return exc.connection_invalidated
+    return getattr(exc.orig, "sqlstate", "") is None
 
 
 def _store_sqlite(engine: Engine, statement: sa.Insert, params: dict[str, Any]) -> bool:
