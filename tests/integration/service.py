@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from webhooks.storage import migrate
+from webhooks.storage.db import create_db_engine
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -39,6 +42,17 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
         timeout=60,
         check=False,
     )
+
+
+def upgrade(env: dict[str, str]) -> None:
+    """Migrate the service's database as `webhooks db upgrade` (the release phase) does,
+    in this process: a subprocess per test cost two seconds of interpreter start-up.
+    The command itself runs in test_procfile and test_gunicorn."""
+    engine = create_db_engine(env["DATABASE_URL"])
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 @contextmanager

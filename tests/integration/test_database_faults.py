@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from tests.conftest import STRIPE_SECRET
 from tests.integration.cio import fake_customerio_process, wait_for
-from tests.integration.service import run_cli, serve, service_env
+from tests.integration.service import serve, service_env, upgrade
 from tests.pipeline import FIXTURES
 from webhooks.fakes.customerio import FakeCustomerIOClient
 from webhooks.providers.stripe import signature as stripe
@@ -71,7 +71,7 @@ def test_terminated_connections_give_503s_only_and_lose_nothing(
         WORKER_POLL_INTERVAL="0.1",
         WORKER_LEASE_SECONDS="5",
     )
-    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    upgrade(env)
     admin = sa.create_engine(postgres_url)
     run = uuid.uuid4().hex[:6]
     answers: dict[int, tuple[int, str | None]] = {}

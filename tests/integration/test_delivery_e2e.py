@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from mappers.actions import Person
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import fake_customerio_process, wait_for
-from tests.integration.service import run_cli, serve, service_env
+from tests.integration.service import serve, service_env, upgrade
 from tests.integration.settle import pipeline_state, wait_until_settled
 from tests.mappers.golden import FIXTURES, REFUND_LISTED_ON_THE_2020_CHARGE
 from webhooks.core.ids import op_ulid
@@ -60,7 +60,7 @@ def service(database_url: str, fake: FakeCustomerIOClient, tmp_path: Path) -> It
     """`webhooks serve` (gunicorn and its worker) talking to the fake."""
     env = stack_env(database_url, fake)
     if not database_url.startswith("sqlite"):
-        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+        upgrade(env)
     with serve(env, tmp_path) as base:
         yield base
 
@@ -266,7 +266,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_keeps_ids(
     database_url: str, fake: FakeCustomerIOClient, tmp_path: Path
 ) -> None:
     env = {**stack_env(database_url, fake), "CUSTOMERIO_MAX_RPS": "1000"}
-    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    upgrade(env)
     engine = create_db_engine(database_url)
     template = json.loads(
         (FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text()

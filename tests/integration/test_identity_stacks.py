@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
 from tests.integration.cio import wait_for
-from tests.integration.service import run_cli, serve, worker_processes
+from tests.integration.service import serve, upgrade, worker_processes
 from tests.integration.settle import wait_until_settled
 from tests.integration.test_delivery_e2e import fake, stack_env
 from tests.stage1.state.stacks import (
@@ -58,7 +58,7 @@ def running(
     """`webhooks serve` against the fake, with these settings (environment variables)."""
     env = {**stack_env(database_url, fake), **settings}
     if not database_url.startswith("sqlite"):
-        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+        upgrade(env)
     # Three workers besides serve's own: four racing over the one person of each stack.
     with serve(env, tmp_path) as base, worker_processes(env, tmp_path, RACING_WORKERS):
         yield base

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import STRIPE_SECRET, stripe_event
-from tests.integration.service import run_cli, serve, service_env
+from tests.integration.service import serve, service_env, upgrade
 from webhooks.providers.stripe.signature import sign
 
 TOKEN = "metrics-test-token"
@@ -28,7 +28,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def service(database_url: str, tmp_path: Path) -> Iterator[str]:
     env = service_env(database_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET, METRICS_TOKEN=TOKEN)
     if not database_url.startswith("sqlite"):
-        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+        upgrade(env)
     with serve(env, tmp_path) as base:
         yield base
 

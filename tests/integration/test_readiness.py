@@ -8,7 +8,7 @@ import httpx
 import sqlalchemy as sa
 
 from tests.conftest import STRIPE_SECRET
-from tests.integration.service import run_cli, serve, service_env
+from tests.integration.service import serve, service_env, upgrade
 from webhooks.storage.db import create_db_engine
 
 
@@ -16,7 +16,7 @@ def test_readyz_rides_out_a_dropped_database_connection(postgres_url: str, tmp_p
     """PostgreSQL drops the service's pooled connection (a restart, a failover): the
     next probe reconnects and answers ready, as ingest does, instead of a 503."""
     env = service_env(postgres_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET)
-    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    upgrade(env)
     with serve(env, tmp_path, workers=1) as base:
         assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200  # pools one
         admin = create_db_engine(postgres_url)

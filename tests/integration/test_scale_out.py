@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from tests.conftest import STRIPE_SECRET
 from tests.integration.cio import fake_customerio_process, wait_for
-from tests.integration.service import run_cli, serve_process, service_env, worker_processes
+from tests.integration.service import serve_process, service_env, upgrade, worker_processes
 from tests.pipeline import FIXTURES
 from webhooks.fakes.customerio import FakeCustomerIOClient
 from webhooks.providers.stripe import signature as stripe
@@ -84,7 +84,7 @@ def test_four_workers_racing_deliver_every_fact_once_under_one_id(
 ) -> None:
     events, persons, run = 10_000, 2_500, uuid.uuid4().hex[:6]
     env = env_for(postgres_url, fake, WORKER_LEASE_SECONDS="30") | {"LOG_LEVEL": "WARNING"}
-    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    upgrade(env)
     engine = create_db_engine(postgres_url)
     receiver = StripeReceiver([])
     first = int(time.time()) - events
@@ -144,7 +144,7 @@ def test_sigkilled_processes_lose_no_acknowledged_webhook(
 ) -> None:
     env = env_for(database_url, fake, WORKER_LEASE_SECONDS="3")
     if not database_url.startswith("sqlite"):
-        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+        upgrade(env)
     run = uuid.uuid4().hex[:6]
     answers: dict[int, int] = {}
     killed: list[str] = []
@@ -229,7 +229,7 @@ def test_customerio_down_two_minutes_under_steady_load_loses_nothing(
     every webhook is still acknowledged at once, none is lost or dead-lettered, and the
     backlog drains by itself once Customer.io is back."""
     env = env_for(postgres_url, fake)
-    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+    upgrade(env)
     run = uuid.uuid4().hex[:6]
     answers: dict[int, int] = {}
     stop = threading.Event()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHOPIFY_SECRET, STRIPE_SECRET
-from tests.integration.service import run_cli, serve, service_env
+from tests.integration.service import run_cli, serve, service_env, upgrade
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, s
         database_url, STRIPE_WEBHOOK_SECRET=STRIPE_SECRET, SHOPIFY_WEBHOOK_SECRET=SHOPIFY_SECRET
     )
     if not database_url.startswith("sqlite"):
-        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+        upgrade(env)
     with serve(env, tmp_path) as base:
         yield base, env
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.conftest import STRIPE_SECRET, count_rows, stripe_event
-from tests.integration.service import run_cli, serve, service_env
+from tests.integration.service import serve, service_env, upgrade
 from webhooks.providers.stripe.signature import sign
 
 
@@ -33,7 +33,7 @@ def start_service(database_url: str, tmp_path: Path, body_timeout: float) -> Ite
         BODY_TIMEOUT_SECONDS=str(body_timeout),
     )
     if not database_url.startswith("sqlite"):
-        assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
+        upgrade(env)
     with serve(env, tmp_path) as base:
         yield base
 
