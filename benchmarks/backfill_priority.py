@@ -30,7 +30,9 @@ from end_to_end import (
     METRICS,
     Sender,
     measure_round,
+    ms,
     quantiles,
+    receipt_times,
     start_service,
     wait_delivered,
     warm_up,
@@ -39,7 +41,7 @@ from harness import EventFactory, code_version, run_main, verdict
 
 from webhooks.providers.stripe.signature import StripeReceiver
 from webhooks.storage.db import create_db_engine
-from webhooks.storage.schema import InboxState, Lane, inbox
+from webhooks.storage.schema import InboxState, Lane, inbox, outbox
 
 MAX_RATIO = 1.5
 # The inbox columns a Delivery fills (the rest have defaults), as store_delivery writes.
@@ -113,6 +115,33 @@ def backfill_queued(url: str) -> int:
         engine.dispose()
 
 
+def mapped_times(url: str) -> dict[str, float]:
+    """When stage 1 queued each live delivery's order_completed (Unix seconds), by
+    delivery id: splits receipt -> accepted into mapping and sending."""
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = (
+                sa.select(inbox.c.delivery_id, outbox.c.created_at)
+                .join(outbox, outbox.c.inbox_id == inbox.c.id)
+                .where(inbox.c.lane == Lane.LIVE, outbox.c.op_key.startswith("order_completed:"))
+            )
+            return {row.delivery_id: row.created_at.timestamp() for row in conn.execute(query)}
+    finally:
+        engine.dispose()
+
+
+def stages(result, url: str) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """Per delivered live webhook: receipt -> queued by stage 1, queued -> accepted."""
+    receipts, mapped = receipt_times(url), mapped_times(url)
+    mapping, sending = [], []
+    for event_id, total in result.by_event.items():
+        if event_id in mapped:
+            mapping.append(mapped[event_id] - receipts[event_id])
+            sending.append(total - (mapped[event_id] - receipts[event_id]))
+    return mapping, sending
+
+
 def live_round(sender: Sender, fake, url: str, args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """One round of live webhooks, measured from receipt to the fake's acceptance."""
     items = sender.prepare(int(args.rate * args.duration))
@@ -154,6 +183,14 @@ def benchmark(args: argparse.Namespace) -> None:
             f"\n  backfill rows queued: {at_start} when the live round started, {queued} "
             f"when it ended ({(at_start - queued) / args.duration:.0f} rows/s drained meanwhile)"
         )
+        print("\n  where the time goes (p50 / p99 ms):")
+        for name, result in (("idle", idle), ("backfill", busy)):
+            mapping, sending = stages(result, url)
+            print(
+                f"  {name:<10} receipt -> queued by stage 1 {ms(mapping, 50):.1f} / "
+                f"{ms(mapping, 99):.1f}; queued -> accepted {ms(sending, 50):.1f} / "
+                f"{ms(sending, 99):.1f}"
+            )
         ok = verdict(ratio <= MAX_RATIO)
         print(f"  live p99 with backfill / idle: {ratio:.2f} (<= {MAX_RATIO}): {ok}")
         print(json.dumps({"idle_p99_ms": rows["idle"][2], "backfill_p99_ms": rows["backfill"][2]}))

@@ -196,6 +196,7 @@ class Round:
     lag_p99_ms: float
     latencies: dict[str, list[float]]
     exact: Exactness
+    by_event: dict[str, float]  # event id -> receipt -> accepted, seconds
 
 
 def measure_round(items: list[Sent], fake: FakeCustomerIOClient, url: str) -> Round:
@@ -218,6 +219,7 @@ def measure_round(items: list[Sent], fake: FakeCustomerIOClient, url: str) -> Ro
             METRICS[2]: [item.acked_at - item.sent_at for item in acked],
         },
         exact=check_exactly_once(records, {i.order_id for i in acked}, 0),
+        by_event={i.event_id: accepted[i.order_id] - receipts[i.event_id] for i in delivered},
     )
 
 

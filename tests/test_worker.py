@@ -236,3 +236,62 @@ def test_the_threaded_steps_hold_background_mapping_while_its_sends_catch_up(
     assert sum(r.state == "done" for r in inbox_rows(engine)) == done + BACKGROUND_MAP_BATCH
     assert runner.send_live_step() is False  # nothing live was ever due
     assert all(r.lane == Lane.BACKFILL for r in outbox_rows(engine))
+
+
+def test_while_live_webhooks_flow_background_work_comes_in_smaller_slices(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    """A live arrival waits for the background slice in hand (mapping) and shares the
+    worker with the background request in flight (sending): while live webhooks flow
+    both are smaller."""
+    from dataclasses import replace
+
+    from tests.pipeline import FIXTURES
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane
+    from webhooks.worker import BACKGROUND_MAP_SLICE, BACKGROUND_SEND_SLICE
+
+    fixture = json.loads((FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text())
+    for n in range(100):  # two operations each
+        body = fixture["body"]
+        session = {**body["data"]["object"], "id": f"cs_sl_{n}", "payment_intent": f"pi_sl_{n}"}
+        event = {**body, "id": f"evt_sl_{n}", "data": {**body["data"], "object": session}}
+        delivery = StripeReceiver([]).parse(json.dumps(event).encode(), {})
+        store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+    runner = worker(engine, cio)
+
+    def done() -> int:
+        return sum(r.state == "done" for r in inbox_rows(engine))
+
+    runner.map_step()  # no live traffic: a full background slice
+    assert done() == BACKGROUND_MAP_BATCH
+    ingest(engine, "shopify", "order_create")  # a live webhook arrives
+    runner.map_step()  # mapped alone, then a small background slice
+    assert done() == BACKGROUND_MAP_BATCH + 1 + BACKGROUND_MAP_SLICE
+    runner.send_live_step()
+    cio.requests.clear()
+    assert runner.send_background_step() is True  # a full (small) request: more is due
+    [request] = cio.requests
+    assert len(json.loads(request.content)["batch"]) == BACKGROUND_SEND_SLICE
+
+
+def test_the_background_sender_thread_runs_at_the_lowest_cpu_priority() -> None:
+    """Linux schedules threads alone: the background sender's thread is reniced, the
+    live sender's and the mapper's are not."""
+    import os
+    import threading
+
+    from webhooks.worker import BACKGROUND_NICENESS, _lower_this_thread
+
+    seen: list[int] = []
+
+    def background() -> None:
+        _lower_this_thread()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join()
+    assert seen == [BACKGROUND_NICENESS]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICENESS

@@ -50,6 +50,9 @@ LIVE = (Lane.LIVE,)
 BACKGROUND = (Lane.REPLAY, Lane.BACKFILL, Lane.HISTORY)
 BACKGROUND_MAP_BATCH = 20
 BACKGROUND_SEND_BATCH = 200
+BACKGROUND_NICENESS = 19  # the background sender's thread: the CPU live work leaves
+BACKGROUND_MAP_SLICE = 5  # while live webhooks flow
+BACKGROUND_SEND_SLICE = 50
 LIVE_RECENT = 2.0  # seconds since live rows were mapped that count as live traffic
 BEHIND_WAIT = 0.02  # seconds between looks for live rows while background sends catch up
 BACKGROUND_PAUSE_MAX = 0.5  # seconds: the longest pause after one background step
@@ -187,19 +190,24 @@ class Worker:
             self._pause_mapping(BEHIND_WAIT)
             return True
         started = time.monotonic()
-        background = self._map(BACKGROUND_MAP_BATCH, BACKGROUND)
+        # While live webhooks flow, slices are smaller: a live arrival waits for the
+        # slice in hand, so its length is what a live webhook may lose.
+        limit = BACKGROUND_MAP_SLICE if self._live_recent() else BACKGROUND_MAP_BATCH
+        background = self._map(limit, BACKGROUND)
         if background:
             self._mapped_background.set()
             self._yield_to_live(started)
-        return background >= BACKGROUND_MAP_BATCH
+        return background >= limit
+
+    def _live_recent(self) -> bool:
+        return time.monotonic() - self._live_at < LIVE_RECENT
 
     def _yield_to_live(self, started: float) -> None:
         """While live webhooks flow, background mapping takes at most half the time: after
         each background slice, a pause as long, which a stored delivery ends at once, so
         a live arrival finds the CPU, the database and (SQLite) the write lock free."""
-        now = time.monotonic()
-        if now - self._live_at < LIVE_RECENT:
-            self._pause_mapping(min(now - started, BACKGROUND_PAUSE_MAX))
+        if self._live_recent():
+            self._pause_mapping(min(time.monotonic() - started, BACKGROUND_PAUSE_MAX))
 
     def _pause_mapping(self, seconds: float) -> None:
         """Wait `seconds`, or less if a stored delivery wakes the mapper."""
@@ -222,8 +230,15 @@ class Worker:
         if not self._may_send():
             self._background_behind = False  # mapping never stops for an outage
             return False
-        outcome = self._deliver(BACKGROUND_SEND_BATCH, BACKGROUND)
-        self._background_behind = outcome is not None and (outcome.claimed >= BACKGROUND_SEND_BATCH)
+        live = self._live_recent()
+        limit = BACKGROUND_SEND_SLICE if live else BACKGROUND_SEND_BATCH
+        started = time.monotonic()
+        outcome = self._deliver(limit, BACKGROUND)
+        self._background_behind = outcome is not None and outcome.claimed >= limit
+        if live and outcome is not None and outcome.claimed:
+            # As mapping does: while live webhooks flow, background sends take at most
+            # half the time (the GIL, the database and Customer.io's connection).
+            self.stopping.wait(min(time.monotonic() - started, BACKGROUND_PAUSE_MAX))
         return self._background_behind
 
     def _map(self, limit: int, lanes: tuple[int, ...]) -> int:
@@ -384,7 +399,7 @@ class Worker:
             ),
             threading.Thread(
                 target=self._send_loop,
-                args=(self.send_background_step, self._mapped_background),
+                args=(self.send_background_step, self._mapped_background, True),
                 name="worker-send-background",
                 daemon=True,
             ),
@@ -432,7 +447,11 @@ class Worker:
         elif self._listener.wait(poll):
             self.stopping.wait(GATHER_SECONDS)
 
-    def _send_loop(self, step: Callable[[], bool], mapped: threading.Event) -> None:
+    def _send_loop(
+        self, step: Callable[[], bool], mapped: threading.Event, background: bool = False
+    ) -> None:
+        if background:
+            _lower_this_thread()
         while not self.stopping.is_set():
             # Cleared before looking: whatever stage 1 queues after this is seen now
             # or wakes the wait below.
@@ -453,6 +472,13 @@ class Worker:
         self._wake_senders()  # the senders stop waiting at once
         if self._listener is not None:
             self._listener.interrupt()  # and so does an idle wait for a wake-up
+
+
+def _lower_this_thread() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: threads are scheduled
+    alone), so background sends take only the CPU live work leaves."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
 
 
 def customerio_client(settings: Settings) -> CustomerIO | None:
