@@ -97,8 +97,7 @@ def worker() -> None:
         os.nice(WORKER_NICENESS)
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
-    # Its writes queue on the host's writer turn with the web processes (SQLite).
-    engine = create_db_engine(settings.database_url, **settings.engine_options(), write_turns=True)
+    engine = create_db_engine(settings.database_url, **settings.engine_options())
     cio = customerio_client(settings)
     runner = Worker(engine, settings, cio)
     install_signal_handlers(runner)
