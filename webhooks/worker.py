@@ -42,10 +42,11 @@ SEND_BATCH = 1000
 SEND_AFTER = 500
 # Background lanes (replay, backfill, history) get their own steps and their own
 # sender: a live webhook arriving while a backfill drains waits at most for one
-# background slice being mapped (20 rows), is mapped on its own, never in a
-# transaction of backfill rows, and sent by the live sender, never behind a backfill
-# request (200 operations at most). While live webhooks flow, background steps take
-# at most half the time (a pause as long as each step, which a stored delivery ends).
+# background slice being mapped, is mapped on its own, never in a transaction of
+# backfill rows, and sent by the live sender, never behind a backfill request. While
+# live webhooks flow (mapped in the last LIVE_RECENT seconds), slices shrink (5 rows,
+# 50 operations; else 20 and 200) and background steps take at most half the time (a
+# pause as long as each step; a stored delivery ends the mapper's at once).
 LIVE = (Lane.LIVE,)
 BACKGROUND = (Lane.REPLAY, Lane.BACKFILL, Lane.HISTORY)
 BACKGROUND_MAP_BATCH = 20
