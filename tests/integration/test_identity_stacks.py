@@ -1,10 +1,10 @@
 """The three worked examples of docs/identity.md, end to end.
 
-Signed webhooks go into real gunicorn (`webhooks serve`); its real worker and three more
-`webhooks worker` processes race to map and deliver them; the fake Customer.io runs in its
-own process. Every assertion is on what that fake's people view adds up to
-(`FakeCustomerIOClient.people()`): the profiles a merchant would see in Customer.io, with
-their attributes and their activity.
+Signed webhooks go into real gunicorn (`webhooks serve`); its real worker (on PostgreSQL
+with three more `webhooks worker` processes) races to map and deliver them; the fake
+Customer.io runs in its own process. Every assertion is on what that fake's people view
+adds up to (`FakeCustomerIOClient.people()`): the profiles a merchant would see in
+Customer.io, with their attributes and their activity.
 """
 
 from __future__ import annotations
@@ -59,8 +59,11 @@ def running(
     env = {**stack_env(database_url, fake), **settings}
     if not database_url.startswith("sqlite"):
         upgrade(env)
-    # Three workers besides serve's own: four racing over the one person of each stack.
-    with serve(env, tmp_path) as base, worker_processes(env, tmp_path, RACING_WORKERS):
+    # On PostgreSQL, three workers besides serve's own: four racing over the one person
+    # of each stack under the per-person locks (SQLite has one writer; its racing is
+    # tests/stage1/state/test_racing.py's).
+    racing = 0 if database_url.startswith("sqlite") else RACING_WORKERS
+    with serve(env, tmp_path) as base, worker_processes(env, tmp_path, racing):
         yield base
 
 

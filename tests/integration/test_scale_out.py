@@ -255,7 +255,7 @@ def test_customerio_down_two_minutes_under_steady_load_loses_nothing(
         sender = threading.Thread(target=post_steadily)
         sender.start()
         try:
-            time.sleep(5)
+            time.sleep(2)
             fake.set_faults(down=True)  # every Track API connection cut: Customer.io away
             time.sleep(OUTAGE_SECONDS)
             during = len(answers)
