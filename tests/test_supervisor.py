@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+import pytest
 from structlog.testing import capture_logs
 
 from webhooks.supervisor import CRASH_LOOP, Supervisor
@@ -60,3 +61,20 @@ def test_stop_ends_a_running_worker() -> None:
     assert not runner.is_alive()
     assert processes[0].poll() is not None  # terminated, not left behind
     assert supervisor.restarts == 0
+
+
+def test_serve_stops_the_delivery_worker_when_gunicorn_begins_to_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker's stop (its send in hand, then exit) runs while gunicorn's workers
+    drain, not after them: a deploy's stop is the longer of the two, not their sum."""
+    from gunicorn.arbiter import Arbiter
+
+    from webhooks.server import _Arbiter
+
+    calls: list[str] = []
+    monkeypatch.setattr(Arbiter, "stop", lambda self, graceful=True: calls.append("gunicorn"))
+    arbiter = _Arbiter.__new__(_Arbiter)  # its stop() alone, without a running master
+    arbiter.on_stop = lambda: calls.append("worker")
+    arbiter.stop()
+    assert calls == ["worker", "gunicorn"]

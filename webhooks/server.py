@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from webhooks import gunicorn_conf
+
+
+class _Arbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master, telling `on_stop` when it starts to stop."""
+
+    on_stop: Callable[[], None] | None = None
+
+    def stop(self, graceful: bool = True) -> None:
+        if self.on_stop is not None:
+            # The delivery worker stops while the web workers drain, not after them.
+            self.on_stop()
+        super().stop(graceful)
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
     """gunicorn with webhooks.gunicorn_conf, overridden by command-line options."""
 
-    def __init__(self, overrides: dict[str, Any]) -> None:
+    def __init__(
+        self, overrides: dict[str, Any], on_stop: Callable[[], None] | None = None
+    ) -> None:
         self._overrides = overrides
+        self._on_stop = on_stop
         super().__init__()
+
+    def run(self) -> None:
+        arbiter = _Arbiter(self)
+        arbiter.on_stop = self._on_stop
+        try:
+            arbiter.run()
+        except RuntimeError as exc:  # as gunicorn's own run(): a config it cannot use
+            print(f"\nError: {exc}\n", file=sys.stderr)
+            sys.exit(1)
 
     def load_config(self) -> None:
         # Every gunicorn setting the config module defines, so the Procfile's
@@ -34,6 +61,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return create_app()
 
 
-def run_gunicorn(overrides: dict[str, Any]) -> None:
-    """Run gunicorn in the foreground until it is stopped."""
-    _Server(overrides).run()
+def run_gunicorn(overrides: dict[str, Any], on_stop: Callable[[], None] | None = None) -> None:
+    """Run gunicorn in the foreground until it is stopped; `on_stop` is called when it
+    begins to stop (a signal, or its workers failing to boot)."""
+    _Server(overrides, on_stop).run()

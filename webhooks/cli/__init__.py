@@ -56,7 +56,7 @@ def serve(host: str, port: int, workers: int) -> None:
     env = {**os.environ, "WEBHOOKS_PARENT_PID": str(os.getpid())}
     supervisor = subprocess.Popen([sys.executable, "-m", "webhooks", "supervise"], env=env)
     try:
-        run_gunicorn({"bind": f"{host}:{port}", "workers": workers})
+        run_gunicorn({"bind": f"{host}:{port}", "workers": workers}, on_stop=supervisor.terminate)
     finally:
         supervisor.terminate()
         try:
