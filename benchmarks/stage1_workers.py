@@ -37,7 +37,6 @@ from harness import BenchmarkError, code_version, fresh_database, run_main
 from sqlalchemy.engine import make_url
 
 from webhooks.config import load_settings
-from webhooks.core.metrics import STATE_LOCK_WAIT
 from webhooks.stage1.process import process_batch
 from webhooks.stage1.setup import mapper_configs
 from webhooks.stage1.state import locks
@@ -87,15 +86,6 @@ class WorkerReport:
     cpu_s: float
 
 
-def _lock_wait_sum() -> float:
-    return sum(
-        sample.value
-        for metric in STATE_LOCK_WAIT.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_sum")
-    )
-
-
 def work(url: str, owner: str, locking: str, start: Any, results: Any) -> None:
     """One worker process: map until the inbox is drained; report what it did."""
     if locking == "global":
@@ -121,7 +111,7 @@ def work(url: str, owner: str, locking: str, start: Any, results: Any) -> None:
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     engine.dispose()
-    results.put(WorkerReport(rows, _lock_wait_sum(), busy, cpu))
+    results.put(WorkerReport(rows, locks.waited_seconds(), busy, cpu))
 
 
 def machine_busy_seconds() -> float:

@@ -104,9 +104,7 @@ def _connection_lost(exc: DBAPIError) -> bool:
     already in progress") instead of being recognised as a disconnect; the server's
     own refusals (lock and statement timeouts) carry a SQLSTATE and are not retried.
     """
-    if exc.connection_invalidated or not isinstance(exc, sa.exc.OperationalError):
-        return exc.connection_invalidated
-    return getattr(exc.orig, "sqlstate", "") is None
+    return isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", "") is None
 
 
 def _store_sqlite(engine: Engine, statement: sa.Insert, params: dict[str, Any]) -> bool:

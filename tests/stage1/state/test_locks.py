@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from webhooks.core.metrics import STATE_LOCK_WAIT
-from webhooks.stage1.state.locks import StateLocks, contended, lock_id
+from webhooks.stage1.state.locks import StateLocks, contended, lock_id, waited_seconds
 from webhooks.storage.db import create_db_engine
 
 
@@ -20,16 +19,6 @@ def pg(postgres_url: str) -> Iterator[Engine]:
     engine = create_db_engine(postgres_url)
     yield engine
     engine.dispose()
-
-
-def waited_total() -> float:
-    """webhooks_stage1_lock_wait_seconds' sum in this process."""
-    return sum(
-        sample.value
-        for metric in STATE_LOCK_WAIT.collect()
-        for sample in metric.samples
-        if sample.name.endswith("_sum")
-    )
 
 
 def impatient(conn: Connection) -> StateLocks:
@@ -62,7 +51,7 @@ def test_batches_about_other_people_do_not_wait(pg: Engine) -> None:
 def test_a_batch_about_the_same_people_waits_and_is_told_to_compute_again(
     pg: Engine, take: Callable[[StateLocks], object]
 ) -> None:
-    before = waited_total()
+    before = waited_seconds()
     with pg.begin() as first:
         mine = impatient(first)
         mine.begin(exclusive=False)
@@ -76,7 +65,7 @@ def test_a_batch_about_the_same_people_waits_and_is_told_to_compute_again(
             assert contended(raised.value)
             assert theirs.waited >= 0.2
             # The wait that ended in the timeout is in /metrics too.
-            assert waited_total() >= before + 0.2
+            assert waited_seconds() >= before + 0.2
 
 
 def test_locks_end_with_the_transaction(pg: Engine) -> None:

@@ -53,6 +53,16 @@ def lock_id(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def waited_seconds() -> float:
+    """This process's total time taking state locks (the histogram's sum)."""
+    return sum(
+        sample.value
+        for metric in STATE_LOCK_WAIT.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_sum")
+    )
+
+
 def contended(exc: BaseException) -> bool:
     """Did this database error come from losing a lock race (compute the batch again)?"""
     code = getattr(getattr(exc, "orig", None), "sqlstate", None)
