@@ -124,7 +124,7 @@ def machine_busy_seconds() -> float:
 
 def reset(url: str) -> None:
     """Every row pending again, no person state or operations: a fresh backlog."""
-    engine = create_db_engine(url)
+    engine = create_db_engine(url, timeout=300)  # vacuuming a large inbox takes a while
     with engine.begin() as conn:
         for table in (outbox, identity_links, person_state, person_facts, order_aliases, checkouts):
             conn.execute(sa.delete(table))
@@ -138,7 +138,10 @@ def reset(url: str) -> None:
             )
         )
     with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+        autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in (inbox, outbox, identity_links, person_state, person_facts):
+            # This schema's tables only: a bare VACUUM would walk the whole database.
+            autocommit.exec_driver_sql(f"VACUUM ANALYZE {table.name}")
     engine.dispose()
 
 
