@@ -39,10 +39,34 @@ class Person(_Action):
     subscription_id: str | None = Field(
         None, description="The subscription or contract an event refers to."
     )
+    anonymous_id: str | None = Field(
+        None,
+        description="A visitor id the sender chose before knowing the person (the app "
+        "endpoint); its events join the person who later shows it beside their id.",
+    )
+    # A backend reports the checkout of a payment provider (a Stripe Checkout Session):
+    # its token is that provider's, so the order that completes it is the same checkout.
+    checkout_provider: str | None = Field(
+        None, description="The provider `checkout_token` belongs to, when not `source`."
+    )
+    checkout_account: str | None = Field(None, description="That provider's account.")
+
+    @model_validator(mode="after")
+    def _checkout_scope_whole(self) -> Person:
+        if (self.checkout_provider is None) != (self.checkout_account is None):
+            raise ValueError("checkout_provider and checkout_account come together")
+        return self
+
+    def checkout_origin(self) -> tuple[str, str]:
+        """The (provider, account) whose checkout `checkout_token` names."""
+        if self.checkout_provider is not None and self.checkout_account is not None:
+            return self.checkout_provider, self.checkout_account
+        return self.source, self.account
 
     def is_empty(self) -> bool:
         """True when nothing identifies anyone."""
-        hints = self.model_dump(exclude={"source", "account"}, exclude_none=True)
+        scope = {"source", "account", "checkout_provider", "checkout_account"}
+        hints = self.model_dump(exclude=scope, exclude_none=True)
         return not hints
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from mappers.money import json_number
 
-TAXONOMY_VERSION = "1.2.0"
+TAXONOMY_VERSION = "1.3.0"
 
 
 Money = Annotated[
@@ -46,6 +46,8 @@ class EventName(StrEnum):
     SUBSCRIPTION_RESUMED = "subscription_resumed"
     SUBSCRIPTION_CANCELED = "subscription_canceled"
     TRIAL_ENDING = "trial_ending"
+    PRODUCT_VIEWED = "product_viewed"
+    SUBSCRIPTION_SKIPPED = "subscription_skipped"
 
 
 class _Strict(BaseModel):
@@ -109,15 +111,19 @@ class CommerceProperties(EventProperties):
 
 
 class CheckoutStarted(CommerceProperties):
-    """A buyer started a checkout (Shopify); the entry point of cart recovery."""
+    """A buyer started a checkout (Shopify, or your backend); the entry of cart recovery."""
 
-    cart_id: str = Field(description="Shopify checkout token.")
+    cart_id: str = Field(
+        description="Shopify checkout token; from the app endpoint, the checkout's id at "
+        "its payment provider (a Stripe Checkout Session id), so the order that completes "
+        "it carries the same cart_id."
+    )
 
 
 class CartUpdated(CommerceProperties):
     """The contents or value of an open checkout changed materially."""
 
-    cart_id: str = Field(description="Shopify checkout token.")
+    cart_id: str = Field(description="Shopify checkout token or, from the app, as above.")
 
 
 class CheckoutExpired(CommerceProperties):
@@ -251,6 +257,34 @@ class TrialEnding(SubscriptionProperties):
     trial_end: UnixTime = Field(description="When the trial ends.")
 
 
+class SubscriptionSkipped(EventProperties):
+    """The buyer skipped one billing cycle and stays subscribed (your backend says so)."""
+
+    subscription_id: str = Field(description="The subscription whose cycle was skipped.")
+    skipped_period_start: UnixTime = Field(
+        description="Start of the billing period skipped (names the skip: one per period)."
+    )
+    next_billing_at: UnixTime | None = Field(None, description="When billing resumes.")
+    plan: str | None = Field(None, description="Plan or price id.")
+    amount: Money | None = Field(None, description="Amount not billed this cycle.")
+    currency: Currency | None = Field(None, description="Currency of `amount`.")
+    reason: str | None = Field(None, description="Why, as the buyer or backend said.")
+
+
+class ProductViewed(EventProperties):
+    """A known or anonymous visitor viewed a product (your backend: browse abandonment)."""
+
+    product_id: str = Field(description="Product id in the merchant's catalogue.")
+    variant_id: str | None = Field(None, description="Variant or price id.")
+    sku: str | None = Field(None, description="Stock keeping unit.")
+    name: str | None = Field(None, description="Product name as shown.")
+    category: str | None = Field(None, description="Category or collection.")
+    price: Money | None = Field(None, description="Price shown, in `currency`.")
+    currency: Currency | None = Field(None, description="Currency of `price`.")
+    url: str | None = Field(None, description="Product page URL.")
+    image_url: str | None = Field(None, description="Product image URL.")
+
+
 EVENT_MODELS: dict[EventName, type[EventProperties]] = {
     EventName.CHECKOUT_STARTED: CheckoutStarted,
     EventName.CART_UPDATED: CartUpdated,
@@ -264,6 +298,8 @@ EVENT_MODELS: dict[EventName, type[EventProperties]] = {
     EventName.SUBSCRIPTION_RESUMED: SubscriptionResumed,
     EventName.SUBSCRIPTION_CANCELED: SubscriptionCanceled,
     EventName.TRIAL_ENDING: TrialEnding,
+    EventName.PRODUCT_VIEWED: ProductViewed,
+    EventName.SUBSCRIPTION_SKIPPED: SubscriptionSkipped,
 }
 
 

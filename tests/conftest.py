@@ -29,6 +29,9 @@ STRIPE_SECRET = "whsec_test_primary"
 STRIPE_OLD_SECRET = "whsec_test_previous"
 SHOPIFY_SECRET = "shpss_test_client_secret"
 SHOPIFY_OLD_SECRET = "shpss_test_previous_secret"
+# Standard Webhooks secrets: whsec_ + base64 of a 24-byte key.
+APP_SECRET = "whsec_YXBwLXRlc3QtcHJpbWFyeS1rZXktMjRi"
+APP_OLD_SECRET = "whsec_YXBwLXRlc3QtcHJldmlvdXMta2V5LTI0"
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -98,6 +101,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "stripe_webhook_secret": f"{STRIPE_SECRET},{STRIPE_OLD_SECRET}",
         "shopify_webhook_secret": f"{SHOPIFY_SECRET},{SHOPIFY_OLD_SECRET}",
+        "app_webhook_secret": f"{APP_SECRET},{APP_OLD_SECRET}",
         "log_format": "console",
     }
     values.update(overrides)

@@ -141,6 +141,7 @@ def test_identity_settings_reach_the_mapper_and_the_state_step(
             person_id_formats={
                 "stripe": "s-{account}-{customer_id}",
                 "shopify": "sh-{customer_id}",
+                "app": "app:{customer_id}",
             },
             own_accounts={"stripe": "platform"},
             guest_policy="email",
@@ -263,7 +264,7 @@ def test_env_example_values_are_the_defaults(
 def test_an_unknown_provider_is_a_loud_error_not_a_fallback() -> None:
     from webhooks.errors import UnknownProvider
 
-    with pytest.raises(UnknownProvider, match=r"'paddle' \(registered: shopify, stripe\)"):
+    with pytest.raises(UnknownProvider, match=r"'paddle' \(registered: app, shopify, stripe\)"):
         load_settings().provider("paddle")
 
 

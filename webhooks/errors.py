@@ -6,6 +6,7 @@ WebhooksError
 │   └── UnknownProvider              a provider name no registry entry has
 ├── IngestError                      a webhook request refused (HTTP status and code)
 │   ├── ProviderNotConfigured, MissingSignature, MalformedSignature, PayloadError
+│   ├── InvalidEvent                 422: a first-party event that fails the taxonomy
 │   ├── VerificationError
 │   │   └── StaleSignature
 │   └── StorageUnavailable           503: the provider retries
@@ -90,6 +91,15 @@ class BodyTimeout(IngestError, status=408, code="body_timeout"):
 
 class PayloadError(IngestError, status=400, code="invalid_payload"):
     """The verified body is not JSON, or lacks what is needed to key it (id, topic)."""
+
+
+class InvalidEvent(IngestError, status=422, code="invalid_event"):
+    """A verified event does not fit the taxonomy (the app endpoint validates before it
+    stores): `errors` lists each problem as {"path": "...", "message": "..."}."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 class StorageUnavailable(IngestError, status=503, code="storage_unavailable"):

@@ -54,7 +54,7 @@ def test_a_sample_is_a_fresh_delivery_of_a_new_fact_that_maps(
     secret = settings.provider(provider).secrets()[0]
     for _ in range(2):  # simulate twice: two deliveries, not a duplicate
         sample = spec.sample(event_type)
-        headers = {**sample.headers, spec.signature_header: spec.sign(sample.body, secret)}
+        headers = {**sample.headers, **spec.sign(sample.body, secret)}
         answer = app.test_client().post(
             f"/webhooks/{provider}",
             data=sample.body,

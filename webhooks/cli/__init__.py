@@ -182,9 +182,10 @@ def dev() -> None:
 @click.argument("provider")
 @click.option("--secret", help="Signing secret (default: the first one configured).")
 def sign(provider: str, secret: str | None) -> None:
-    """Print PROVIDER's signature header value for the body read from standard input.
+    """Print the headers that sign the body read from standard input, as PROVIDER does.
 
-    PROVIDER is a registered provider's name (`stripe`, `shopify`, ...).
+    PROVIDER is a registered provider's name (`stripe`, `shopify`, `app`). One
+    `Name: value` line per header, as `curl -H @FILE` reads them.
     """
     from webhooks.errors import UnknownProvider
     from webhooks.providers import registry
@@ -199,7 +200,8 @@ def sign(provider: str, secret: str | None) -> None:
             raise click.ClickException(f"no {spec.env_prefix}WEBHOOK_SECRET configured")
         secret = configured[0]
     body = sys.stdin.buffer.read()
-    click.echo(spec.sign(body, secret))
+    for name, value in spec.sign(body, secret).items():
+        click.echo(f"{name}: {value}")
 
 
 @dev.command("fake-customerio")

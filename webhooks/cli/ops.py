@@ -688,7 +688,7 @@ def simulate(provider: str, event_type: str, url: str, secret: str | None) -> No
         secret = configured[0]
     headers = {
         **sample.headers,
-        spec.signature_header: spec.sign(sample.body, secret),
+        **spec.sign(sample.body, secret),
         "Content-Type": "application/json",
     }
     target = f"{url.rstrip('/')}/webhooks/{spec.name}"

@@ -15,16 +15,25 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from webhooks.core.metrics import INGEST_SECONDS, RECEIVED
-from webhooks.errors import BodyTimeout, IngestError, MalformedBody, ProviderNotConfigured
+from webhooks.errors import (
+    BodyTimeout,
+    IngestError,
+    InvalidEvent,
+    MalformedBody,
+    ProviderNotConfigured,
+)
 from webhooks.ingest.deadline import deadlines
 from webhooks.providers import registry
-from webhooks.providers.base import Receiver
+from webhooks.providers.base import Batch, Receiver
 from webhooks.storage import heartbeat, migrate
-from webhooks.storage.inbox import store_delivery
+from webhooks.storage.inbox import store_deliveries, store_delivery
 
 log = structlog.get_logger("webhooks.ingest.http")
 bp = Blueprint("webhooks", __name__)
 
+
+# The `type` of a request carrying several events, in logs and metrics.
+BATCH = "batch"
 
 # The two answers of the hot path, serialised once.
 _ACK = {
@@ -94,17 +103,24 @@ def receive(provider_name: str) -> Response:
         body = _read_body(settings.max_body_bytes, settings.body_timeout_seconds)
         headers = {key.lower(): value for key, value in request.headers.items()}
         secret_index = provider.verify(body, headers)
-        delivery = replace(provider.parse(body, headers), secret_index=secret_index)
-        fields.update(delivery_id=delivery.delivery_id, type=delivery.event_type)
-        fields["account"] = delivery.account
-        is_new = store_delivery(current_app.extensions["webhooks.engine"], delivery)
-        if is_new:
-            current_app.extensions["webhooks.waker"].wake()
-        status, outcome = 200, ("accepted" if is_new else "duplicate")
-        response = Response(_ACK[is_new], status=200, mimetype="application/json")
+        parse_batch = getattr(provider, "parse_batch", None)  # see BatchReceiver
+        parsed = parse_batch(body, headers) if parse_batch else provider.parse(body, headers)
+        if isinstance(parsed, Batch):
+            status, outcome = 200, "accepted"
+            response = _store_batch(parsed, secret_index, fields)
+        else:
+            delivery = replace(parsed, secret_index=secret_index)
+            fields.update(delivery_id=delivery.delivery_id, type=delivery.event_type)
+            fields["account"] = delivery.account
+            is_new = store_delivery(current_app.extensions["webhooks.engine"], delivery)
+            if is_new:
+                current_app.extensions["webhooks.waker"].wake()
+            status, outcome = 200, ("accepted" if is_new else "duplicate")
+            response = Response(_ACK[is_new], status=200, mimetype="application/json")
     except IngestError as exc:
         status, outcome = exc.status, exc.code
-        response = _reply(exc.status, error=exc.code, message=str(exc))
+        extra = {"errors": exc.errors} if isinstance(exc, InvalidEvent) else {}
+        response = _reply(exc.status, error=exc.code, message=str(exc), **extra)
         if exc.status == 503:
             fields["reason"] = str(exc)  # our own text: error class and database code
             response.headers["Retry-After"] = "5"
@@ -125,6 +141,28 @@ def receive(provider_name: str) -> Response:
     return response
 
 
+def _store_batch(batch: Batch, secret_index: int, fields: dict[str, Any]) -> Response:
+    """Store every event of a batch in one transaction; answer each one's outcome."""
+    deliveries = [replace(delivery, secret_index=secret_index) for delivery in batch.deliveries]
+    fields.update(type=BATCH, events=len(deliveries))
+    fields["account"] = deliveries[0].account if deliveries else None
+    new = store_deliveries(current_app.extensions["webhooks.engine"], deliveries)
+    if any(new):
+        current_app.extensions["webhooks.waker"].wake()
+    fields["new"] = sum(new)
+    outcomes = [
+        {"id": delivery.delivery_id, "status": "accepted" if is_new else "duplicate"}
+        for delivery, is_new in zip(deliveries, new, strict=True)
+    ]
+    return _reply(
+        200,
+        status="accepted",
+        accepted=sum(new),
+        duplicates=len(new) - sum(new),
+        events=outcomes,
+    )
+
+
 def _count(provider: Receiver | None, fields: dict[str, Any], outcome: str, elapsed: float) -> None:
     """Count the request; a metrics failure (a full or missing PROMETHEUS_MULTIPROC_DIR)
     never turns a stored webhook into a 500 the provider would retry for days."""
@@ -132,7 +170,7 @@ def _count(provider: Receiver | None, fields: dict[str, Any], outcome: str, elap
     # Only types the provider's mappers know become label values: a topic header can
     # say anything, and every distinct label value is a new series.
     spec = registry.get(fields["provider"]) if provider is not None else None
-    if kind and (spec is None or kind not in spec.handlers):
+    if kind and kind != BATCH and (spec is None or kind not in spec.handlers):
         kind = "other"
     try:
         RECEIVED.labels(fields["provider"], kind, outcome).inc()

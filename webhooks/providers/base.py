@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -134,6 +134,29 @@ class Receiver(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Several events in one request, each its own delivery (its own dedup key).
+
+    Stored all or nothing, in one transaction; the answer lists each event's outcome.
+    """
+
+    deliveries: list[Delivery]
+
+
+@runtime_checkable
+class BatchReceiver(Receiver, Protocol):
+    """A receiver whose requests may carry several events (the app endpoint's batches).
+
+    The view calls `parse_batch` instead of `parse` when a receiver has it.
+    """
+
+    def parse_batch(self, body: bytes, headers: Headers) -> Delivery | Batch:
+        """One delivery for a single event, a Batch for several; or raise PayloadError
+        or InvalidEvent (nothing is stored)."""
+        ...
+
+
 # A call that fetches one piece of enrichment; None when the provider has no such object.
 # It raises LookupUnavailable (the row waits), LookupUnauthorized (no more lookups this
 # pass) or LookupRefused (this object only); see webhooks.errors.
@@ -167,8 +190,10 @@ class ProviderSpec(Generic[S, C]):
     title: str  # for people: docs, CLI help
     settings: type[S]  # its settings; env names NAME_FIELD
     receiver: Callable[[S], Receiver]  # verification and keying, built from its settings
-    sign: Callable[[bytes, str], str]  # a real signature header value (dev sign, tests)
-    signature_header: str  # the header `sign` produces a value for
+    # The headers that sign `body` with one secret, exactly as the provider sends them
+    # (one for Stripe and Shopify; id, timestamp and signature for Standard Webhooks):
+    # `webhooks dev sign`, `webhooks simulate`, tests and benchmarks.
+    sign: Callable[[bytes, str], dict[str, str]]
     handlers: Mapping[str, Handler[C]]  # event type or topic -> pure mapper
     mapper_config: Callable[[S, str], C]  # (its settings, INTERNAL_ID_KEY) -> mapper config
     person_id_format: str  # default for customers without an internal id

@@ -18,6 +18,7 @@ from webhooks.providers.base import ProviderSpec
 BUILTIN = (
     "webhooks.providers.stripe",
     "webhooks.providers.shopify",
+    "webhooks.providers.app",
 )
 
 AnySpec = ProviderSpec[Any, Any]

@@ -62,29 +62,27 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
     Raises StorageUnavailable when the database cannot take the write in time; the
     transaction is rolled back, so nothing is half-written and the provider retries.
     """
+    return store_deliveries(engine, [delivery], received_at)[0]
+
+
+def store_deliveries(
+    engine: Engine, deliveries: list[Delivery], received_at: datetime | None = None
+) -> list[bool]:
+    """Store several deliveries in one transaction (all or none); each one's `is new`.
+
+    A batch that repeats one key stores it once: the later copies count as duplicates.
+    """
     statement = _insert_counting_duplicates(engine.dialect.name)
-    params: dict[str, Any] = {
-        "provider": delivery.provider,
-        "account": delivery.account,
-        "event_type": delivery.event_type,
-        "delivery_id": delivery.delivery_id,
-        "event_id": delivery.event_id,
-        "api_version": delivery.api_version,
-        "headers": delivery.headers,
-        "body": delivery.body,
-        "received_at": received_at or datetime.now(UTC),
-        "occurred_at": delivery.occurred_at,
-        "secret_index": delivery.secret_index,
-        "lane": delivery.lane,
-    }
+    now = received_at or datetime.now(UTC)
+    rows = [_params(delivery, now) for delivery in deliveries]
     if engine.dialect.name == "sqlite":
-        return _store_sqlite(engine, statement, params)
+        return _store_sqlite(engine, statement, rows)
     for attempt in (1, 2):
         try:
             # Works in a transaction or, as the web app runs it, in autocommit, where
             # the one statement is its own atomic transaction (see create_app).
             with engine.begin() as conn:
-                return bool(conn.execute(statement, params).scalar_one() == 0)
+                return _insert_all(conn, statement, rows)
         except DBAPIError as exc:
             # A pooled connection that died (database restart, failover) is dropped
             # by SQLAlchemy; one fresh attempt is safe because the insert is idempotent,
@@ -97,6 +95,30 @@ def store_delivery(engine: Engine, delivery: Delivery, received_at: datetime | N
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _params(delivery: Delivery, received_at: datetime) -> dict[str, Any]:
+    return {
+        "provider": delivery.provider,
+        "account": delivery.account,
+        "event_type": delivery.event_type,
+        "delivery_id": delivery.delivery_id,
+        "event_id": delivery.event_id,
+        "api_version": delivery.api_version,
+        "headers": delivery.headers,
+        "body": delivery.body,
+        "received_at": received_at,
+        "occurred_at": delivery.occurred_at,
+        "secret_index": delivery.secret_index,
+        "lane": delivery.lane,
+    }
+
+
+def _insert_all(conn: Connection, statement: sa.Insert, rows: list[dict[str, Any]]) -> list[bool]:
+    # One statement per row, not executemany: ON CONFLICT DO UPDATE may not touch one
+    # row twice in a statement (a batch repeating a key), and each row's RETURNING
+    # says whether it is new.
+    return [bool(conn.execute(statement, row).scalar_one() == 0) for row in rows]
+
+
 def _connection_lost(exc: DBAPIError) -> bool:
     """A client-side failure of the connection itself (no SQLSTATE from the server).
 
@@ -107,7 +129,7 @@ def _connection_lost(exc: DBAPIError) -> bool:
     return isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", "") is None
 
 
-def _store_sqlite(engine: Engine, statement: sa.Insert, params: dict[str, Any]) -> bool:
+def _store_sqlite(engine: Engine, statement: sa.Insert, rows: list[dict[str, Any]]) -> list[bool]:
     """The insert on SQLite: one writer turn per host, busy retries in fine steps.
 
     While the worker commits, the database is busy. SQLite's own busy handler sleeps
@@ -115,7 +137,7 @@ def _store_sqlite(engine: Engine, statement: sa.Insert, params: dict[str, Any]) 
     request 50 ms; on an engine made with `poll_busy` SQLite gives up after 1 ms and
     the insert is tried again here every half millisecond until the timeout. Only
     the thread holding the host's writer turn (storage/writer.py) polls. A busy
-    insert did nothing, so trying again is safe.
+    transaction is rolled back whole, so trying again is safe.
     """
     timeout = _pool_timeout(engine)
     deadline = time.monotonic() + timeout
@@ -124,7 +146,7 @@ def _store_sqlite(engine: Engine, statement: sa.Insert, params: dict[str, Any]) 
             while True:
                 try:
                     with engine.begin() as conn:
-                        return bool(conn.execute(statement, params).scalar_one() == 0)
+                        return _insert_all(conn, statement, rows)
                 except sa.exc.OperationalError as exc:
                     busy = getattr(exc.orig, "sqlite_errorname", "") in _BUSY
                     if not busy or time.monotonic() >= deadline:

@@ -62,13 +62,17 @@ DOCS = {
     EventName.SUBSCRIPTION_CANCELED: EventDoc("`subscription_contracts/cancel`", _CONTRACT),
 }
 
+
+def _sign(body: bytes, secret: str) -> dict[str, str]:
+    return {SIGNATURE_HEADER: sign(body, secret)}
+
+
 SPEC: ProviderSpec[ShopifySettings, ShopifyConfig] = ProviderSpec(
     name=NAME,
     title="Shopify",
     settings=ShopifySettings,
     receiver=_receiver,
-    sign=sign,
-    signature_header=SIGNATURE_HEADER,
+    sign=_sign,
     handlers=HANDLERS,
     mapper_config=_mapper_config,
     person_id_format="shopify:{account}:{customer_id}",

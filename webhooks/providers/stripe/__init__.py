@@ -37,13 +37,14 @@ def _mapper_config(settings: StripeSettings, internal_id_key: str) -> StripeConf
     )
 
 
-def _sign(body: bytes, secret: str) -> str:
-    return sign(body, secret)
+def _sign(body: bytes, secret: str) -> dict[str, str]:
+    return {SIGNATURE_HEADER: sign(body, secret)}
 
 
 DOCS = {
     EventName.CHECKOUT_STARTED: EventDoc(
-        "none: Stripe sends no webhook when a session is created; emit it from your app"
+        "none: Stripe sends no webhook when a session is created; your backend reports "
+        "it through the app endpoint (`POST /webhooks/app`)"
     ),
     EventName.CHECKOUT_EXPIRED: EventDoc(
         "`checkout.session.expired` (with `recovery_url` when recovery is on)",
@@ -92,7 +93,6 @@ SPEC: ProviderSpec[StripeSettings, StripeConfig] = ProviderSpec(
     settings=StripeSettings,
     receiver=_receiver,
     sign=_sign,
-    signature_header=SIGNATURE_HEADER,
     handlers=HANDLERS,
     mapper_config=_mapper_config,
     person_id_format="stripe:{customer_id}",

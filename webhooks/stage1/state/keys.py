@@ -58,9 +58,11 @@ def person_keys(person: Person, isolated: bool = False) -> list[str]:
     """
     keys = [customer_key(person)]
     if person.checkout_token:
-        keys.append(checkout_key(person.source, person.account, person.checkout_token))
+        keys.append(checkout_key(*person.checkout_origin(), person.checkout_token))
     if person.cart_token:
         keys.append(_scoped(person, "cart", person.cart_token))
+    if person.anonymous_id:
+        keys.append(_scoped(person, "anonymous", person.anonymous_id))
     if person.order_id:
         keys.append(_scoped(person, "order", person.order_id))
     if person.subscription_id:

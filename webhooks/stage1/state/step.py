@@ -567,4 +567,4 @@ def _subject(track: Track) -> str | None:
     cart_id = getattr(track.properties, "cart_id", None)
     if not cart_id:
         return None
-    return checkout_key(track.person.source, track.person.account, cart_id)
+    return checkout_key(*track.person.checkout_origin(), cart_id)
