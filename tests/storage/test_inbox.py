@@ -18,7 +18,7 @@ from tests.conftest import TEST_DATABASE_URL
 from webhooks.errors import StorageUnavailable
 from webhooks.storage import migrate, writer
 from webhooks.storage.db import create_db_engine
-from webhooks.storage.inbox import Delivery, store_delivery
+from webhooks.storage.inbox import Delivery, store_deliveries, store_delivery
 from webhooks.storage.schema import inbox
 
 
@@ -62,6 +62,25 @@ def test_new_then_duplicate(engine: Engine) -> None:
     assert store_delivery(engine, delivery()) is True
     assert store_delivery(engine, delivery()) is False
     assert len(rows(engine)) == 1
+
+
+def test_a_batch_is_stored_in_one_transaction_with_each_ones_outcome(engine: Engine) -> None:
+    store_delivery(engine, delivery("evt_2"))
+    batch = [delivery("evt_1"), delivery("evt_2"), delivery("evt_1"), delivery("evt_3")]
+    assert store_deliveries(engine, batch) == [True, False, False, True]
+    with engine.connect() as conn:
+        stored = dict(conn.execute(sa.select(inbox.c.delivery_id, inbox.c.duplicates)).all())
+    assert stored == {"evt_1": 1, "evt_2": 1, "evt_3": 0}
+
+
+def test_a_batch_that_fails_part_way_stores_none_of_it(engine: Engine) -> None:
+    # A row the database refuses (NULL in a NOT NULL key column) after two good rows:
+    # the whole transaction rolls back.
+    bad = delivery("evt_bad", event_type=None)
+    with pytest.raises(StorageUnavailable):
+        store_deliveries(engine, [delivery("evt_1"), delivery("evt_2"), bad])
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(inbox)) == 0
 
 
 def test_fields_round_trip_exactly(engine: Engine) -> None:
