@@ -660,10 +660,11 @@ def trace(ref: str, show_pii: bool, as_json: bool) -> None:
 def simulate(provider: str, event_type: str, url: str, secret: str | None) -> None:
     """Sign a sample webhook of PROVIDER's real shape and post it to a running service.
 
-    TYPE is a Stripe event type (checkout.session.completed, invoice.paid, ...) or a
-    Shopify topic (orders/create, checkouts/create, ...); an unknown one lists the
-    samples. Each run is a fresh delivery of a new fact: follow it to the worker's
-    `dry_run_operation` line, `webhooks trace`, or the fake Customer.io.
+    TYPE is a Stripe event type (checkout.session.completed, invoice.paid, ...), a
+    Shopify topic (orders/create, checkouts/create, ...) or an app event name
+    (checkout_started, product_viewed, ...); an unknown one lists the samples. Each run
+    is a fresh delivery of a new fact: follow it to the worker's `dry_run_operation`
+    line, `webhooks trace`, or the fake Customer.io.
     """
     import httpx
 
