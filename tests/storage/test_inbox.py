@@ -73,14 +73,20 @@ def test_a_batch_is_stored_in_one_transaction_with_each_ones_outcome(engine: Eng
     assert stored == {"evt_1": 1, "evt_2": 1, "evt_3": 0}
 
 
-def test_a_batch_that_fails_part_way_stores_none_of_it(engine: Engine) -> None:
+@pytest.mark.parametrize("autocommit", [False, True], ids=["worker", "web"])
+def test_a_batch_that_fails_part_way_stores_none_of_it(database_url: str, autocommit: bool) -> None:
     # A row the database refuses (NULL in a NOT NULL key column) after two good rows:
-    # the whole transaction rolls back.
+    # the whole transaction rolls back, on the web app's autocommit engine too.
+    eng = create_db_engine(database_url, timeout=5, autocommit=autocommit, poll_busy=autocommit)
+    migrate.upgrade(create_db_engine(database_url, timeout=5))
     bad = delivery("evt_bad", event_type=None)
     with pytest.raises(StorageUnavailable):
-        store_deliveries(engine, [delivery("evt_1"), delivery("evt_2"), bad])
-    with engine.connect() as conn:
+        store_deliveries(eng, [delivery("evt_1"), delivery("evt_2"), bad])
+    with eng.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(inbox)) == 0
+    # The engine's own mode is back for the next request: one statement, one commit.
+    assert store_delivery(eng, delivery("evt_3")) is True
+    eng.dispose()
 
 
 def test_fields_round_trip_exactly(engine: Engine) -> None:

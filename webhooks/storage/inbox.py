@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -81,7 +83,7 @@ def store_deliveries(
         try:
             # Works in a transaction or, as the web app runs it, in autocommit, where
             # the one statement is its own atomic transaction (see create_app).
-            with engine.begin() as conn:
+            with _begin(engine, len(rows) > 1) as conn:
                 return _insert_all(conn, statement, rows)
         except DBAPIError as exc:
             # A pooled connection that died (database restart, failover) is dropped
@@ -110,6 +112,23 @@ def _params(delivery: Delivery, received_at: datetime) -> dict[str, Any]:
         "secret_index": delivery.secret_index,
         "lane": delivery.lane,
     }
+
+
+@contextmanager
+def _begin(engine: Engine, together: bool) -> Iterator[Connection]:
+    """engine.begin(); rows stored `together` get a real transaction even on the web
+    app's autocommit engine, where each statement would otherwise commit on its own
+    and a batch failing part way would leave its first rows stored."""
+    if not together:
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as plain:
+        # The driver's own level (READ COMMITTED, SQLite's SERIALIZABLE): a transaction.
+        level = plain.default_isolation_level or "SERIALIZABLE"
+        conn = plain.execution_options(isolation_level=level)
+        with conn.begin():
+            yield conn
 
 
 def _insert_all(conn: Connection, statement: sa.Insert, rows: list[dict[str, Any]]) -> list[bool]:
@@ -145,7 +164,7 @@ def _store_sqlite(engine: Engine, statement: sa.Insert, rows: list[dict[str, Any
         with writer.turn(engine.url.database or ":memory:", timeout):
             while True:
                 try:
-                    with engine.begin() as conn:
+                    with _begin(engine, len(rows) > 1) as conn:
                         return _insert_all(conn, statement, rows)
                 except sa.exc.OperationalError as exc:
                     busy = getattr(exc.orig, "sqlite_errorname", "") in _BUSY
