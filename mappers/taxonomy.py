@@ -22,7 +22,13 @@ TAXONOMY_VERSION = "1.3.0"
 Money = Annotated[
     Decimal,
     PlainSerializer(json_number, return_type=int | float, when_used="json"),
-    Field(description="Amount in major units with the currency's own decimals."),
+    # No real amount has 30 digits; "1e999999999" would, and turning it into a JSON
+    # number (int(Decimal)) takes time quadratic in its digits: refused up front.
+    Field(
+        max_digits=30,
+        allow_inf_nan=False,
+        description="Amount in major units with the currency's own decimals.",
+    ),
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case.")]
 UnixTime = Annotated[int, Field(ge=0, description="Unix time in seconds.")]

@@ -134,8 +134,13 @@ def _begin(engine: Engine, together: bool) -> Iterator[Connection]:
 def _insert_all(conn: Connection, statement: sa.Insert, rows: list[dict[str, Any]]) -> list[bool]:
     # One statement per row, not executemany: ON CONFLICT DO UPDATE may not touch one
     # row twice in a statement (a batch repeating a key), and each row's RETURNING
-    # says whether it is new.
-    return [bool(conn.execute(statement, row).scalar_one() == 0) for row in rows]
+    # says whether it is new. In key order, so two batches sharing keys lock them in
+    # the same order and never deadlock; the answers come back in the rows' order.
+    order = sorted(range(len(rows)), key=lambda i: [str(rows[i][c]) for c in _DEDUP_COLUMNS])
+    new = [False] * len(rows)
+    for index in order:
+        new[index] = conn.execute(statement, rows[index]).scalar_one() == 0
+    return new
 
 
 def _connection_lost(exc: DBAPIError) -> bool:

@@ -92,6 +92,23 @@ def test_an_unknown_property_is_refused_not_dropped() -> None:
     assert error["path"] == "properties.coupon"
 
 
+@pytest.mark.parametrize("cart_id", ["", "   ", "c" * 256])
+def test_an_id_property_that_cannot_key_a_fact_is_refused(cart_id: str) -> None:
+    body = checkout()
+    body["properties"]["cart_id"] = cart_id
+    assert errors_of(body) == [
+        {"path": "properties.cart_id", "message": "must be 1 to 255 characters, not blank"}
+    ]
+
+
+@pytest.mark.parametrize("amount", ["1e999999999", "1e-999999999", "NaN", "Infinity"])
+def test_an_absurd_amount_is_refused_before_it_can_stall_the_worker(amount: str) -> None:
+    body = checkout()
+    body["properties"]["total"] = amount
+    [error] = errors_of(body)
+    assert error["path"] == "properties.total"
+
+
 def test_source_is_the_services_to_set() -> None:
     body = checkout()
     body["properties"]["source"] = "stripe"
@@ -116,6 +133,10 @@ def test_someone_must_be_named() -> None:
         ("customer_id", 42, "customer_id"),
         ("timestamp", "yesterday", "timestamp"),
         ("timestamp", int(NOW) + 3600, "timestamp"),
+        ("timestamp", True, "timestamp"),
+        ("timestamp", 1764319700.5, "timestamp"),
+        ("id", "   ", "id"),
+        ("customer_id", " ", "customer_id"),
         ("surprise", 1, "surprise"),
     ],
 )

@@ -26,6 +26,11 @@ def test_a_provider_without_one_own_account_needs_the_account_named() -> None:
         configs(app_checkout_provider="shopify")
 
 
+def test_a_stripe_connected_account_is_refused_rather_than_split_across_two_people() -> None:
+    with pytest.raises(ConfigError, match="another merchant's Stripe account"):
+        configs(app_checkout_account="acct_1Connected")
+
+
 def test_an_unknown_checkout_provider_is_an_error_not_a_fallback() -> None:
     with pytest.raises(UnknownProvider, match="paddle"):
         configs(app_checkout_provider="paddle")

@@ -100,7 +100,7 @@ def test_an_anonymous_checkout_joins_the_buyer_once_stripe_names_them(
     ingest(engine, "stripe", "checkout_session_completed_paid", **order)
     run(engine, cio)
     assert events(cio) == [
-        ("checkout_started", json.dumps({"anonymous_id": "anon_5d2f9c"}), "cs_test_b2C3d4E5f6"),
+        ("checkout_started", json.dumps({"anonymous_id": "app:anon_5d2f9c"}), "cs_test_b2C3d4E5f6"),
         ("order_completed", json.dumps({"id": "user_8842"}), "cs_test_b2C3d4E5f6"),
     ]
     # Customer.io merges the visitor's events into the person whose identify names them.
@@ -110,7 +110,7 @@ def test_an_anonymous_checkout_joins_the_buyer_once_stripe_names_them(
         for i in sent(cio, "identify")
         if "anonymous_id" in i.get("attributes", {})
     }
-    assert merged["anon_5d2f9c"] == {"id": "user_8842"}
+    assert merged["app:anon_5d2f9c"] == {"id": "user_8842"}
 
 
 def test_a_visitor_who_logs_in_brings_their_anonymous_views_along(
@@ -126,11 +126,30 @@ def test_a_visitor_who_logs_in_brings_their_anonymous_views_along(
     run(engine, cio)
     person = json.dumps({"id": "user_8842"})
     assert [who for _, who, _ in events(cio)] == [
-        json.dumps({"anonymous_id": "anon_77"}),
+        json.dumps({"anonymous_id": "app:anon_77"}),
         person,
         person,  # the visitor id now leads to the person
     ]
     merged = [i for i in sent(cio, "identify") if i.get("attributes", {}).get("anonymous_id")]
     assert [(i["identifiers"], i["attributes"]["anonymous_id"]) for i in merged] == [
-        ({"id": "user_8842"}, "anon_77")
+        ({"id": "user_8842"}, "app:anon_77")
     ]
+
+
+def test_a_visitor_id_is_never_taken_for_a_user_id(engine: Engine, cio: ScriptedCustomerIO) -> None:
+    # A visitor whose id happens to be a user's id: their views stay the visitor's, and
+    # logging in as someone else merges the visitor, never user_8842's profile.
+    ingest(engine, "app", "product_viewed", id="evt_user")  # user_8842's own view
+    run(engine, cio)
+    visitor = {"customer_id": None, "email": None, "anonymous_id": "user_8842"}
+    ingest(engine, "app", "product_viewed", id="evt_visitor", **visitor)
+    run(engine, cio)
+    other = {"customer_id": "user_9001", "email": None, "anonymous_id": "user_8842"}
+    ingest(engine, "app", "product_viewed", id="evt_login", **other)
+    run(engine, cio)
+    assert [who for _, who, _ in events(cio)] == [
+        json.dumps({"id": "user_8842"}),
+        json.dumps({"anonymous_id": "app:user_8842"}),
+        json.dumps({"id": "user_9001"}),
+    ]
+    assert sent(cio, "merge") == []

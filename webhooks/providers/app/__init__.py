@@ -36,6 +36,14 @@ def _mapper_config(settings: AppSettings, internal_id_key: str) -> AppConfig:
             f"APP_CHECKOUT_ACCOUNT: set the {provider.title} account whose checkouts the "
             "backend reports (it has no single own account)"
         )
+    if provider.own_account is not None and account != provider.own_account:
+        # Another account of such a provider is another merchant (Stripe Connect),
+        # whose people are kept apart from the backend's: its order and the backend's
+        # checkout would land on two profiles. Not supported rather than split.
+        raise ConfigError(
+            f"APP_CHECKOUT_ACCOUNT: {account!r} is another merchant's {provider.title} "
+            f"account; the app endpoint reports checkouts of {provider.own_account!r} only"
+        )
     return AppConfig(checkout_provider=provider.name, checkout_account=account)
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
 )
 
@@ -53,9 +54,21 @@ def _storable(value: str) -> str:
     return value
 
 
-Text = Annotated[str, Field(min_length=1), AfterValidator(_storable)]
-Key = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_storable)]
-PersonRef = Annotated[str, Field(min_length=1, max_length=150), AfterValidator(_storable)]
+# Ids are read stripped downstream, so blank ones are refused here, not dropped there.
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Key = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    AfterValidator(_storable),
+]
+PersonRef = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=150),
+    AfterValidator(_storable),
+]
+# Properties that name a business object: they become part of a semantic key (at most
+# 512 characters) and an identity link, so a blank or huge one is refused here.
+KEY_PROPERTIES = ("cart_id", "subscription_id", "product_id")
 Email = Annotated[
     str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"), AfterValidator(_storable)
 ]
@@ -71,7 +84,8 @@ class Envelope(BaseModel):
     customer_id: PersonRef | None = Field(None, description="The merchant's own user id.")
     anonymous_id: PersonRef | None = Field(None, description="A visitor id before login.")
     email: Email | None = None
-    timestamp: int | Text = Field(description="Unix seconds or ISO 8601 with an offset.")
+    # Read by parse_time below: one error for the field, not one per union member.
+    timestamp: Any = Field(description="Unix seconds (an integer) or ISO 8601 (UTC if bare).")
     properties: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -129,9 +143,11 @@ def _event(
     errors: list[dict[str, str]] = []
     if envelope.customer_id is None and envelope.anonymous_id is None:
         errors.append(_error(prefix, "customer_id", "customer_id or anonymous_id is required"))
-    occurred_at = parse_time(envelope.timestamp)
+    stamp = envelope.timestamp
+    readable = isinstance(stamp, str) or (isinstance(stamp, int) and not isinstance(stamp, bool))
+    occurred_at = parse_time(stamp) if readable else None
     if occurred_at is None or occurred_at.timestamp() < 0:
-        errors.append(_error(prefix, "timestamp", "must be Unix seconds or ISO 8601"))
+        errors.append(_error(prefix, "timestamp", "must be Unix seconds (an integer) or ISO 8601"))
     elif occurred_at.timestamp() > now + tolerance:
         errors.append(_error(prefix, "timestamp", "is in the future"))
     errors += _properties(envelope, prefix)
@@ -156,7 +172,12 @@ def _properties(envelope: Envelope, prefix: str) -> list[dict[str, str]]:
         EVENT_MODELS[name].model_validate({**envelope.properties, "source": NAME})
     except ValidationError as exc:
         return _errors(exc, _join(prefix, "properties"))
-    return []
+    return [
+        _error(prefix, f"properties.{key}", "must be 1 to 255 characters, not blank")
+        for key in KEY_PROPERTIES
+        if isinstance(value := envelope.properties.get(key), str)
+        and not 0 < len(value.strip()) <= 255
+    ]
 
 
 def _errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:

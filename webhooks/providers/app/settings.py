@@ -33,8 +33,8 @@ class AppSettings(ProviderSettings):
     checkout_account: str | None = Field(
         None,
         max_length=255,
-        description="That provider's account (a Shopify shop domain, a Stripe connected "
-        "account); unset: the provider's own account (Stripe's platform).",
+        description="That provider's account (a Shopify shop domain); unset: the "
+        "provider's own account (Stripe's platform; connected accounts are not supported).",
     )
 
     @field_validator("webhook_secret")

@@ -69,7 +69,9 @@ class AppReceiver:
         if missing:
             raise MissingSignature(f"Standard Webhooks header missing: {', '.join(missing)}")
         msg_id, stamp = headers[ID_HEADER], headers[TIMESTAMP_HEADER]
-        if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+        # Ten digits reach the year 2286; more cannot be a clock's time (and overflow
+        # the date conversion below).
+        if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 10:
             raise MalformedSignature("webhook-timestamp is not Unix seconds")
         offered = _v1_signatures(headers[SIGNATURE_HEADER])
         try:

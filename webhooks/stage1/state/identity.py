@@ -93,12 +93,10 @@ def direct_identity(person: Person, policy: IdentityPolicy) -> Identity | None:
 
 
 def anonymous_id(person: Person) -> str | None:
-    """The anonymous id of a guest: the one the sender chose, as given (so it can be the
-    id the merchant's site already uses with Customer.io), else the checkout or cart
-    token, scoped to its source."""
-    if person.anonymous_id:
-        return safe_id(person.anonymous_id)
-    token = person.checkout_token or person.cart_token
+    """The anonymous id of a guest, scoped to its source: the one the sender chose
+    (`app:<id>`), else the checkout or cart token (`shopify:<token>`). Scoped, because
+    a person id is one namespace: a sender's bare "42" must never be user 42."""
+    token = person.anonymous_id or person.checkout_token or person.cart_token
     return safe_id(f"{person.source}:{token}") if token else None
 
 
