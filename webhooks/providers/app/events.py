@@ -4,7 +4,7 @@ An event is `{"id", "name", "customer_id" | "anonymous_id", "email"?, "timestamp
 "properties"}`; a batch is `{"events": [...]}` of 1 to MAX_BATCH of them. Everything is
 checked before anything is stored: a batch with one bad event is refused whole (422,
 every problem listed with its path), so a sender fixes it and sends the same batch
-again, and the events already accepted in an earlier try are duplicates.
+again; events of it stored by an earlier request answer as duplicates.
 """
 
 from __future__ import annotations
