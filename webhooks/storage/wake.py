@@ -62,16 +62,43 @@ class Listener(Protocol):
         ...
 
 
+# A socket path longer than this does not fit sockaddr_un (108 bytes on Linux, 104 on
+# macOS, with the terminating NUL).
+MAX_SOCKET_PATH = 100
+
+
+def _abstract(directory: Path, marker: str) -> str:
+    """The Linux abstract socket of `marker` in `directory`, named after the directory's
+    identity (device and inode: the same for every process, however it spells the path)."""
+    info = directory.stat()
+    return f"\0webhooks-wake-{info.st_dev:x}-{info.st_ino:x}-{marker}"
+
+
 class SocketListener:
-    """A worker's datagram socket in the SQLite database's wake directory."""
+    """A worker's datagram socket, listed in the SQLite database's wake directory.
+
+    The socket is the listed file itself; where that path is too long for a socket (a
+    deep data or temporary directory), it is an abstract socket and the listed file an
+    empty marker naming it (Linux only; elsewhere such a worker polls).
+    """
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
-        self.path = directory / f"{os.getpid()}-{threading.get_ident()}.sock"
+        self.path = directory / f"{os.getpid()}-{threading.get_ident():x}.sock"
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # left by a killed worker of the same pid
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
+        if len(str(self.path)) <= MAX_SOCKET_PATH:
+            self.address = str(self.path)
+            self._sock.bind(self.address)
+        else:
+            self.address = _abstract(directory, self.path.name)
+            try:
+                self._sock.bind(self.address)
+            except OSError:
+                self._sock.close()
+                raise
+            self.path.touch()  # listed only once it can be woken
 
     def wait(self, timeout: float) -> bool:
         """Block until a datagram arrives or `timeout` passes; drain what queued up."""
@@ -89,7 +116,7 @@ class SocketListener:
     def interrupt(self) -> None:
         """A datagram to itself: the wait in progress returns."""
         with contextlib.suppress(OSError):
-            self._sock.sendto(b"0", str(self.path))
+            self._sock.sendto(b"0", self.address)
 
     def close(self) -> None:
         """Close and remove the socket."""
@@ -209,7 +236,10 @@ class Waker:
             if now - self._listed >= REFRESH_EVERY:
                 self._listed = now
                 try:
-                    self._targets = [str(p) for p in self._directory.glob("*.sock")]
+                    self._targets = [
+                        str(p) if p.is_socket() else _abstract(self._directory, p.name)
+                        for p in self._directory.glob("*.sock")
+                    ]
                 except OSError:
                     self._targets = []
             targets = list(self._targets)

@@ -1,0 +1,42 @@
+"""SQLite wake-ups: a datagram reaches an idle worker however deep its database lies."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from webhooks.storage.db import create_db_engine
+from webhooks.storage.wake import MAX_SOCKET_PATH, SocketListener, Waker, socket_dir
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory whose sockets fit sockaddr_un (pytest's tmp_path nearly does not)."""
+    path = Path(tempfile.mkdtemp(prefix="wk", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("depth", [0, 4], ids=["short-path", "path-too-long-for-a-socket"])
+def test_a_stored_delivery_wakes_the_listening_worker(short_dir: Path, depth: int) -> None:
+    folder = short_dir.joinpath(*["a-rather-long-directory-name"] * depth)
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(f"sqlite:///{folder / 'inbox.db'}")
+    directory = socket_dir(engine)
+    assert directory is not None
+    listener = SocketListener(directory)
+    try:
+        assert (len(str(listener.path)) > MAX_SOCKET_PATH) is (depth > 0)
+        assert listener.wait(0.05) is False  # nothing stored yet
+        Waker(engine).wake()
+        assert listener.wait(5) is True
+        listener.interrupt()  # stop still ends a wait at once
+        assert listener.wait(5) is True
+    finally:
+        listener.close()
+        engine.dispose()
+    assert list(directory.glob("*.sock")) == []  # a closed worker is no longer listed
