@@ -59,12 +59,14 @@ def upgrade(env: dict[str, str]) -> None:
 def worker_processes(
     env: dict[str, str], cwd: Path, count: int
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` more `webhooks worker` processes; stopped (SIGTERM) on leaving, and each
-    must then exit 0 (a worker that crashed or hung fails the test)."""
+    """`count` more `webhooks worker` processes, each running (it logged worker_started)
+    before this yields, so they really race; stopped (SIGTERM) on leaving, and each must
+    then exit 0 (a worker that crashed or hung fails the test)."""
     processes: list[subprocess.Popen[bytes]] = []
+    logs = [cwd / f"worker-{index}.log" for index in range(count)]
     try:
-        for index in range(count):
-            with (cwd / f"worker-{index}.log").open("w") as log:
+        for path in logs:
+            with path.open("w") as log:
                 processes.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "webhooks", "worker"],
@@ -74,6 +76,14 @@ def worker_processes(
                         stderr=subprocess.STDOUT,
                     )
                 )
+        # Under load a worker may take seconds to import; one stopped before it runs
+        # raced nothing (and dies by the default SIGTERM action, exit -15).
+        deadline = time.monotonic() + 60
+        while not all("worker_started" in path.read_text() for path in logs):
+            exited = [p.returncode for p in processes if p.poll() is not None]
+            assert not exited, f"a worker exited {exited} before starting: see {cwd}"
+            assert time.monotonic() < deadline, f"workers not started in 60 s: see {cwd}"
+            time.sleep(0.05)
         yield processes
     finally:
         for process in processes:
