@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from webhooks.storage import migrate
 from webhooks.storage.db import create_db_engine
@@ -55,13 +56,27 @@ def upgrade(env: dict[str, str]) -> None:
         engine.dispose()
 
 
+def _beating(database_url: str, processes: list[subprocess.Popen[bytes]]) -> bool:
+    """Whether every process has written its worker heartbeat (owner host:pid:random)."""
+    from webhooks.storage.schema import worker_heartbeats
+
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            owners = conn.execute(sa.select(worker_heartbeats.c.owner)).scalars()
+            pids = {owner.rsplit(":", 2)[1] for owner in owners}
+    finally:
+        engine.dispose()
+    return all(str(process.pid) in pids for process in processes)
+
+
 @contextmanager
 def worker_processes(
     env: dict[str, str], cwd: Path, count: int
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` more `webhooks worker` processes, each running (it logged worker_started)
-    before this yields, so they really race; stopped (SIGTERM) on leaving, and each must
-    then exit 0 (a worker that crashed or hung fails the test)."""
+    """`count` more `webhooks worker` processes, each running (its heartbeat is in the
+    database) before this yields, so they really race; stopped (SIGTERM) on leaving,
+    and each must then exit 0 (a worker that crashed or hung fails the test)."""
     processes: list[subprocess.Popen[bytes]] = []
     logs = [cwd / f"worker-{index}.log" for index in range(count)]
     try:
@@ -79,7 +94,7 @@ def worker_processes(
         # Under load a worker may take seconds to import; one stopped before it runs
         # raced nothing (and dies by the default SIGTERM action, exit -15).
         deadline = time.monotonic() + 60
-        while not all("worker_started" in path.read_text() for path in logs):
+        while not _beating(env["DATABASE_URL"], processes):
             exited = [p.returncode for p in processes if p.poll() is not None]
             assert not exited, f"a worker exited {exited} before starting: see {cwd}"
             assert time.monotonic() < deadline, f"workers not started in 60 s: see {cwd}"
