@@ -835,7 +835,9 @@ def reconcile(since: datetime, as_json: bool) -> None:
         for name in settings.enabled_providers():
             spec = registry.get(name)
             if spec.backfill is None:
-                report[name] = {"checked": False, "reason": "no backfill for this provider yet"}
+                # The app endpoint's sender keeps what it sent: nothing to read back.
+                reason = "the provider has no API to read missed deliveries back from"
+                report[name] = {"checked": False, "reason": reason}
                 continue
             provider_settings = settings.provider(name)
             facts = fact_keys(spec, provider_settings, settings.internal_id_key)
