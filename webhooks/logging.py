@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO, cast
 
 import structlog
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Configure structlog once per process; safe to call again with the same values."""
+class _Stderr:
+    """Whatever sys.stderr is when a record is written (a test runner swaps it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", *, to_stderr: bool = False) -> None:
+    """Configure structlog once per process; safe to call again with the same values.
+
+    `to_stderr`: operator commands, whose stdout is their answer (`--json` is parsed).
+    """
+    # _Stderr has the two methods the logger calls, not the whole TextIO interface.
+    stream = cast(TextIO, _Stderr()) if to_stderr else sys.stdout
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -26,7 +42,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         # One write per record, its newline included: print() writes the text and the
         # newline apart, and under PYTHONUNBUFFERED two processes' records interleave.
-        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(stream),
         # Not cached: capture_logs() in tests and a reconfigure must reach every logger.
         cache_logger_on_first_use=False,
     )

@@ -65,6 +65,7 @@ class Since(click.ParamType[datetime]):
 @contextmanager
 def database() -> Iterator[Engine]:
     """The configured database, migrated to this code's schema, or a clear exit."""
+    from webhooks.logging import configure_logging
     from webhooks.storage import migrate
     from webhooks.storage.db import create_db_engine
 
@@ -72,6 +73,9 @@ def database() -> Iterator[Engine]:
         settings = load_settings()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    # What the command's work logs (a Stripe retry, a lookup) goes to stderr at
+    # LOG_LEVEL: stdout is the command's answer, which --json callers parse.
+    configure_logging(settings.log_level, settings.log_format, to_stderr=True)
     engine = create_db_engine(settings.database_url, **settings.engine_options())
     try:
         try:
