@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
+import structlog
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -74,7 +75,9 @@ def database() -> Iterator[Engine]:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     # What the command's work logs (a Stripe retry, a lookup) goes to stderr at
-    # LOG_LEVEL: stdout is the command's answer, which --json callers parse.
+    # LOG_LEVEL: stdout is the command's answer, which --json callers parse. The
+    # process's own set-up is put back afterwards (a command run in-process, in tests).
+    saved = structlog.get_config()
     configure_logging(settings.log_level, settings.log_format, to_stderr=True)
     engine = create_db_engine(settings.database_url, **settings.engine_options())
     try:
@@ -92,6 +95,7 @@ def database() -> Iterator[Engine]:
         _unreadable(f"database error: {type(exc).__name__}")
     finally:
         engine.dispose()
+        structlog.configure(**saved)
 
 
 def _unreadable(message: str) -> None:
