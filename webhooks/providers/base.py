@@ -281,13 +281,16 @@ def required_str(value: Any, what: str) -> str:
         raise PayloadError(f"no {what} to key the delivery by", code=f"missing_{what}")
     # PostgreSQL refuses NUL in text and the columns hold 255 characters; refusing here
     # gives a clear 400 instead of a storage error the provider would retry forever.
-    if len(value) > 255 or "\x00" in value or not _encodable(value):
+    if len(value) > 255 or not storable(value):
         raise PayloadError(f"{what} is not a usable key", code=f"invalid_{what}")
     return value.strip()
 
 
-def _encodable(value: str) -> bool:
-    # JSON may carry lone surrogates ("\udfff") that no database driver can store.
+def storable(value: str) -> bool:
+    """Whether every database can store `value`: PostgreSQL refuses NUL in text, and
+    JSON may carry lone surrogates ("\udfff") that no driver can encode."""
+    if "\x00" in value:
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -297,9 +300,9 @@ def _encodable(value: str) -> bool:
 
 def optional_str(value: Any, limit: int = 255) -> str | None:
     """A short informational string, or None when absent or unstorable."""
-    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+    if not isinstance(value, str) or not value or len(value) > limit:
         return None
-    return value if _encodable(value) else None
+    return value if storable(value) else None
 
 
 def parse_time(value: Any) -> datetime | None:

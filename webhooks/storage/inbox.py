@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -114,15 +114,16 @@ def _params(delivery: Delivery, received_at: datetime) -> dict[str, Any]:
     }
 
 
+def _begin(engine: Engine, together: bool) -> AbstractContextManager[Connection]:
+    """engine.begin() for one row (the request path: nothing added); rows stored
+    `together` get a real transaction even on the web app's autocommit engine, where
+    each statement would otherwise commit on its own and a batch failing part way
+    would leave its first rows stored."""
+    return _transaction(engine) if together else engine.begin()
+
+
 @contextmanager
-def _begin(engine: Engine, together: bool) -> Iterator[Connection]:
-    """engine.begin(); rows stored `together` get a real transaction even on the web
-    app's autocommit engine, where each statement would otherwise commit on its own
-    and a batch failing part way would leave its first rows stored."""
-    if not together:
-        with engine.begin() as conn:
-            yield conn
-        return
+def _transaction(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as plain:
         # The driver's own level (READ COMMITTED, SQLite's SERIALIZABLE): a transaction.
         level = plain.default_isolation_level or "SERIALIZABLE"
@@ -136,6 +137,8 @@ def _insert_all(conn: Connection, statement: sa.Insert, rows: list[dict[str, Any
     # row twice in a statement (a batch repeating a key), and each row's RETURNING
     # says whether it is new. In key order, so two batches sharing keys lock them in
     # the same order and never deadlock; the answers come back in the rows' order.
+    if len(rows) == 1:
+        return [conn.execute(statement, rows[0]).scalar_one() == 0]
     order = sorted(range(len(rows)), key=lambda i: [str(rows[i][c]) for c in _DEDUP_COLUMNS])
     new = [False] * len(rows)
     for index in order:

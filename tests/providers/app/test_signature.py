@@ -206,7 +206,7 @@ def test_parse_refuses_a_body_that_is_not_a_json_object() -> None:
 
 def test_parse_of_a_batch_through_the_single_event_method_says_to_use_parse_batch() -> None:
     body = json.dumps({"events": [event()]}).encode()
-    with pytest.raises(ValueError, match="parse_batch"):
+    with pytest.raises(PayloadError, match="parse_batch"):
         receiver().parse(body, {})
 
 

@@ -26,7 +26,7 @@ from pydantic import (
 
 from mappers.taxonomy import EVENT_MODELS, EventName
 from webhooks.errors import InvalidEvent
-from webhooks.providers.base import load_json_object, parse_time
+from webhooks.providers.base import load_json_object, parse_time, storable
 
 NAME = "app"
 # The one account of the app endpoint: the merchant's own backend.
@@ -43,14 +43,9 @@ ACCEPTED = (
 
 
 def _storable(value: str) -> str:
-    # PostgreSQL refuses NUL in text, and no driver stores a lone surrogate ("\udfff"
-    # is valid JSON): refused here with a path, not by the database with a 503.
-    if "\x00" in value:
-        raise ValueError("contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("is not valid Unicode text") from None
+    # Refused here with a path, not by the database with a 503.
+    if not storable(value):
+        raise ValueError("contains a NUL character or invalid Unicode")
     return value
 
 

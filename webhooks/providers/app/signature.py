@@ -23,6 +23,7 @@ from ulid import ULID
 from webhooks.errors import (
     MalformedSignature,
     MissingSignature,
+    PayloadError,
     StaleSignature,
     VerificationError,
 )
@@ -101,7 +102,7 @@ class AppReceiver:
         """A single event's delivery (a batch is refused: use parse_batch)."""
         parsed = self.parse_batch(body, headers)
         if isinstance(parsed, Batch):
-            raise ValueError("a batch has several deliveries: use parse_batch")
+            raise PayloadError("a batch has several deliveries: use parse_batch", code="batch")
         return parsed
 
     def parse_batch(self, body: bytes, headers: Headers) -> Delivery | Batch:
