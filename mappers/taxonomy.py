@@ -32,6 +32,9 @@ Money = Annotated[
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, upper case.")]
 UnixTime = Annotated[int, Field(ge=0, description="Unix time in seconds.")]
+# The id of a business object that keys a fact (its semantic key holds at most 512
+# characters) and an identity link: never blank, never longer than an id column.
+ObjectId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"\S")]
 # A registered provider's name (webhooks.providers.registry); the worker checks that a
 # mapper names its own provider, and the JSON Schema lists the registered names.
 Source = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -80,7 +83,7 @@ class EventProperties(_Strict):
 class CommerceProperties(EventProperties):
     """Cart and order contents, shared by checkout and order events."""
 
-    cart_id: str | None = Field(
+    cart_id: ObjectId | None = Field(
         None,
         description="Checkout or cart id (Shopify checkout token, Stripe Checkout Session "
         "id); on order_completed, the checkout the order came from, so journeys can exit "
@@ -119,7 +122,7 @@ class CommerceProperties(EventProperties):
 class CheckoutStarted(CommerceProperties):
     """A buyer started a checkout (Shopify, or your backend); the entry of cart recovery."""
 
-    cart_id: str = Field(
+    cart_id: ObjectId = Field(
         description="Shopify checkout token; from the app endpoint, the checkout's id at "
         "its payment provider (a Stripe Checkout Session id), so the order that completes "
         "it carries the same cart_id."
@@ -129,13 +132,13 @@ class CheckoutStarted(CommerceProperties):
 class CartUpdated(CommerceProperties):
     """The contents or value of an open checkout changed materially."""
 
-    cart_id: str = Field(description="Shopify checkout token or, from the app, as above.")
+    cart_id: ObjectId = Field(description="Shopify checkout token or, from the app, as above.")
 
 
 class CheckoutExpired(CommerceProperties):
     """A Stripe Checkout Session expired unpaid; carries the recovery URL when allowed."""
 
-    cart_id: str = Field(description="Stripe Checkout Session id.")
+    cart_id: ObjectId = Field(description="Stripe Checkout Session id.")
 
 
 class OrderCompleted(CommerceProperties):
@@ -213,7 +216,7 @@ class PaymentFailed(EventProperties):
 class SubscriptionProperties(EventProperties):
     """State of a subscription, shared by every subscription event."""
 
-    subscription_id: str = Field(description="Stripe subscription or Shopify contract id.")
+    subscription_id: ObjectId = Field(description="Stripe subscription or Shopify contract id.")
     status: str | None = Field(None, description="Provider status after the change.")
     plan: str | None = Field(None, description="Price (Stripe) or first line's variant id.")
     product_ids: list[str] | None = Field(None, description="Products subscribed to.")
@@ -266,7 +269,7 @@ class TrialEnding(SubscriptionProperties):
 class SubscriptionSkipped(EventProperties):
     """The buyer skipped one billing cycle and stays subscribed (your backend says so)."""
 
-    subscription_id: str = Field(description="The subscription whose cycle was skipped.")
+    subscription_id: ObjectId = Field(description="The subscription whose cycle was skipped.")
     skipped_period_start: UnixTime = Field(
         description="Start of the billing period skipped (names the skip: one per period)."
     )
@@ -280,7 +283,7 @@ class SubscriptionSkipped(EventProperties):
 class ProductViewed(EventProperties):
     """A known or anonymous visitor viewed a product (your backend: browse abandonment)."""
 
-    product_id: str = Field(description="Product id in the merchant's catalogue.")
+    product_id: ObjectId = Field(description="Product id in the merchant's catalogue.")
     variant_id: str | None = Field(None, description="Variant or price id.")
     sku: str | None = Field(None, description="Stock keeping unit.")
     name: str | None = Field(None, description="Product name as shown.")

@@ -144,7 +144,8 @@ def render_markdown(providers: Sequence[ProviderDocs]) -> str:
         "",
         "- 1.3.0: `product_viewed` and `subscription_skipped`, and `checkout_started` / "
         "`cart_updated` for a Stripe Checkout Session, reported by the merchant's backend "
-        "through the app endpoint (`POST /webhooks/app`); additive.",
+        "through the app endpoint (`POST /webhooks/app`); additive. Cart, subscription and "
+        "product ids are 1 to 255 characters and never blank (no provider sends others).",
         "- 1.2.0: commerce events gain `item_count`, set when `items` was reduced to fit "
         "Customer.io's event size limit (then `items_complete` is false); additive.",
         "- 1.1.0: `order_completed` gains `is_first_order` and `order_count`, set by the "

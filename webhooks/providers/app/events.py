@@ -61,9 +61,7 @@ PersonRef = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=150),
     AfterValidator(_storable),
 ]
-# Properties that name a business object: they become part of a semantic key (at most
-# 512 characters) and an identity link, so a blank or huge one is refused here.
-KEY_PROPERTIES = ("cart_id", "subscription_id", "product_id")
+
 Email = Annotated[
     str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$"), AfterValidator(_storable)
 ]
@@ -167,12 +165,7 @@ def _properties(envelope: Envelope, prefix: str) -> list[dict[str, str]]:
         EVENT_MODELS[name].model_validate({**envelope.properties, "source": NAME})
     except ValidationError as exc:
         return _errors(exc, _join(prefix, "properties"))
-    return [
-        _error(prefix, f"properties.{key}", "must be 1 to 255 characters, not blank")
-        for key in KEY_PROPERTIES
-        if isinstance(value := envelope.properties.get(key), str)
-        and not 0 < len(value.strip()) <= 255
-    ]
+    return []
 
 
 def _errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
