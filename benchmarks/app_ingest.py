@@ -41,7 +41,7 @@ from ingest import (
     webhooks_cli,
 )
 from loadgen import (
-    RESULT_PREFIX,
+    LUA_DONE,
     IdSequence,
     WrkResult,
     pool_size,
@@ -109,29 +109,7 @@ function response(status, headers, body)
   end
 end
 
-function done(summary, latency, requests)
-  local sent, wrapped, duplicates, codes = 0, 0, 0, {}
-  for _, thread in ipairs(threads) do
-    sent = sent + thread:get("sent")
-    wrapped = wrapped + thread:get("wrapped")
-    duplicates = duplicates + thread:get("duplicates")
-    for code, n in pairs(thread:get("non2xx")) do
-      codes[code] = (codes[code] or 0) + n
-    end
-  end
-  local parts = {}
-  for code, n in pairs(codes) do
-    parts[#parts + 1] = string.format('"%d":%d', code, n)
-  end
-  local e = summary.errors
-  io.write(string.format(
-    '$prefix{"requests":%.0f,"duration_us":%.0f,"sent":%.0f,"wrapped":%.0f,' ..
-    '"duplicates":%.0f,"non2xx":{%s},"connect":%.0f,"read":%.0f,"write":%.0f,' ..
-    '"timeout":%.0f,"p50_us":%.0f,"p99_us":%.0f,"max_us":%.0f}\n',
-    summary.requests, summary.duration, sent, wrapped, duplicates,
-    table.concat(parts, ","), e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max))
-end
+$done
 """)
 
 
@@ -182,7 +160,7 @@ def write_app_pool(
 def app_script(path: Path, pools: list[Path]) -> Path:
     """The wrk script replaying `pools` (one per wrk thread)."""
     quoted = ", ".join(f"[==[{p}]==]" for p in pools)
-    path.write_text(_LUA.substitute(pool_paths=quoted, prefix=RESULT_PREFIX))
+    path.write_text(_LUA.substitute(pool_paths=quoted, done=LUA_DONE))
     return path
 
 
