@@ -20,7 +20,7 @@ from mappers import read
 from mappers.actions import Action, Person, Track
 from mappers.base import Handler, StoredDelivery
 from mappers.cart import material_digest
-from mappers.common import identify, semantic_key
+from mappers.common import identify, track
 from mappers.errors import MappingError
 from mappers.taxonomy import (
     CartUpdated,
@@ -72,18 +72,6 @@ def _with_identify(delivery: StoredDelivery, track: Track) -> list[Action]:
     return [*(identify(delivery, track.person, attributes) if attributes else []), track]
 
 
-def _track(
-    delivery: StoredDelivery, who: Person, event: EventName, props: EventProperties, key: str
-) -> Track:
-    return Track(
-        person=who,
-        event=event,
-        properties=props,
-        timestamp=delivery.timestamp(),
-        semantic_key=key,
-    )
-
-
 def _cart(
     delivery: StoredDelivery,
     config: AppConfig,
@@ -104,7 +92,11 @@ def _cart(
     if event is EventName.CART_UPDATED:
         # Updates of equal material content share one key, as Shopify's do.
         parts.append(material_digest(props.model_dump()))
-    return _with_identify(delivery, _track(delivery, who, event, props, ":".join(parts)))
+    key = ":".join(parts)
+    started = Track(
+        person=who, event=event, properties=props, timestamp=delivery.timestamp(), semantic_key=key
+    )
+    return _with_identify(delivery, started)
 
 
 def checkout_started(delivery: StoredDelivery, config: AppConfig) -> list[Action]:
@@ -121,18 +113,17 @@ def product_viewed(delivery: StoredDelivery, config: AppConfig) -> list[Action]:
     """Each view is a fact of its own: keyed by the sender's event id."""
     props = _properties(delivery, ProductViewed)
     event_id = read.text(delivery.payload, "id")
-    key = semantic_key(EventName.PRODUCT_VIEWED, delivery, event_id)
-    who = _person(delivery)
-    return _with_identify(delivery, _track(delivery, who, EventName.PRODUCT_VIEWED, props, key))
+    viewed = track(delivery, _person(delivery), EventName.PRODUCT_VIEWED, props, event_id)
+    return _with_identify(delivery, viewed)
 
 
 def subscription_skipped(delivery: StoredDelivery, config: AppConfig) -> list[Action]:
     """One skip per subscription and period, however often the backend reports it."""
-    event = EventName.SUBSCRIPTION_SKIPPED
     props = _properties(delivery, SubscriptionSkipped)
     period = str(props.skipped_period_start)
-    key = semantic_key(event, delivery, props.subscription_id, period)
-    return _with_identify(delivery, _track(delivery, _person(delivery), event, props, key))
+    event = EventName.SUBSCRIPTION_SKIPPED
+    skipped = track(delivery, _person(delivery), event, props, props.subscription_id, period)
+    return _with_identify(delivery, skipped)
 
 
 HANDLERS: dict[str, Handler[AppConfig]] = {

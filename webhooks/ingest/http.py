@@ -145,7 +145,7 @@ def _store_batch(batch: Batch, secret_index: int, fields: dict[str, Any]) -> Res
     """Store every event of a batch in one transaction; answer each one's outcome."""
     deliveries = [replace(delivery, secret_index=secret_index) for delivery in batch.deliveries]
     fields.update(type=BATCH, events=len(deliveries))
-    fields["account"] = deliveries[0].account if deliveries else None
+    fields["account"] = deliveries[0].account  # a batch holds 1 to 100 events
     new = store_deliveries(current_app.extensions["webhooks.engine"], deliveries)
     if any(new):
         current_app.extensions["webhooks.waker"].wake()

@@ -47,10 +47,6 @@ def _mapper_config(settings: AppSettings, internal_id_key: str) -> AppConfig:
     return AppConfig(checkout_provider=provider.name, checkout_account=account)
 
 
-def _sign(body: bytes, secret: str) -> dict[str, str]:
-    return sign(body, secret)
-
-
 _CART = "cart_id at APP_CHECKOUT_PROVIDER (a Stripe Checkout Session id)"
 DOCS = {
     EventName.CHECKOUT_STARTED: EventDoc(
@@ -70,7 +66,7 @@ SPEC: ProviderSpec[AppSettings, AppConfig] = ProviderSpec(
     title="App",
     settings=AppSettings,
     receiver=_receiver,
-    sign=_sign,
+    sign=sign,
     handlers=HANDLERS,
     mapper_config=_mapper_config,
     # Unused: the backend names people by the merchant's own id (customer_id).

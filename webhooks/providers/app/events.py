@@ -98,12 +98,12 @@ def parse_body(body: bytes, now: float, tolerance: int) -> tuple[list[Event], bo
     JSON object."""
     payload = load_json_object(body)
     if "events" not in payload:
-        event, errors = _event(payload, "", now, tolerance)
+        # A single event is stored exactly as signed.
+        event, errors = _event(payload, "", now, tolerance, body)
         if errors:
             raise InvalidEvent(_summary(errors), errors)
         assert event is not None
-        # A single event is stored exactly as signed.
-        return [Event(event.id, event.name, event.occurred_at, body)], False
+        return [event], False
     items = payload["events"]
     extra = sorted(set(payload) - {"events"})
     errors = [{"path": key, "message": "not allowed beside events"} for key in extra]
@@ -115,7 +115,8 @@ def parse_body(body: bytes, now: float, tolerance: int) -> tuple[list[Event], bo
         raise InvalidEvent(_summary(errors), errors)
     events = []
     for index, item in enumerate(items):
-        event, problems = _event(item, f"events[{index}]", now, tolerance)
+        # A batched event is stored as its own JSON object (ASCII: always storable).
+        event, problems = _event(item, f"events[{index}]", now, tolerance, None)
         errors += problems
         if event is not None:
             events.append(event)
@@ -125,8 +126,9 @@ def parse_body(body: bytes, now: float, tolerance: int) -> tuple[list[Event], bo
 
 
 def _event(
-    item: Any, prefix: str, now: float, tolerance: int
+    item: Any, prefix: str, now: float, tolerance: int, raw: bytes | None
 ) -> tuple[Event | None, list[dict[str, str]]]:
+    """The event `item` (stored as `raw`, else as its own JSON), or its problems."""
     if not isinstance(item, dict):
         return None, [{"path": prefix or "$", "message": "must be a JSON object"}]
     try:
@@ -146,9 +148,8 @@ def _event(
     errors += _properties(envelope, prefix)
     if errors or occurred_at is None:
         return None, errors
-    # A batched event is stored as its own JSON object (ASCII: always storable).
-    own = json.dumps(item, separators=(",", ":")).encode()
-    return Event(envelope.id, envelope.name, occurred_at, own), []
+    stored = raw if raw is not None else json.dumps(item, separators=(",", ":")).encode()
+    return Event(envelope.id, envelope.name, occurred_at, stored), []
 
 
 def _properties(envelope: Envelope, prefix: str) -> list[dict[str, str]]:
