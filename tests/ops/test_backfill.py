@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+import structlog
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import Engine
 
@@ -30,13 +31,15 @@ def checkout_event(n: int, minutes_ago: int) -> dict[str, Any]:
     return event
 
 
-def backfill(engine: Engine, fake: FakeStripe, *args: str, key: str = DEFAULT_API_KEY) -> Result:
+def backfill(
+    engine: Engine, fake: FakeStripe, *args: str, key: str = DEFAULT_API_KEY, level: str = "WARNING"
+) -> Result:
     env = {
         "DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
         "STRIPE_API_KEY": key,
         "STRIPE_API_BASE": fake.url,
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": level,
     }
     return CliRunner().invoke(main, ["backfill", "stripe", *args], env=env, catch_exceptions=False)
 
@@ -121,6 +124,25 @@ def test_rate_limits_are_waited_out(engine: Engine, fake_stripe: FakeStripe) -> 
     assert result.exit_code == 0, result.output
     assert as_json(result)["new"] == 1
     assert [r["status"] for r in fake_stripe.requests()] == [429, 429, 200]
+
+
+def test_what_the_work_logs_goes_to_stderr_and_json_stays_parseable(
+    engine: Engine, fake_stripe: FakeStripe
+) -> None:
+    from structlog.testing import capture_logs
+
+    from webhooks.logging import configure_logging
+
+    configure_logging("DEBUG", "console")  # the process's own set-up, before the command
+    fake_stripe.add_event(checkout_event(1, minutes_ago=5))
+    fake_stripe.set_faults(status=429, retry_after=1, times=1)
+    result = backfill(engine, fake_stripe, "--since", "1h", "--json", level="INFO")
+    assert as_json(result)["new"] == 1  # stdout is the answer alone
+    assert "stripe_api_retry" in result.stderr
+    # The command put the process's set-up back: its DEBUG level, not the command's INFO.
+    with capture_logs() as logs:
+        structlog.get_logger("t").debug("after_the_command")
+    assert [entry["event"] for entry in logs] == ["after_the_command"]
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -89,6 +89,12 @@ def test_a_batch_that_fails_part_way_stores_none_of_it(database_url: str, autoco
     eng.dispose()
 
 
+def test_a_batch_inserts_in_key_order_so_two_batches_never_deadlock(engine: Engine) -> None:
+    # Two batches sharing keys lock them in one order; answers keep the caller's order.
+    assert store_deliveries(engine, [delivery("evt_b"), delivery("evt_a")]) == [True, True]
+    assert [row.delivery_id for row in rows(engine)] == ["evt_a", "evt_b"]
+
+
 def test_fields_round_trip_exactly(engine: Engine) -> None:
     body = bytes(range(256)) + b'{"x": "\xe2\x82\xac"}'  # every byte value survives
     received = datetime(2026, 11, 28, 10, 0, 5, 123456, tzinfo=UTC)
