@@ -7,16 +7,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.mappers.golden import REFUND_LISTED_ON_THE_2020_CHARGE, configs
 from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
 from webhooks.stage1.process import process_batch
+from webhooks.stage2.customerio import CustomerIO
 from webhooks.stage2.deliver import deliver_batch
 from webhooks.storage import inbox as inbox_store
 from webhooks.storage import outbox as outbox_store
-from webhooks.storage.schema import outbox
+from webhooks.storage.schema import Lane, outbox
 
 CONFIG = configs(stripe_payment_intent_events=True)
 
@@ -440,3 +442,41 @@ def test_a_failed_group_is_recorded_in_one_statement(
     assert queued >= 4
     # The claim, and the failure written back once (not once per operation).
     assert len(updates) <= 3, updates
+
+
+class PriorityRecorder(CustomerIO):
+    """The real client, noting whether each call gave way to live ones at the limit."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        super().__init__(http, max_rps=1000)
+        self.background: list[bool] = []
+
+    def _call(
+        self, method: str, path: str, body: Any = None, background: bool = False
+    ) -> httpx.Response:
+        self.background.append(background)
+        return super()._call(method, path, body, background)
+
+
+@pytest.mark.parametrize(
+    ("lanes", "gives_way"),
+    [((Lane.LIVE,), False), (None, False), ((Lane.REPLAY, Lane.BACKFILL, Lane.HISTORY), True)],
+)
+def test_background_lanes_give_way_to_live_calls_at_the_rate_limit(
+    engine: Engine, cio: ScriptedCustomerIO, lanes: tuple[int, ...] | None, gives_way: bool
+) -> None:
+    ingest(engine, "stripe", "checkout_session_completed_paid")
+    process_batch(engine, "w1", CONFIG)
+    if gives_way:
+        with engine.begin() as conn:
+            conn.execute(sa.update(outbox).values(lane=Lane.BACKFILL))
+    http = httpx.Client(
+        base_url="https://track.example.test",
+        transport=httpx.MockTransport(cio.handler),
+        auth=("site", "key"),
+    )
+    client = PriorityRecorder(http)
+    outcome = deliver_batch(engine, "w1", client, lanes=lanes)
+    assert outcome.claimed >= 2  # an identify and the order, in one batch
+    assert client.background == [gives_way]
+    assert {r.state for r in outbox_rows(engine)} == {"delivered"}

@@ -67,8 +67,10 @@ class CustomerIO:
 
     def __init__(self, client: httpx.Client, max_rps: float = 50.0) -> None:
         self._client = client
-        # Evenly spaced calls (no bursts): Customer.io limits requests per second.
-        self._limiter = TokenBucket(max_rps, capacity=1)
+        # Evenly spaced calls: Customer.io limits requests per second. Room for two, so
+        # a live webhook's call never waits behind a backfill's: background calls
+        # leave one token in the bucket (at most two calls back to back, then spaced).
+        self._limiter = TokenBucket(max_rps, capacity=2)
 
     @classmethod
     def create(cls, base_url: str, site_id: str, api_key: str, max_rps: float) -> CustomerIO:
@@ -84,9 +86,11 @@ class CustomerIO:
         """GET /api/v1/accounts/region: checks credentials and tells the region."""
         return self._call("GET", "/api/v1/accounts/region").json()  # type: ignore[no-any-return]
 
-    def send_batch(self, items: list[dict[str, Any]]) -> BatchResult:
-        """POST /api/v2/batch; a 207 names the refused items, the rest are accepted."""
-        response = self._call("POST", "/api/v2/batch", {"batch": items})
+    def send_batch(self, items: list[dict[str, Any]], background: bool = False) -> BatchResult:
+        """POST /api/v2/batch; a 207 names the refused items, the rest are accepted.
+
+        `background` calls (backfill, replay) yield the rate limit to live ones."""
+        response = self._call("POST", "/api/v2/batch", {"batch": items}, background)
         result = BatchResult()
         if response.status_code == 207:
             for error in _json(response).get("errors", []):
@@ -96,12 +100,14 @@ class CustomerIO:
                     result.item_errors[index] = f"{reason}: {error.get('field', '')}".strip()
         return result
 
-    def send_anonymous_event(self, item: dict[str, Any]) -> None:
+    def send_anonymous_event(self, item: dict[str, Any], background: bool = False) -> None:
         """POST /api/v1/events (v2 has no anonymous events)."""
-        self._call("POST", "/api/v1/events", item)
+        self._call("POST", "/api/v1/events", item, background)
 
-    def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        self._limiter.acquire()
+    def _call(
+        self, method: str, path: str, body: Any = None, background: bool = False
+    ) -> httpx.Response:
+        self._limiter.acquire(spare=1.0 if background else 0.0)
         content = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": "application/json"} if content is not None else {}
         started = time.perf_counter()

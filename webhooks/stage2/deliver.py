@@ -20,7 +20,7 @@ from webhooks.errors import CredentialsRefused, TransientError
 from webhooks.stage2.customerio import MAX_BATCH_BYTES, CustomerIO, DeliveryError
 from webhooks.storage.outbox import summary
 from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
-from webhooks.storage.schema import OutboxState, outbox
+from webhooks.storage.schema import Lane, OutboxState, outbox
 
 log = structlog.get_logger("webhooks.deliver")
 LEASE_SAFETY = 0.5  # send only within the first half of a claim's lease
@@ -66,6 +66,8 @@ def deliver_batch(
     outcome = Outcome(claimed=len(rows))
     if not rows:
         return outcome
+    # Only background lanes: their calls give way to live ones at the rate limit.
+    background = lanes is not None and Lane.LIVE not in lanes
     if cio is None:
         # Dry run: everything but the send, recorded for inspection.
         _finish(engine, owner, rows, {}, OutboxState.DRY_RUN)
@@ -83,7 +85,7 @@ def deliver_batch(
                 release(conn, outbox, [r.id for g in groups[index:] for r in g], owner)
             return outcome
         try:
-            errors = _send(cio, group)
+            errors = _send(cio, group, background)
         except DeliveryError as exc:
             rest = [r.id for g in groups[index + 1 :] for r in g]
             SEND_FAILED.labels(_failure(exc)).inc()
@@ -147,11 +149,11 @@ def _groups(rows: list[sa.Row[Any]]) -> list[list[sa.Row[Any]]]:
     return groups
 
 
-def _send(cio: CustomerIO, group: list[sa.Row[Any]]) -> dict[int, str]:
+def _send(cio: CustomerIO, group: list[sa.Row[Any]], background: bool) -> dict[int, str]:
     if group[0].kind == OperationKind.ANONYMOUS_EVENT:
-        cio.send_anonymous_event(group[0].payload)
+        cio.send_anonymous_event(group[0].payload, background)
         return {}
-    return cio.send_batch([row.payload for row in group]).item_errors
+    return cio.send_batch([row.payload for row in group], background).item_errors
 
 
 def _finish(
