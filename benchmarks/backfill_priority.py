@@ -38,6 +38,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from end_to_end import (
     METRICS,
+    Round,
     Sender,
     measure_round,
     ms,
@@ -196,7 +197,7 @@ def benchmark(args: argparse.Namespace) -> None:
         seconds = store_backfill(url, args.backfill)
         print(f"  stored {args.backfill} backfill events (parked) in {seconds:.1f} s", flush=True)
         warm_up(sender, fake, args.rate)
-        rounds: dict[str, list] = {"idle": [], "backfill": []}  # type: ignore[type-arg]
+        rounds: dict[str, list[Round]] = {"idle": [], "backfill": []}
         drained = []
         print(f"\n{'pair':<6}{'round':<10}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
         for pair in range(1, args.pairs + 1):

@@ -149,7 +149,11 @@ class Settings(BaseSettings):
         None, description="Override the Track API base URL (a local fake, a proxy)."
     )
     customerio_max_rps: float = Field(
-        50.0, gt=0, le=1000, description="Requests per second per worker to Customer.io."
+        50.0,
+        gt=0,
+        le=1000,
+        description="Requests per second per worker to Customer.io (spaced evenly, at most "
+        "two back to back; backfill and replay calls leave the next slot to live ones).",
     )
     delivery_max_age_hours: float = Field(
         72.0, gt=0, description="Give up (dead-letter) an operation older than this."

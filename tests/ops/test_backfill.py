@@ -133,16 +133,20 @@ def test_what_the_work_logs_goes_to_stderr_and_json_stays_parseable(
 
     from webhooks.logging import configure_logging
 
+    before = structlog.get_config()
     configure_logging("DEBUG", "console")  # the process's own set-up, before the command
-    fake_stripe.add_event(checkout_event(1, minutes_ago=5))
-    fake_stripe.set_faults(status=429, retry_after=1, times=1)
-    result = backfill(engine, fake_stripe, "--since", "1h", "--json", level="INFO")
-    assert as_json(result)["new"] == 1  # stdout is the answer alone
-    assert "stripe_api_retry" in result.stderr
-    # The command put the process's set-up back: its DEBUG level, not the command's INFO.
-    with capture_logs() as logs:
-        structlog.get_logger("t").debug("after_the_command")
-    assert [entry["event"] for entry in logs] == ["after_the_command"]
+    try:
+        fake_stripe.add_event(checkout_event(1, minutes_ago=5))
+        fake_stripe.set_faults(status=429, retry_after=1, times=1)
+        result = backfill(engine, fake_stripe, "--since", "1h", "--json", level="INFO")
+        assert as_json(result)["new"] == 1  # stdout is the answer alone
+        assert "stripe_api_retry" in result.stderr
+        # The command put the process's set-up back: DEBUG, not the command's INFO.
+        with capture_logs() as logs:
+            structlog.get_logger("t").debug("after_the_command")
+        assert [entry["event"] for entry in logs] == ["after_the_command"]
+    finally:
+        structlog.configure(**before)  # and this test puts back the suite's
 
 
 @pytest.mark.parametrize("status", [401, 403])

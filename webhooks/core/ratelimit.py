@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 Clock = Callable[[], float]
-EPSILON = 1e-9  # tokens: a refill that should have made exactly enough counts as enough
 Sleep = Callable[[float], None]
+EPSILON = 1e-9  # tokens: a refill that should have made exactly enough counts as enough
 
 
 class TokenBucket:
@@ -47,25 +47,31 @@ class TokenBucket:
     def acquire(self, spare: float = 0.0) -> float:
         """Take one token, sleeping until it is available (and, with `spare`, until
         that many more are left besides); the seconds slept."""
-        if spare and spare > self.capacity - 1:
+        if spare:
+            return self._acquire_leaving(spare)
+        with self._lock:
+            self._refill()
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def _acquire_leaving(self, spare: float) -> float:
+        """Take a token only while `spare` more stay; reserve nothing meanwhile, so a
+        prompt caller arriving during the wait goes first and this one looks again."""
+        if spare > self.capacity - 1:
             raise ValueError("spare must leave room for one token within the capacity")
         slept = 0.0
         while True:
             with self._lock:
                 self._refill()
-                if not spare:
-                    self._tokens -= 1
-                    wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-                elif self._tokens >= 1 + spare - EPSILON:  # refills add up in floats
+                if self._tokens >= 1 + spare - EPSILON:  # refills add up in floats
                     self._tokens -= 1
                     return slept
-                else:  # look again when enough will be there, unless someone takes it
-                    wait = (1 + spare - self._tokens) / self.rate
-            if wait > 0:
-                self._sleep(wait)
-                slept += wait
-            if not spare:
-                return slept
+                wait = (1 + spare - self._tokens) / self.rate
+            self._sleep(wait)
+            slept += wait
 
     def _refill(self) -> None:
         now = self._clock()
