@@ -166,7 +166,7 @@ def test_leases_let_another_worker_take_over_a_dead_workers_rows(
         "w1",
         10,
         timedelta(seconds=60),
-        due=[outbox.c.state == "pending"],
+        queues=[[outbox.c.state == "pending"]],
         order_by=[outbox.c.id],
     )
     assert deliver_batch(engine, "w2", cio.client()).claimed == 0  # leased to w1
@@ -263,7 +263,7 @@ def test_a_worker_whose_lease_lapsed_writes_nothing(engine: Engine) -> None:
         "slow",
         10,
         timedelta(seconds=60),
-        due=[inbox.c.state == "pending"],
+        queues=[[inbox.c.state == "pending"]],
         order_by=[inbox.c.id],
     )
     actions = map_row(row, CONFIG)

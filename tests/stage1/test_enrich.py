@@ -114,8 +114,8 @@ def store(
 
 
 def claim_all(engine: Engine) -> list[sa.Row[Any]]:
-    due = [inbox.c.state.in_((InboxState.PENDING, InboxState.FAILED))]
-    return claim(engine, inbox, OWNER, 100, DEFAULT_LEASE, due, [inbox.c.lane, inbox.c.id])
+    queues = [[inbox.c.state == InboxState.PENDING], [inbox.c.state == InboxState.FAILED]]
+    return claim(engine, inbox, OWNER, 100, DEFAULT_LEASE, queues, [inbox.c.id])
 
 
 def stripe_client(

@@ -69,8 +69,8 @@ def test_a_claim_leases_no_more_than_its_limit(engine: Engine) -> None:
         "w1",
         2,
         timedelta(seconds=60),
-        due=[inbox.c.state == InboxState.PENDING],
-        order_by=[inbox.c.lane, inbox.c.id],
+        queues=[[inbox.c.state == InboxState.PENDING]],
+        order_by=[inbox.c.id],
     )
     # All 5 on PostgreSQL today: one worker holds every row for a lease, the others idle.
     assert [row.delivery_id for row in rows] == ["evt_0", "evt_1"]

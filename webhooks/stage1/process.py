@@ -82,11 +82,13 @@ def process_batch(
         owner,
         limit,
         lease,
-        due=[
-            inbox.c.state.in_((InboxState.PENDING, InboxState.FAILED)),
-            *([inbox.c.lane.in_(lanes)] if lanes is not None else []),
+        # Lane by lane; in each, new rows before those whose last attempt failed.
+        queues=[
+            (inbox.c.lane == lane, inbox.c.state == state)
+            for lane in (Lane if lanes is None else lanes)
+            for state in (InboxState.PENDING, InboxState.FAILED)
         ],
-        order_by=[inbox.c.lane, inbox.c.id],
+        order_by=[inbox.c.id],
     )
     if not rows:
         return 0

@@ -56,12 +56,15 @@ def deliver_batch(
         owner,
         limit,
         lease,
-        due=[
-            outbox.c.state == OutboxState.PENDING,
-            outbox.c.next_attempt_at <= now,
-            *([outbox.c.lane.in_(lanes)] if lanes is not None else []),
+        queues=[
+            (
+                outbox.c.state == OutboxState.PENDING,
+                outbox.c.lane == lane,
+                outbox.c.next_attempt_at <= now,
+            )
+            for lane in (Lane if lanes is None else lanes)
         ],
-        order_by=[outbox.c.lane, outbox.c.occurred_at, outbox.c.id],
+        order_by=[outbox.c.occurred_at, outbox.c.id],
     )
     outcome = Outcome(claimed=len(rows))
     if not rows:

@@ -1,13 +1,14 @@
 """Leased claims on the inbox and the outbox, shared by both worker stages.
 
-A claim sets lease_owner/lease_until on due rows in one UPDATE ... RETURNING; rows of a
-worker that died are claimable again once their lease expires. PostgreSQL skips rows
-another worker holds (FOR UPDATE SKIP LOCKED); SQLite has one writer at a time anyway.
+A claim sets lease_owner/lease_until on due rows, one UPDATE ... RETURNING per queue it
+takes from, in one transaction; rows of a worker that died are claimable again once their
+lease expires. PostgreSQL skips rows another worker holds (FOR UPDATE SKIP LOCKED);
+SQLite has one writer at a time anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -31,18 +32,48 @@ def claim(
     owner: str,
     limit: int,
     lease: timedelta,
-    due: Sequence[sa.ColumnElement[bool]],
+    queues: Sequence[Sequence[sa.ColumnElement[bool]]],
     order_by: Sequence[sa.ColumnElement[Any]],
 ) -> list[sa.Row[Any]]:
-    """Lease up to `limit` rows matching `due` (and not leased by a live worker)."""
+    """Lease up to `limit` rows (not leased by a live worker) from `queues` in turn.
+
+    Each queue is a filter read in `order_by` order, such as one lane's pending rows.
+    Its terms should be equalities on the leading columns of an index whose next
+    columns are `order_by`, so the database reads the index in order and stops at
+    `limit`. One filter over several states or lanes (`IN`) has no such order: the
+    database sorts every matching row on each claim, which behind a 20,000-row backfill
+    cost a PostgreSQL claim 48 ms instead of 6.
+    """
     now = utcnow()
     free = sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now)
-    candidates = sa.select(table.c.id).where(*due, free).order_by(*order_by).limit(limit)
+    selects = [sa.select(table.c.id).where(*queue, free).order_by(*order_by) for queue in queues]
     # Look before taking the write lock: an idle worker polls several times a second,
     # and on SQLite every UPDATE, even of no rows, queues behind and blocks ingest.
     with engine.connect() as conn:
-        if conn.execute(candidates.limit(1)).first() is None:
-            return []
+        waiting = [s for s in selects if conn.execute(s.limit(1)).first() is not None]
+    rows: list[sa.Row[Any]] = []
+    if not waiting:
+        return rows
+    with engine.begin() as conn:
+        for candidates in waiting:
+            if len(rows) >= limit:
+                break
+            statement = _lease(engine, table, candidates.limit(limit - len(rows)))
+            values = {"lease_owner": owner, "lease_until": now + lease}
+            found = list(conn.execute(statement.values(**values)))
+            rows.extend(sorted(found, key=_sort_key(order_by)))
+    return rows
+
+
+def _lease(engine: Engine, table: sa.Table, candidates: sa.Select[Any]) -> sa.Update:
+    """An UPDATE of exactly the rows `candidates` picks, returning them.
+
+    It repeats none of the filter: the UPDATE would then plan a scan of its own over
+    the queue's index instead of fetching the chosen ids by primary key. SQLite has one
+    writer at a time, so the subquery's rows are still due when they are updated;
+    PostgreSQL locks them (FOR UPDATE rechecks the filter on the newest row version)
+    and skips rows another worker holds.
+    """
     chosen: sa.ColumnElement[bool] = table.c.id.in_(candidates.scalar_subquery())
     if engine.dialect.name == "postgresql":
         # = ANY(ARRAY(subquery)) runs the subquery once. As IN (subquery), PostgreSQL
@@ -50,20 +81,13 @@ def claim(
         # locked, and so lease the whole backlog whatever the limit.
         locked = candidates.with_for_update(skip_locked=True).scalar_subquery()
         chosen = table.c.id == sa.any_(sa.func.array(locked))
-    statement = (
-        sa.update(table)
-        .where(chosen, *due, free)
-        .values(lease_owner=owner, lease_until=now + lease)
-        .returning(*table.c)
-    )
-    with engine.begin() as conn:
-        rows = list(conn.execute(statement))
-    return sorted(rows, key=lambda row: [row._mapping[col.name] for col in _order_cols(order_by)])
+    return sa.update(table).where(chosen).returning(*table.c)
 
 
-def _order_cols(order_by: Sequence[sa.ColumnElement[Any]]) -> list[sa.Column[Any]]:
+def _sort_key(order_by: Sequence[sa.ColumnElement[Any]]) -> Callable[[sa.Row[Any]], list[Any]]:
     # RETURNING does not keep the subquery's order; sort by the same columns again.
-    return [cast(sa.Column[Any], getattr(col, "element", col)) for col in order_by]
+    names = [cast(sa.Column[Any], getattr(col, "element", col)).name for col in order_by]
+    return lambda row: [row._mapping[name] for name in names]
 
 
 def release(
