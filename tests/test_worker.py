@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
@@ -205,8 +207,8 @@ def test_a_backfill_is_sent_as_it_is_mapped_not_after_all_of_it(
 def test_the_threaded_steps_hold_background_mapping_while_its_sends_catch_up(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
-    """What `run` does in its threads: map_step maps a background slice, the background
-    sender sends one bounded request; while those come back full, map_step maps no more
+    """What `run` does in its threads: the background mapper maps a slice, the background
+    sender sends one bounded request; while those come back full, the mapper maps no more
     background rows, so the background outbox stays about a request deep."""
     from dataclasses import replace
 
@@ -224,15 +226,16 @@ def test_the_threaded_steps_hold_background_mapping_while_its_sends_catch_up(
         delivery = StripeReceiver([]).parse(json.dumps(event).encode(), {})
         store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
     runner = worker(engine, cio)
+    assert runner.map_step() is False  # the live lane's mapper: nothing live
     while sum(r.state == "pending" for r in outbox_rows(engine)) < BACKGROUND_SEND_BATCH:
-        assert runner.map_step() is True  # a backlog: slices of BACKGROUND_MAP_BATCH
+        assert runner.map_background_step() is True  # slices of BACKGROUND_MAP_BATCH
     assert runner.send_background_step() is True  # a full request: more is due
     done = sum(r.state == "done" for r in inbox_rows(engine))
-    assert runner.map_step() is True  # behind: no background row mapped this time
+    assert runner.map_background_step() is True  # behind: no background row mapped
     assert sum(r.state == "done" for r in inbox_rows(engine)) == done
     while runner.send_background_step():
         pass  # caught up
-    assert runner.map_step() is True  # mapping resumes
+    assert runner.map_background_step() is True  # mapping resumes
     assert sum(r.state == "done" for r in inbox_rows(engine)) == done + BACKGROUND_MAP_BATCH
     assert runner.send_live_step() is False  # nothing live was ever due
     assert all(r.lane == Lane.BACKFILL for r in outbox_rows(engine))
@@ -241,9 +244,9 @@ def test_the_threaded_steps_hold_background_mapping_while_its_sends_catch_up(
 def test_while_live_webhooks_flow_background_work_comes_in_smaller_slices(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
-    """A live arrival waits for the background slice in hand (mapping) and shares the
-    worker with the background request in flight (sending): while live webhooks flow
-    both are smaller."""
+    """A live arrival shares the worker with the background slice in hand (mapping; on
+    SQLite it waits for it) and with the background request in flight (sending): while
+    live webhooks flow both are smaller."""
     from dataclasses import replace
 
     from tests.pipeline import FIXTURES
@@ -264,16 +267,73 @@ def test_while_live_webhooks_flow_background_work_comes_in_smaller_slices(
     def done() -> int:
         return sum(r.state == "done" for r in inbox_rows(engine))
 
-    runner.map_step()  # no live traffic: a full background slice
+    runner.map_background_step()  # no live traffic: a full background slice
     assert done() == BACKGROUND_MAP_BATCH
     ingest(engine, "shopify", "order_create")  # a live webhook arrives
-    runner.map_step()  # mapped alone, then a small background slice
+    assert runner.map_step() is False  # mapped alone
+    assert done() == BACKGROUND_MAP_BATCH + 1
+    runner.map_background_step()  # live webhooks flow: a small background slice
     assert done() == BACKGROUND_MAP_BATCH + 1 + BACKGROUND_MAP_SLICE
     runner.send_live_step()
     cio.requests.clear()
     assert runner.send_background_step() is True  # a full (small) request: more is due
     [request] = cio.requests
     assert len(json.loads(request.content)["batch"]) == BACKGROUND_SEND_SLICE
+
+
+def test_a_live_webhook_is_mapped_while_a_background_slice_is_in_hand(
+    engine: Engine, cio: ScriptedCustomerIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Background lanes are mapped in a thread of their own. On PostgreSQL the live
+    mapper goes ahead while a background slice is in hand (person locks keep the two
+    apart only if they map the same person); on SQLite the two take turns, so the live
+    one waits for the slice instead of computing it again after a conflict."""
+    import threading
+    from dataclasses import replace
+
+    import webhooks.worker
+    from tests.pipeline import FIXTURES
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane
+
+    fixture = json.loads((FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text())
+    session = {**fixture["body"]["data"]["object"], "id": "cs_bg_1", "payment_intent": "pi_bg_1"}
+    event = {**fixture["body"], "id": "evt_bg_1", "data": {"object": session}}
+    backfilled = StripeReceiver([]).parse(json.dumps(event).encode(), {})
+    store_delivery(engine, replace(backfilled, lane=Lane.BACKFILL))
+    in_hand, finish = threading.Event(), threading.Event()
+    real = webhooks.worker.process_batch
+
+    def slow_background(*args: Any, **kwargs: Any) -> int:
+        if Lane.LIVE not in kwargs["lanes"]:
+            in_hand.set()  # a slow slice: its rows claimed, its state step running
+            assert finish.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks.worker, "process_batch", slow_background)
+    runner = worker(engine, cio)
+    background = threading.Thread(target=runner.map_background_step)
+    background.start()
+    try:
+        assert in_hand.wait(10)
+        ingest(engine, "shopify", "order_create")  # a live webhook arrives meanwhile
+        live = threading.Thread(target=runner.map_step)
+        live.start()
+        live.join(timeout=2)
+        on_postgres = engine.dialect.name == "postgresql"
+        # What the user sees: the live order_completed is queued before the slice ends
+        # on PostgreSQL; on SQLite only after it.
+        assert live.is_alive() is not on_postgres
+        assert {r.lane for r in outbox_rows(engine)} == ({Lane.LIVE} if on_postgres else set())
+    finally:
+        finish.set()
+        background.join(timeout=10)
+        live.join(timeout=10)
+    assert sorted(r.lane for r in inbox_rows(engine) if r.state == "done") == [
+        Lane.LIVE,
+        Lane.BACKFILL,
+    ]
 
 
 def test_the_background_sender_thread_runs_at_the_lowest_cpu_priority() -> None:

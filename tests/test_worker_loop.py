@@ -137,8 +137,8 @@ def test_an_error_is_logged_by_class_and_paused_on_interruptibly(tmp_path: Path)
         engine.dispose()
     errors = events(logs, "worker_error")
     # The class only: a database error's message can quote the statement's parameters.
-    # Each stage's thread says which it was (stage 2 sends in a thread of its own).
-    assert {e["stage"] for e in errors} <= {"map", "send"}
+    # Each thread says which it was (background mapping and both senders have their own).
+    assert {e["stage"] for e in errors} <= {"map", "map_background", "send"}
     expected = {"event": "worker_error", "log_level": "error", "error": "OperationalError"}
     assert all({k: v for k, v in e.items() if k != "stage"} == expected for e in errors)
     assert all("unable to open" not in json.dumps(entry, default=str) for entry in logs)

@@ -51,8 +51,12 @@ def begin_state(conn: Connection) -> int | None:
     other worker committed state since (optimistic, and free with one worker).
     """
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{STATE_WAIT_SECONDS}s'")
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{STATE_WAIT_SECONDS}s'")
+        # set_config(..., true) is SET LOCAL; both in one round trip.
+        wait = f"{STATE_WAIT_SECONDS}s"
+        conn.exec_driver_sql(
+            f"SELECT set_config('lock_timeout', '{wait}', true), "
+            f"set_config('statement_timeout', '{wait}', true)"
+        )
         return None
     return conn.execute(sa.select(state_epoch.c.epoch).where(state_epoch.c.id == 1)).scalar()
 
