@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from tests.conftest import make_settings
-from tests.pipeline import ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from tests.pipeline import FIXTURES, ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
 from webhooks.storage.schema import outbox
 from webhooks.worker import BACKGROUND_MAP_BATCH, MAP_BATCH, Worker
 
@@ -334,6 +334,45 @@ def test_a_live_webhook_is_mapped_while_a_background_slice_is_in_hand(
         Lane.LIVE,
         Lane.BACKFILL,
     ]
+
+
+def test_background_sends_on_sqlite_write_only_in_the_mappers_turn(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    """On SQLite the background sender's writes wait for the mappers' turn (a thread
+    lock, handed over at once) instead of meeting the live mapper at SQLite's write
+    lock, where the busy handler sleeps; live sends never wait for it. PostgreSQL has
+    no such turn."""
+    import threading
+    from dataclasses import replace
+
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane
+
+    fixture = json.loads((FIXTURES / "stripe" / "checkout_session_completed_paid.json").read_text())
+    session = {**fixture["body"]["data"]["object"], "id": "cs_tn_1", "payment_intent": "pi_tn_1"}
+    event = {**fixture["body"], "id": "evt_tn_1", "data": {"object": session}}
+    store_delivery(
+        engine,
+        replace(StripeReceiver([]).parse(json.dumps(event).encode(), {}), lane=Lane.BACKFILL),
+    )
+    ingest(engine, "shopify", "order_create")
+    runner = worker(engine, cio)
+    runner.map_step()
+    runner.map_background_step()
+    on_sqlite = engine.dialect.name == "sqlite"
+    with runner._map_turn():  # a mapper's transaction in hand
+        sender = threading.Thread(target=runner.send_background_step)
+        sender.start()
+        sender.join(timeout=1)
+        assert sender.is_alive() is on_sqlite  # waits for the turn on SQLite only
+        assert runner.send_live_step() is False  # live sends go ahead meanwhile
+        assert {r.lane for r in outbox_rows(engine) if r.state == "delivered"} == (
+            {Lane.LIVE} if on_sqlite else {Lane.LIVE, Lane.BACKFILL}
+        )
+    sender.join(timeout=10)
+    assert {r.state for r in outbox_rows(engine)} == {"delivered"}
 
 
 def test_the_background_sender_thread_runs_at_the_lowest_cpu_priority() -> None:

@@ -197,9 +197,12 @@ class Worker:
         """One slice of the background lanes (their own thread in `run`, so a live
         webhook never waits for a slice in hand), unless background sends are behind;
         True while a backlog lasts."""
-        if self._background_behind or self._live_gathering.is_set():
-            # The background sender catches up first (it clears the flag); a live
-            # webhook that woke the live mapper goes first (it clears the other).
+        gathering = self._sqlite_turn is not None and self._live_gathering.is_set()
+        if self._background_behind or gathering:
+            # The background sender catches up first (it clears the flag). On SQLite a
+            # live webhook that woke the live mapper goes first (it clears the other):
+            # a slice started now would take the turn it waits for. On PostgreSQL the
+            # two run together; holding back there starved the backfill (4 rows/s).
             self.stopping.wait(BEHIND_WAIT)
             return True
         started = time.monotonic()
@@ -291,6 +294,9 @@ class Worker:
             stop=self.stopping,
             limit=limit,
             lanes=lanes,
+            # SQLite: background writes take the mappers' turn, so live mapping waits
+            # for them on a thread lock, not in SQLite's busy handler's sleeps.
+            turn=self._map_turn if lanes == BACKGROUND else contextlib.nullcontext,
         )
         with self._send_lock:
             return self._after_send(outcome)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from webhooks.core.metrics import DEAD, DELIVERED, SEND_FAILED
 from webhooks.core.operations import OperationKind
@@ -25,6 +27,10 @@ from webhooks.storage.schema import Lane, OutboxState, outbox
 log = structlog.get_logger("webhooks.deliver")
 LEASE_SAFETY = 0.5  # send only within the first half of a claim's lease
 BATCH_OVERHEAD = 20  # bytes of '{"batch":[...]}' around the items
+
+# Held around each write transaction of a pass (webhooks.worker: SQLite's in-process
+# turn, so its threads hand the write lock over instead of meeting in the busy handler).
+Turn = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass
@@ -46,6 +52,7 @@ def deliver_batch(
     lease: timedelta = DEFAULT_LEASE,
     stop: threading.Event | None = None,
     lanes: Sequence[int] | None = None,
+    turn: Turn = contextlib.nullcontext,
 ) -> Outcome:
     """Send up to `limit` due operations (live lane first, then by event time; only
     those of `lanes` when given)."""
@@ -65,6 +72,7 @@ def deliver_batch(
             for lane in (Lane if lanes is None else lanes)
         ],
         order_by=[outbox.c.occurred_at, outbox.c.id],
+        turn=turn,
     )
     outcome = Outcome(claimed=len(rows))
     if not rows:
@@ -73,7 +81,7 @@ def deliver_batch(
     background = lanes is not None and Lane.LIVE not in lanes
     if cio is None:
         # Dry run: everything but the send, recorded for inspection.
-        _finish(engine, owner, rows, {}, OutboxState.DRY_RUN)
+        _finish(engine, turn, owner, rows, {}, OutboxState.DRY_RUN)
         _count_finished(rows, {}, OutboxState.DRY_RUN)
         for row in rows:
             log.info("dry_run_operation", **summary(row))
@@ -84,7 +92,7 @@ def deliver_batch(
         if (stop is not None and stop.is_set()) or utcnow() > deadline:
             # Shutting down, or the lease is running out: hand the rest back now rather
             # than send it after another worker may have claimed it.
-            with engine.begin() as conn:
+            with _writing(engine, turn) as conn:
                 release(conn, outbox, [r.id for g in groups[index:] for r in g], owner)
             return outcome
         try:
@@ -94,22 +102,22 @@ def deliver_batch(
             SEND_FAILED.labels(_failure(exc)).inc()
             if isinstance(exc, CredentialsRefused):
                 # Credentials or region are wrong: give everything back untouched.
-                with engine.begin() as conn:
+                with _writing(engine, turn) as conn:
                     release(conn, outbox, [r.id for r in group] + rest, owner)
                 outcome.auth_failed = True
                 return outcome
-            retry_at = _failed(engine, owner, group, exc, max_age)
+            retry_at = _failed(engine, turn, owner, group, exc, max_age)
             if isinstance(exc, TransientError):
                 # The rest would most likely fail the same way: hand them back untried,
                 # due when the failed group is, so a person's operations keep their
                 # order, and let the worker pause instead of failing once per group.
-                with engine.begin() as conn:
+                with _writing(engine, turn) as conn:
                     release(conn, outbox, rest, owner, next_attempt_at=retry_at)
                 outcome.transient_failed = True
                 outcome.retry_after = exc.retry_after
                 return outcome
             continue
-        _finish(engine, owner, group, errors, OutboxState.DELIVERED)
+        _finish(engine, turn, owner, group, errors, OutboxState.DELIVERED)
         _count_finished(group, errors, OutboxState.DELIVERED)
     return outcome
 
@@ -159,14 +167,25 @@ def _send(cio: CustomerIO, group: list[sa.Row[Any]], background: bool) -> dict[i
     return cio.send_batch([row.payload for row in group], background).item_errors
 
 
+@contextmanager
+def _writing(engine: Engine, turn: Turn) -> Iterator[Connection]:
+    with turn(), engine.begin() as conn:
+        yield conn
+
+
 def _finish(
-    engine: Engine, owner: str, group: list[sa.Row[Any]], errors: dict[int, str], state: str
+    engine: Engine,
+    turn: Turn,
+    owner: str,
+    group: list[sa.Row[Any]],
+    errors: dict[int, str],
+    state: str,
 ) -> None:
     now = utcnow()
     # An index outside the group (a confused answer) refuses nothing of ours.
     errors = {i: m for i, m in errors.items() if 0 <= i < len(group)}
     ok = [row.id for i, row in enumerate(group) if i not in errors]
-    with engine.begin() as conn:
+    with _writing(engine, turn) as conn:
         release(
             conn,
             outbox,
@@ -196,14 +215,19 @@ def _finish(
 
 
 def _failed(
-    engine: Engine, owner: str, group: list[sa.Row[Any]], exc: DeliveryError, max_age: timedelta
+    engine: Engine,
+    turn: Turn,
+    owner: str,
+    group: list[sa.Row[Any]],
+    exc: DeliveryError,
+    max_age: timedelta,
 ) -> datetime:
     """Record a failed send; returns when the group is due again."""
     now = utcnow()
     # One wait for the whole group, so a person's identify and event stay in order.
     wait = timedelta(seconds=backoff(max(r.attempts for r in group) + 1, exc.retry_after))
     error = (f"{exc}: {exc.body}" if exc.body else str(exc))[:4000]
-    with engine.begin() as conn:
+    with _writing(engine, turn) as conn:
         retryable = isinstance(exc, TransientError)
         if not retryable and len(group) > 1:
             # The whole batch was refused (400/413): send each alone next time, so one

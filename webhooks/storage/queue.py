@@ -8,7 +8,9 @@ SQLite has one writer at a time anyway.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -34,8 +36,10 @@ def claim(
     lease: timedelta,
     queues: Sequence[Sequence[sa.ColumnElement[bool]]],
     order_by: Sequence[sa.ColumnElement[Any]],
+    turn: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> list[sa.Row[Any]]:
-    """Lease up to `limit` rows (not leased by a live worker) from `queues` in turn.
+    """Lease up to `limit` rows (not leased by a live worker) from `queues` in turn,
+    holding `turn` around the write (the worker's SQLite turn: webhooks.worker).
 
     Each queue is a filter read in `order_by` order, such as one lane's pending rows.
     Its terms should be equalities on the leading columns of an index whose next
@@ -56,7 +60,7 @@ def claim(
     rows: list[sa.Row[Any]] = []
     if not waiting:
         return rows
-    with engine.begin() as conn:
+    with turn(), engine.begin() as conn:
         for candidates in waiting:
             if len(rows) >= limit:
                 break
