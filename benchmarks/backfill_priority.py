@@ -146,6 +146,16 @@ def backfill_queued(url: str) -> int:
         engine.dispose()
 
 
+def wal_mb(url: str) -> float | None:
+    """The SQLite write-ahead log's size in MB (None on PostgreSQL): a WAL that readers
+    keep from being reset grows, and every commit that checkpoints it pays for that."""
+    database = sa.engine.make_url(url).database
+    if not url.startswith("sqlite") or not database:
+        return None
+    wal_file = Path(database + "-wal")
+    return wal_file.stat().st_size / 1e6 if wal_file.exists() else 0.0
+
+
 def mapped_times(url: str) -> dict[str, float]:
     """When stage 1 queued each live delivery's order_completed (Unix seconds), by
     delivery id: splits receipt -> accepted into mapping and sending."""
@@ -199,12 +209,14 @@ def benchmark(args: argparse.Namespace) -> None:
         warm_up(sender, fake, args.rate)
         rounds: dict[str, list[Round]] = {"idle": [], "backfill": []}
         drained = []
+        wal: list[float | None] = []
         print(f"\n{'pair':<6}{'round':<10}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
         for pair in range(1, args.pairs + 1):
             idle, _ = live_round(sender, fake, url, args)
             move(url, (PARKED,), Lane.BACKFILL)
             at_start = backfill_queued(url)
             busy, queued = live_round(sender, fake, url, args)
+            wal.append(wal_mb(url))
             move(url, BACKGROUND, PARKED)
             time.sleep(SETTLE)
             drained.append((at_start, queued))
@@ -226,6 +238,7 @@ def benchmark(args: argparse.Namespace) -> None:
             print(
                 f"  busy round {number}: backfill rows queued {at_start} at its start, {queued} "
                 f"at its end ({(at_start - queued) / args.duration:.0f} rows/s drained meanwhile)"
+                + (f"; SQLite WAL {wal[number - 1]:.1f} MB" if wal[number - 1] is not None else "")
             )
         print("\n  where the time goes, all rounds (p50 / p99 ms):")
         for name, results in rounds.items():
