@@ -284,15 +284,14 @@ def test_while_live_webhooks_flow_background_work_comes_in_smaller_slices(
 def test_a_live_webhook_is_mapped_while_a_background_slice_is_in_hand(
     engine: Engine, cio: ScriptedCustomerIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Background lanes are mapped in a thread of their own. On PostgreSQL the live
-    mapper goes ahead while a background slice is in hand (person locks keep the two
-    apart only if they map the same person); on SQLite the two take turns, so the live
-    one waits for the slice instead of computing it again after a conflict."""
+    """Background lanes are mapped in a thread of their own: the live mapper goes ahead
+    while a background slice is being mapped (on PostgreSQL person locks keep the two
+    apart only if they map the same person). On SQLite a background slice takes the
+    mappers' turn only to write, so a live webhook waits for a commit, never a slice."""
     import threading
     from dataclasses import replace
 
     import webhooks.worker
-    from tests.pipeline import FIXTURES
     from webhooks.providers.stripe.signature import StripeReceiver
     from webhooks.storage.inbox import store_delivery
     from webhooks.storage.schema import Lane
@@ -307,7 +306,7 @@ def test_a_live_webhook_is_mapped_while_a_background_slice_is_in_hand(
 
     def slow_background(*args: Any, **kwargs: Any) -> int:
         if Lane.LIVE not in kwargs["lanes"]:
-            in_hand.set()  # a slow slice: its rows claimed, its state step running
+            in_hand.set()  # a slow slice, still mapping
             assert finish.wait(10)
         return real(*args, **kwargs)
 
@@ -318,19 +317,22 @@ def test_a_live_webhook_is_mapped_while_a_background_slice_is_in_hand(
     try:
         assert in_hand.wait(10)
         ingest(engine, "shopify", "order_create")  # a live webhook arrives meanwhile
-        live = threading.Thread(target=runner.map_step)
-        live.start()
-        live.join(timeout=2)
-        on_postgres = engine.dialect.name == "postgresql"
-        # What the user sees: the live order_completed is queued before the slice ends
-        # on PostgreSQL; on SQLite only after it.
-        assert live.is_alive() is not on_postgres
-        assert {r.lane for r in outbox_rows(engine)} == ({Lane.LIVE} if on_postgres else set())
+        assert runner.map_step() is False  # mapped at once: its operations are queued
+        assert {r.lane for r in outbox_rows(engine)} == {Lane.LIVE}
+        ingest(engine, "shopify", "order_create_jpy")
+        with runner._map_turn():  # as a background slice's write transaction does
+            live = threading.Thread(target=runner.map_step)
+            live.start()
+            live.join(timeout=1)
+            on_sqlite = engine.dialect.name == "sqlite"
+            assert live.is_alive() is on_sqlite  # waits for the commit on SQLite only
     finally:
         finish.set()
         background.join(timeout=10)
-        live.join(timeout=10)
+    live.join(timeout=10)
+    assert not live.is_alive()
     assert sorted(r.lane for r in inbox_rows(engine) if r.state == "done") == [
+        Lane.LIVE,
         Lane.LIVE,
         Lane.BACKFILL,
     ]

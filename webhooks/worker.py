@@ -26,7 +26,7 @@ from webhooks.stage2.deliver import Outcome, deliver_batch
 from webhooks.storage import heartbeat, wake
 from webhooks.storage import inbox as inbox_store
 from webhooks.storage import outbox as outbox_store
-from webhooks.storage.queue import utcnow
+from webhooks.storage.queue import Turn, utcnow
 from webhooks.storage.schema import Lane
 
 log = structlog.get_logger("webhooks.worker")
@@ -201,26 +201,29 @@ class Worker:
         if self._background_behind or gathering:
             # The background sender catches up first (it clears the flag). On SQLite a
             # live webhook that woke the live mapper goes first (it clears the other):
-            # a slice started now would take the turn it waits for. On PostgreSQL the
-            # two run together; holding back there starved the backfill (4 rows/s).
+            # a slice started now would take the CPU from it, and the turn to write.
+            # On PostgreSQL, holding back too starved the backfill (4 rows/s).
             self.stopping.wait(BEHIND_WAIT)
             return True
         started = time.monotonic()
         # While live webhooks flow, slices are smaller: on SQLite a live arrival waits
         # for the slice in hand, so its length is what a live webhook may lose.
         limit = BACKGROUND_MAP_SLICE if self._live_recent() else BACKGROUND_MAP_BATCH
-        with self._map_turn():
-            background = self._map(limit, BACKGROUND)
+        # Its writes only take the turn: it maps and computes while the live mapper
+        # works, and if that one saved person state meanwhile it computes again.
+        background = self._map(limit, BACKGROUND, turn=self._map_turn)
         if background:
             self._mapped_background.set()
             self._yield_to_live(started)
         return background >= limit
 
     def _map_turn(self) -> contextlib.AbstractContextManager[object]:
-        """On SQLite the two mapping threads take turns: each one's state step checks
-        that no other committed state meanwhile (webhooks.stage1.state.store), so
-        overlapping them would only make the live one compute again. PostgreSQL's
-        person locks let them run together unless they map the same person."""
+        """SQLite's turn in this process: the live mapper holds it for a whole batch,
+        background threads for each write. A state step checks that no other committed
+        state since it read (webhooks.stage1.state.store), so the live one, holding the
+        turn throughout, never computes again because of a background write, and a
+        live row waits at most for one background commit, not a slice. PostgreSQL's
+        person locks let the mappers run together unless they map the same person."""
         return self._sqlite_turn if self._sqlite_turn is not None else contextlib.nullcontext()
 
     def _live_recent(self) -> bool:
@@ -258,7 +261,7 @@ class Worker:
             self.stopping.wait(min(time.monotonic() - started, BACKGROUND_PAUSE_MAX))
         return self._background_behind
 
-    def _map(self, limit: int, lanes: tuple[int, ...]) -> int:
+    def _map(self, limit: int, lanes: tuple[int, ...], turn: Turn = contextlib.nullcontext) -> int:
         return process_batch(
             self.engine,
             self.owner,
@@ -269,6 +272,7 @@ class Worker:
             state=self._stage1.state,
             enrichers=self._stage1.enrichers,
             lanes=lanes,
+            turn=turn,
         )
 
     def _may_send(self) -> bool:

@@ -8,6 +8,7 @@ unique op_key makes a repeat add nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,7 +42,7 @@ from webhooks.storage.outbox import (
     summary,
     write_operations,
 )
-from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
+from webhooks.storage.queue import DEFAULT_LEASE, Turn, claim, release, utcnow
 from webhooks.storage.schema import MAX_OP_KEY, InboxState, Lane, OutboxState, inbox
 
 log = structlog.get_logger("webhooks.process")
@@ -67,9 +68,11 @@ def process_batch(
     state: StateConfig | None = None,
     enrichers: Mapping[str, Enricher] | None = None,
     lanes: Sequence[int] | None = None,
+    turn: Turn = contextlib.nullcontext,
 ) -> int:
     """Map up to `limit` pending inbox rows (live lane first; only `lanes` when given)
-    in one transaction.
+    in one transaction, holding `turn` only while it writes (not while it maps and
+    computes person state).
 
     `configs` holds each provider's mapper config by name, `enrichers` the lookups of
     the providers that have them (webhooks.stage1.setup builds both from settings).
@@ -89,6 +92,7 @@ def process_batch(
             for state in (InboxState.PENDING, InboxState.FAILED)
         ],
         order_by=[inbox.c.id],
+        turn=turn,
     )
     if not rows:
         return 0
@@ -105,7 +109,7 @@ def process_batch(
             mapped.append((row, map_row(row, configs, enriched.enrichment.get(row.id))))
         except MappingError as exc:
             failed.append((row, exc.reason))
-    writer = _Writer(engine, owner, dry_run, state or StateConfig())
+    writer = _Writer(engine, owner, dry_run, state or StateConfig(), turn)
     try:
         writer.store(mapped, failed)
     except LeaseLost:
@@ -116,7 +120,7 @@ def process_batch(
         # Other workers kept saving state while this one computed: nothing was
         # written; the rows go back to the queue at once (not when the lease ends).
         log.warning("state_contended", rows=len(rows))
-        with engine.begin() as conn:
+        with turn(), engine.begin() as conn:
             release(conn, inbox, [row.id for row, _ in (*mapped, *failed)], owner)
     except SQLAlchemyError:
         # One row the database refuses must not hold up the others: store them one by
@@ -152,6 +156,7 @@ class _Writer:
     owner: str
     dry_run: bool
     state: StateConfig
+    turn: Turn = contextlib.nullcontext
 
     def store(self, mapped: Mapped, failed: Failed) -> None:
         """State, outbox rows and inbox states of a whole batch: all of it or none of it."""
@@ -179,7 +184,9 @@ class _Writer:
 
     def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> list[dict[str, Any]]:
         """Write the batch; the operations it created (not facts queued before it)."""
-        with self.engine.begin() as conn:
+        # The turn is taken for the writes only and given back after the commit: the
+        # outer stack closes after the transaction's own block.
+        with contextlib.ExitStack() as held, self.engine.begin() as conn:
             seen = begin_state(conn)
             locks = StateLocks(conn)
             locks.begin(exclusive=any(_erases(actions) for _, actions in mapped))
@@ -204,6 +211,7 @@ class _Writer:
                     if item["occurred_at"] < first["occurred_at"]:
                         by_key[item["op_key"]] = retime(first, item)
             # Everything above only read; from here the batch writes, briefly.
+            held.enter_context(self.turn())
             begin_writes(conn, seen)
             written = write_operations(conn, list(by_key.values()))
             if len(written) < len(by_key):
@@ -257,7 +265,7 @@ class _Writer:
             except SQLAlchemyError as exc:
                 attempts = row.attempts + 1
                 outcome = InboxState.DEAD if attempts >= MAX_STORE_ATTEMPTS else InboxState.FAILED
-                with self.engine.begin() as conn:
+                with self.turn(), self.engine.begin() as conn:
                     release(
                         conn,
                         inbox,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,16 +21,12 @@ from webhooks.core.retry import DEFAULT_MAX_AGE, backoff
 from webhooks.errors import CredentialsRefused, TransientError
 from webhooks.stage2.customerio import MAX_BATCH_BYTES, CustomerIO, DeliveryError
 from webhooks.storage.outbox import summary
-from webhooks.storage.queue import DEFAULT_LEASE, claim, release, utcnow
+from webhooks.storage.queue import DEFAULT_LEASE, Turn, claim, release, utcnow
 from webhooks.storage.schema import Lane, OutboxState, outbox
 
 log = structlog.get_logger("webhooks.deliver")
 LEASE_SAFETY = 0.5  # send only within the first half of a claim's lease
 BATCH_OVERHEAD = 20  # bytes of '{"batch":[...]}' around the items
-
-# Held around each write transaction of a pass (webhooks.worker: SQLite's in-process
-# turn, so its threads hand the write lock over instead of meeting in the busy handler).
-Turn = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass

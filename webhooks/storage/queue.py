@@ -22,6 +22,11 @@ from webhooks.storage.dialect import one_of
 # How long a claim lasts unless the caller says otherwise (WORKER_LEASE_SECONDS).
 DEFAULT_LEASE = timedelta(seconds=60)
 
+# Held around a write transaction: the worker's SQLite turn (webhooks.worker), so its
+# threads hand SQLite's write lock over on a thread lock instead of meeting in the busy
+# handler, which sleeps 1, 2, 5, 10 ms ... between tries. A no-op by default.
+Turn = Callable[[], AbstractContextManager[object]]
+
 
 def utcnow() -> datetime:
     """Now, aware, in UTC."""
@@ -36,10 +41,10 @@ def claim(
     lease: timedelta,
     queues: Sequence[Sequence[sa.ColumnElement[bool]]],
     order_by: Sequence[sa.ColumnElement[Any]],
-    turn: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    turn: Turn = contextlib.nullcontext,
 ) -> list[sa.Row[Any]]:
     """Lease up to `limit` rows (not leased by a live worker) from `queues` in turn,
-    holding `turn` around the write (the worker's SQLite turn: webhooks.worker).
+    holding `turn` around the write.
 
     Each queue is a filter read in `order_by` order, such as one lane's pending rows.
     Its terms should be equalities on the leading columns of an index whose next
