@@ -415,6 +415,8 @@ class Worker:
         a backlog drains at the slower stage's rate and a live webhook never waits for
         a backfill's slice or request."""
         self._listener = wake.listener(self.engine)
+        if self._listener is not None:
+            self._listener.listen()
         threads = [
             threading.Thread(
                 target=self._step_loop,

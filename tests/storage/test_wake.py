@@ -1,9 +1,10 @@
-"""SQLite wake-ups: a datagram reaches an idle worker however deep its database lies."""
+"""Wake-ups: a datagram (SQLite) or a NOTIFY (PostgreSQL) reaches an idle worker."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.wake import MAX_SOCKET_PATH, SocketListener, Waker, socket_dir
+from webhooks.storage.wake import listener as listener_for
 
 
 @pytest.fixture
@@ -40,3 +42,20 @@ def test_a_stored_delivery_wakes_the_listening_worker(short_dir: Path, depth: in
         listener.close()
         engine.dispose()
     assert list(directory.glob("*.sock")) == []  # a closed worker is no longer listed
+
+
+def test_a_wake_up_sent_before_the_first_wait_is_not_lost(database_url: str) -> None:
+    """The worker listens before its first look at the inbox: a delivery stored between
+    that look and its first wait still wakes it, instead of waiting for the poll."""
+    engine = create_db_engine(database_url)
+    listener = listener_for(engine)
+    assert listener is not None
+    try:
+        listener.listen()
+        Waker(engine).wake()  # stored after the first (empty) look, before the wait
+        started = time.monotonic()
+        assert listener.wait(5) is True
+        assert time.monotonic() - started < 1
+    finally:
+        listener.close()
+        engine.dispose()

@@ -49,6 +49,11 @@ def socket_dir(engine: Engine) -> Path | None:
 class Listener(Protocol):
     """What the worker waits on between passes."""
 
+    def listen(self) -> None:
+        """Start listening now, before the first look at the inbox: a wake-up sent
+        between that look and the first wait would otherwise be lost."""
+        ...
+
     def wait(self, timeout: float) -> bool:
         """Block until woken (True) or `timeout` seconds passed (False)."""
         ...
@@ -100,6 +105,9 @@ class SocketListener:
                 raise
             self.path.touch()  # listed only once it can be woken
 
+    def listen(self) -> None:
+        """Bound since construction: nothing to do."""
+
     def wait(self, timeout: float) -> bool:
         """Block until a datagram arrives or `timeout` passes; drain what queued up."""
         self._sock.settimeout(timeout)
@@ -147,6 +155,15 @@ class NotifyListener:
         name = channel(str(schema))
         listening.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(name)))
         return listening
+
+    def listen(self) -> None:
+        """Connect and LISTEN now; if the database is away, wait() tries again."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+        except Exception as exc:
+            log.warning("wake_listener_failed", error=type(exc).__name__)
+            self.close()
 
     def wait(self, timeout: float) -> bool:
         """Block until a NOTIFY arrives or `timeout` passes; reconnect after a failure."""
