@@ -338,13 +338,13 @@ def test_a_live_webhook_is_mapped_while_a_background_slice_is_in_hand(
     ]
 
 
-def test_background_sends_on_sqlite_write_only_in_the_mappers_turn(
+def test_background_writes_on_sqlite_wait_for_the_mappers_turn(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
-    """On SQLite the background sender's writes wait for the mappers' turn (a thread
-    lock, handed over at once) instead of meeting the live mapper at SQLite's write
-    lock, where the busy handler sleeps; live sends never wait for it. PostgreSQL has
-    no such turn."""
+    """On SQLite the background mapper's and sender's writes wait for the mappers' turn
+    (a thread lock, handed over at once) instead of meeting the live mapper at SQLite's
+    write lock, where the busy handler sleeps; live sends never wait for it. PostgreSQL
+    has no such turn."""
     import threading
     from dataclasses import replace
 
@@ -362,8 +362,14 @@ def test_background_sends_on_sqlite_write_only_in_the_mappers_turn(
     ingest(engine, "shopify", "order_create")
     runner = worker(engine, cio)
     runner.map_step()
-    runner.map_background_step()
     on_sqlite = engine.dialect.name == "sqlite"
+    with runner._map_turn():  # the live mapper's batch in hand
+        mapper = threading.Thread(target=runner.map_background_step)
+        mapper.start()
+        mapper.join(timeout=1)
+        assert mapper.is_alive() is on_sqlite  # the slice's write waits for the turn
+    mapper.join(timeout=10)
+    assert {r.lane for r in outbox_rows(engine)} == {Lane.LIVE, Lane.BACKFILL}
     with runner._map_turn():  # a mapper's transaction in hand
         sender = threading.Thread(target=runner.send_background_step)
         sender.start()

@@ -40,13 +40,13 @@ AUTH_PAUSE_MAX = 300.0
 MAP_BATCH = 100
 SEND_BATCH = 1000
 SEND_AFTER = 500
-# Background lanes (replay, backfill, history) get their own steps and their own
-# sender: a live webhook arriving while a backfill drains waits at most for one
-# background slice being mapped, is mapped on its own, never in a transaction of
-# backfill rows, and sent by the live sender, never behind a backfill request. While
-# live webhooks flow (mapped in the last LIVE_RECENT seconds), slices shrink (5 rows,
-# 50 operations; else 20 and 200) and background steps take at most half the time (a
-# pause as long as each step; a stored delivery ends the mapper's at once).
+# Background lanes (replay, backfill, history) get their own mapper and sender threads:
+# a live webhook arriving while a backfill drains is mapped on its own, never in a
+# transaction of backfill rows, without waiting for a background slice (on SQLite at
+# most for one background commit: see _map_turn), and sent by the live sender, never
+# behind a backfill request. While live webhooks flow (mapped in the last LIVE_RECENT
+# seconds), slices shrink (5 rows, 50 operations; else 20 and 200) and background
+# steps take at most half the time (a pause as long as each step).
 LIVE = (Lane.LIVE,)
 BACKGROUND = (Lane.REPLAY, Lane.BACKFILL, Lane.HISTORY)
 BACKGROUND_MAP_BATCH = 20
@@ -206,8 +206,8 @@ class Worker:
             self.stopping.wait(BEHIND_WAIT)
             return True
         started = time.monotonic()
-        # While live webhooks flow, slices are smaller: on SQLite a live arrival waits
-        # for the slice in hand, so its length is what a live webhook may lose.
+        # While live webhooks flow, slices are smaller: each takes CPU (and, on SQLite,
+        # a write turn) from the live mapper.
         limit = BACKGROUND_MAP_SLICE if self._live_recent() else BACKGROUND_MAP_BATCH
         # Its writes only take the turn: it maps and computes while the live mapper
         # works, and if that one saved person state meanwhile it computes again.
@@ -487,7 +487,7 @@ class Worker:
         if self._listener is None:
             self.stopping.wait(poll)
         elif self._listener.wait(poll):
-            # Meanwhile no background slice starts: it would hold the live rows up.
+            # Meanwhile no background slice starts (SQLite): see map_background_step.
             self._live_gathering.set()
             self.stopping.wait(GATHER_SECONDS)
 

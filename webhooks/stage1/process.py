@@ -42,7 +42,7 @@ from webhooks.storage.outbox import (
     summary,
     write_operations,
 )
-from webhooks.storage.queue import DEFAULT_LEASE, Turn, claim, release, utcnow
+from webhooks.storage.queue import DEFAULT_LEASE, Turn, claim, release, utcnow, writing
 from webhooks.storage.schema import MAX_OP_KEY, InboxState, Lane, OutboxState, inbox
 
 log = structlog.get_logger("webhooks.process")
@@ -120,7 +120,7 @@ def process_batch(
         # Other workers kept saving state while this one computed: nothing was
         # written; the rows go back to the queue at once (not when the lease ends).
         log.warning("state_contended", rows=len(rows))
-        with turn(), engine.begin() as conn:
+        with writing(engine, turn) as conn:
             release(conn, inbox, [row.id for row, _ in (*mapped, *failed)], owner)
     except SQLAlchemyError:
         # One row the database refuses must not hold up the others: store them one by
@@ -265,7 +265,7 @@ class _Writer:
             except SQLAlchemyError as exc:
                 attempts = row.attempts + 1
                 outcome = InboxState.DEAD if attempts >= MAX_STORE_ATTEMPTS else InboxState.FAILED
-                with self.turn(), self.engine.begin() as conn:
+                with writing(self.engine, self.turn) as conn:
                     release(
                         conn,
                         inbox,

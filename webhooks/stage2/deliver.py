@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from webhooks.core.metrics import DEAD, DELIVERED, SEND_FAILED
 from webhooks.core.operations import OperationKind
@@ -21,7 +20,7 @@ from webhooks.core.retry import DEFAULT_MAX_AGE, backoff
 from webhooks.errors import CredentialsRefused, TransientError
 from webhooks.stage2.customerio import MAX_BATCH_BYTES, CustomerIO, DeliveryError
 from webhooks.storage.outbox import summary
-from webhooks.storage.queue import DEFAULT_LEASE, Turn, claim, release, utcnow
+from webhooks.storage.queue import DEFAULT_LEASE, Turn, claim, release, utcnow, writing
 from webhooks.storage.schema import Lane, OutboxState, outbox
 
 log = structlog.get_logger("webhooks.deliver")
@@ -88,7 +87,7 @@ def deliver_batch(
         if (stop is not None and stop.is_set()) or utcnow() > deadline:
             # Shutting down, or the lease is running out: hand the rest back now rather
             # than send it after another worker may have claimed it.
-            with _writing(engine, turn) as conn:
+            with writing(engine, turn) as conn:
                 release(conn, outbox, [r.id for g in groups[index:] for r in g], owner)
             return outcome
         try:
@@ -98,7 +97,7 @@ def deliver_batch(
             SEND_FAILED.labels(_failure(exc)).inc()
             if isinstance(exc, CredentialsRefused):
                 # Credentials or region are wrong: give everything back untouched.
-                with _writing(engine, turn) as conn:
+                with writing(engine, turn) as conn:
                     release(conn, outbox, [r.id for r in group] + rest, owner)
                 outcome.auth_failed = True
                 return outcome
@@ -107,7 +106,7 @@ def deliver_batch(
                 # The rest would most likely fail the same way: hand them back untried,
                 # due when the failed group is, so a person's operations keep their
                 # order, and let the worker pause instead of failing once per group.
-                with _writing(engine, turn) as conn:
+                with writing(engine, turn) as conn:
                     release(conn, outbox, rest, owner, next_attempt_at=retry_at)
                 outcome.transient_failed = True
                 outcome.retry_after = exc.retry_after
@@ -163,12 +162,6 @@ def _send(cio: CustomerIO, group: list[sa.Row[Any]], background: bool) -> dict[i
     return cio.send_batch([row.payload for row in group], background).item_errors
 
 
-@contextmanager
-def _writing(engine: Engine, turn: Turn) -> Iterator[Connection]:
-    with turn(), engine.begin() as conn:
-        yield conn
-
-
 def _finish(
     engine: Engine,
     turn: Turn,
@@ -181,7 +174,7 @@ def _finish(
     # An index outside the group (a confused answer) refuses nothing of ours.
     errors = {i: m for i, m in errors.items() if 0 <= i < len(group)}
     ok = [row.id for i, row in enumerate(group) if i not in errors]
-    with _writing(engine, turn) as conn:
+    with writing(engine, turn) as conn:
         release(
             conn,
             outbox,
@@ -223,7 +216,7 @@ def _failed(
     # One wait for the whole group, so a person's identify and event stay in order.
     wait = timedelta(seconds=backoff(max(r.attempts for r in group) + 1, exc.retry_after))
     error = (f"{exc}: {exc.body}" if exc.body else str(exc))[:4000]
-    with _writing(engine, turn) as conn:
+    with writing(engine, turn) as conn:
         retryable = isinstance(exc, TransientError)
         if not retryable and len(group) > 1:
             # The whole batch was refused (400/413): send each alone next time, so one

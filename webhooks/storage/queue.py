@@ -9,8 +9,8 @@ SQLite has one writer at a time anyway.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -26,6 +26,13 @@ DEFAULT_LEASE = timedelta(seconds=60)
 # threads hand SQLite's write lock over on a thread lock instead of meeting in the busy
 # handler, which sleeps 1, 2, 5, 10 ms ... between tries. A no-op by default.
 Turn = Callable[[], AbstractContextManager[object]]
+
+
+@contextmanager
+def writing(engine: Engine, turn: Turn = contextlib.nullcontext) -> Iterator[Connection]:
+    """A write transaction in `turn`: taken before it begins, given back after it ends."""
+    with turn(), engine.begin() as conn:
+        yield conn
 
 
 def utcnow() -> datetime:
@@ -65,7 +72,7 @@ def claim(
     rows: list[sa.Row[Any]] = []
     if not waiting:
         return rows
-    with turn(), engine.begin() as conn:
+    with writing(engine, turn) as conn:
         for candidates in waiting:
             if len(rows) >= limit:
                 break
