@@ -11,10 +11,11 @@ process_batch, `--limit` rows a transaction, in a fresh process: rows per second
 wall time and milliseconds of CPU per row.
 
 The baseline (default: HEAD, so that uncommitted changes are measured against it; name
-any commit) is checked out into a temporary git worktree and run with the same script; rounds alternate between
-the two trees, so a noisy machine slows both alike. The medians and their ratio are
-printed. SQLite (default): one inbox is filled per tree, and each round maps a copy of
-it. PostgreSQL: each round fills a fresh schema (dropped after).
+any commit) is checked out into a temporary git worktree and run with the same script;
+rounds alternate between the two trees, so a noisy machine slows both alike. The
+medians and their ratio are printed. SQLite (default): one inbox is filled per tree,
+and each round maps a copy of it. PostgreSQL: each round fills a fresh schema (dropped
+after).
 
 The issue's target: stage 1 alone maps >= 3,000 rows/s on SQLite. Exits 0 when it
 measured, whatever the numbers.
@@ -153,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     baseline = _git("rev-parse", "--short", args.baseline)
     current = _git("rev-parse", "--short", "HEAD")
-    dirty = " + uncommitted changes" if _git("status", "--porcelain", "--", "webhooks", "mappers") else ""
+    dirty = (
+        " + uncommitted changes"
+        if _git("status", "--porcelain", "--", "webhooks", "mappers")
+        else ""
+    )
     backend = "PostgreSQL" if args.database_url else "SQLite (temporary file)"
     print(
         f"Stage 1 alone: {args.events} Stripe deliveries, {args.limit} rows a transaction, "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhooks.core.fit import NAME_CHARS, fit_items, size
+from webhooks.core.fit import NAME_CHARS, fit_items
+from webhooks.core.jsontext import size
 
 
 def order(

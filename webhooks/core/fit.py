@@ -14,17 +14,11 @@ the order really has.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 NAME_CHARS = 60
-
-
-def size(value: Any) -> int:
-    """Bytes of `value` as compact JSON, as it is sent."""
-    return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
 
 def fit_items(data: dict[str, Any], fits: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from enum import StrEnum
 from typing import Any
 
 from mappers.actions import Track
-from webhooks.core.fit import fit_items, size
+from webhooks.core.fit import fit_items
 from webhooks.core.identity import MAX_ID_BYTES, Identity
+from webhooks.core.jsontext import size
 
 # Customer.io Track API limits (customerio.md §3), enforced before sending; the one on
 # ids, MAX_ID_BYTES, lives with the identities that keep within it.

@@ -9,12 +9,12 @@ Customer.io operation with its attempts and outcome.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from webhooks.core import jsontext
 from webhooks.core.operations import OperationKind
 from webhooks.errors import WebhooksError
 from webhooks.ops.rows import delivery_ref
@@ -103,7 +103,7 @@ def _start(
             sa.and_(outbox.c.kind == OperationKind.MERGE, _contains(outbox.c.op_key, ref)),
             sa.and_(
                 outbox.c.kind == OperationKind.IDENTIFY,
-                _contains(sa.cast(outbox.c.payload, sa.Text), json.dumps(ref)),
+                _contains(sa.cast(outbox.c.payload, sa.Text), jsontext.dumps(ref)),
             ),
         )
         for row in _operations(conn, folded):

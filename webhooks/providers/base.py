@@ -8,7 +8,6 @@ registry; none names a provider. See docs/adding-a-provider.md.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from mappers.base import Handler, StoredDelivery
 from mappers.taxonomy import EventName
 from mappers.taxonomy_doc import EventDoc
+from webhooks.core import jsontext
 from webhooks.errors import ConfigError, PayloadError
 from webhooks.providers.samples import Sample
 from webhooks.storage.inbox import Delivery
@@ -238,7 +238,7 @@ MAX_JSON_DEPTH = 64
 def load_json_object(body: bytes) -> dict[str, Any]:
     """Parse a body that must be a JSON object; anything else is a PayloadError."""
     try:
-        payload = json.loads(body)
+        payload = jsontext.loads(body)
     except RecursionError:
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError):

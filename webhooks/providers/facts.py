@@ -7,13 +7,13 @@ delivery here gives exactly the keys stage 1 would queue.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from mappers.actions import Track
 from mappers.base import StoredDelivery
 from mappers.errors import MappingError
+from webhooks.core import jsontext
 from webhooks.core.hashing import bounded
 from webhooks.providers.base import ProviderSettings, ProviderSpec
 from webhooks.storage.inbox import Delivery
@@ -36,7 +36,7 @@ def fact_keys(
                 provider=delivery.provider,
                 account=delivery.account,
                 event_type=delivery.event_type,
-                payload=json.loads(delivery.body),
+                payload=jsontext.loads(delivery.body),
                 occurred_at=delivery.occurred_at,
                 headers=dict(delivery.headers or {}),
                 api_version=delivery.api_version,

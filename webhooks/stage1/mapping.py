@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 from mappers.actions import Action
 from mappers.base import StoredDelivery
 from mappers.errors import MappingError
+from webhooks.core import jsontext
 from webhooks.core.metrics import UNMAPPED
 from webhooks.errors import UnknownProvider
 from webhooks.providers import registry
@@ -27,7 +27,7 @@ def stored_delivery(row: Any, enrichment: Mapping[str, Any] | None = None) -> St
     worker fetched for it; without it, what the row had stored.
     """
     try:
-        payload = json.loads(row.body)
+        payload = jsontext.loads(row.body)
     except ValueError:
         raise MappingError("stored body is not JSON") from None
     if not isinstance(payload, dict):

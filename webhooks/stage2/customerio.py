@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from webhooks.core import jsontext
 from webhooks.core.metrics import CUSTOMERIO_RESPONSES, CUSTOMERIO_SECONDS
 from webhooks.core.ratelimit import TokenBucket
 from webhooks.core.retry import AUTH_STATUSES, is_retryable, parse_retry_after
@@ -108,7 +108,7 @@ class CustomerIO:
         self, method: str, path: str, body: Any = None, background: bool = False
     ) -> httpx.Response:
         self._limiter.acquire(spare=1.0 if background else 0.0)
-        content = None if body is None else json.dumps(body, separators=(",", ":"))
+        content = None if body is None else jsontext.dump_bytes(body)
         headers = {"Content-Type": "application/json"} if content is not None else {}
         started = time.perf_counter()
         try:

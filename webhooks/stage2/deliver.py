@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
+from webhooks.core import jsontext
 from webhooks.core.metrics import DEAD, DELIVERED, SEND_FAILED
 from webhooks.core.operations import OperationKind
 from webhooks.core.retry import DEFAULT_MAX_AGE, backoff
@@ -144,7 +144,7 @@ def _groups(rows: list[sa.Row[Any]]) -> list[list[sa.Row[Any]]]:
                 batch, size = [], BATCH_OVERHEAD
             groups.append([row])
             continue
-        item = len(json.dumps(row.payload, separators=(",", ":")).encode())
+        item = jsontext.size(row.payload)
         if batch and size + item + 1 > MAX_BATCH_BYTES:
             groups.append(batch)
             batch, size = [], BATCH_OVERHEAD

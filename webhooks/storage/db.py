@@ -9,6 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from webhooks.core import jsontext
+
 
 def create_db_engine(
     url: str,
@@ -29,7 +31,13 @@ def create_db_engine(
     PostgreSQL pool of this process (SQLite's connections are files: not pooled alike).
     """
     parsed = make_url(url)
-    engine_options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    # JSON columns (payloads, facts) written and read with orjson: webhooks.core.jsontext.
+    engine_options: dict[str, Any] = {
+        "json_serializer": jsontext.dumps,
+        "json_deserializer": jsontext.loads,
+    }
+    if autocommit:
+        engine_options["isolation_level"] = "AUTOCOMMIT"
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, timeout, engine_options, busy=0.001 if poll_busy else timeout)
     millis = int(timeout * 1000)
