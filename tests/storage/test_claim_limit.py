@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from tests.mappers.golden import configs
 from webhooks.stage1.process import process_batch
-from webhooks.storage import migrate
+from webhooks.storage import migrate, queue
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import Delivery, store_delivery
 from webhooks.storage.queue import claim
@@ -37,22 +38,23 @@ def engine(database_url: str) -> Iterator[Engine]:
     eng = create_db_engine(database_url, timeout=5)
     migrate.upgrade(eng)
     for n in range(PENDING):
-        store_delivery(
-            eng,
-            Delivery(
-                provider="stripe",
-                account="platform",
-                event_type="customer.created",
-                delivery_id=f"evt_{n}",
-                event_id=f"evt_{n}",
-                api_version="2025-03-31.basil",
-                occurred_at=datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
-                headers={},
-                body=b'{"id": "evt_%d", "data": {"object": {"id": "cus_%d"}}}' % (n, n),
-            ),
-        )
+        store_delivery(eng, _delivery(n))
     yield eng
     eng.dispose()
+
+
+def _delivery(n: int) -> Delivery:
+    return Delivery(
+        provider="stripe",
+        account="platform",
+        event_type="customer.created",
+        delivery_id=f"evt_{n}",
+        event_id=f"evt_{n}",
+        api_version="2025-03-31.basil",
+        occurred_at=datetime(2026, 11, 28, 10, 0, tzinfo=UTC),
+        headers={},
+        body=b'{"id": "evt_%d", "data": {"object": {"id": "cus_%d"}}}' % (n, n),
+    )
 
 
 def leased(engine: Engine) -> int:
@@ -83,3 +85,43 @@ def test_stage_one_maps_no_more_than_its_batch(engine: Engine) -> None:
     with engine.connect() as conn:
         states = list(conn.execute(sa.select(inbox.c.state).order_by(inbox.c.id)).scalars())
     assert states.count(InboxState.PENDING) == PENDING - 1
+
+
+def test_on_sqlite_only_the_claims_commit_skips_the_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease lost to a power cut only returns rows to the queue: its commit need not
+    wait for the disk. Every other write keeps synchronous=FULL, the claim's connection
+    included once it is back in the pool, also after a claim that failed."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'claims.db'}")
+    migrate.upgrade(engine)
+    for n in range(3):
+        store_delivery(engine, _delivery(n))
+    during: list[int] = []
+
+    def record(conn: sa.Connection, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("UPDATE inbox"):
+            setting = conn.connection.driver_connection.execute("PRAGMA synchronous")
+            during.append(setting.fetchone()[0])
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    queues = [[inbox.c.state == InboxState.PENDING]]
+    rows = claim(engine, inbox, "w", 2, timedelta(seconds=60), queues, [inbox.c.id])
+    assert len(rows) == 2
+    assert during == [1]  # NORMAL while the claim commits
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the database refused the lease")
+
+    monkeypatch.setattr(queue, "_lease", broken)
+    with pytest.raises(RuntimeError):
+        claim(engine, inbox, "w", 2, timedelta(seconds=60), queues, [inbox.c.id])
+    with engine.connect() as conn:  # SQLite's pool hands back the same connection
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).where(inbox.c.lease_owner.is_not(None))
+            ).scalar()
+            == 2
+        )
+    engine.dispose()

@@ -35,6 +35,29 @@ def writing(engine: Engine, turn: Turn = contextlib.nullcontext) -> Iterator[Con
         yield conn
 
 
+@contextmanager
+def _leasing(engine: Engine, turn: Turn) -> Iterator[Connection]:
+    """`writing`, except that on SQLite the commit does not wait for the disk.
+
+    A claim only sets leases: one lost to a power cut puts its rows back in the queue,
+    which a lease's expiry does anyway. With synchronous=NORMAL in WAL mode the commit
+    skips its fsync (about 5 ms here), during which ingest waits for the write lock;
+    the next durable commit writes it out with its own. Every other write stays FULL.
+    """
+    with turn(), engine.connect() as conn:
+        raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+        if raw is None:
+            with conn.begin():
+                yield conn
+            return
+        raw.execute("PRAGMA synchronous=NORMAL")  # outside any transaction: allowed
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            raw.execute("PRAGMA synchronous=FULL")
+
+
 def utcnow() -> datetime:
     """Now, aware, in UTC."""
     return datetime.now(UTC)
@@ -72,7 +95,7 @@ def claim(
     rows: list[sa.Row[Any]] = []
     if not waiting:
         return rows
-    with writing(engine, turn) as conn:
+    with _leasing(engine, turn) as conn:
         for candidates in waiting:
             if len(rows) >= limit:
                 break
