@@ -50,7 +50,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
                 return None
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+            return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
 
         return process
 
@@ -202,7 +203,9 @@ outbox = sa.Table(
 sa.Index("ix_outbox_due", outbox.c.state, outbox.c.lane, outbox.c.occurred_at, outbox.c.id)
 # A merge repoints, and a redaction purges, one person's queued operations.
 sa.Index("ix_outbox_person", outbox.c.person_id)
-sa.Index("ix_outbox_subject", outbox.c.subject)
+# Cart events of a checkout, still queued (webhooks.stage1.state.queued): both terms, or
+# SQLite reads every pending operation through ix_outbox_due instead.
+sa.Index("ix_outbox_subject_state", outbox.c.subject, outbox.c.state)
 
 # -- identity and person state (written by the worker's stage 1 only) ----------------
 
