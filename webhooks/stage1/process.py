@@ -9,6 +9,7 @@ unique op_key makes a repeat add nothing.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -176,11 +177,14 @@ class _Writer:
 
     def _store_once(self, mapped: Mapped, failed: Failed) -> None:
         now = utcnow()
+        counts: Counter[tuple[str, str]] = Counter()
         for item in self._write(mapped, failed, now):
-            MAPPED.labels(item["kind"], item["payload"].get("name") or "").inc()
+            counts[item["kind"], item["payload"].get("name") or ""] += 1
             if item["state"] == OutboxState.DRY_RUN:
                 # What would have been sent, visibly: one line each, no attributes.
                 log.info("dry_run_operation", **summary(SimpleNamespace(**item)))
+        for (kind, name), count in counts.items():  # a label lookup per kind, not per row
+            MAPPED.labels(kind, name).inc(count)
 
     def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> list[dict[str, Any]]:
         """Write the batch; the operations it created (not facts queued before it)."""
