@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from tests.conftest import TEST_DATABASE_URL
 from webhooks.errors import StorageUnavailable
+from webhooks.storage import inbox as inbox_module
 from webhooks.storage import migrate, writer
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.inbox import Delivery, store_deliveries, store_delivery
@@ -298,3 +300,55 @@ def test_a_connection_lost_mid_statement_is_retried_but_a_server_timeout_is_not(
     assert _connection_lost(sa.exc.OperationalError("INSERT", {}, timeout)) is False
     refused = sa.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("dup"))
     assert _connection_lost(refused) is False
+
+
+def test_requests_waiting_for_the_writer_turn_share_one_commit(
+    polling_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit on SQLite: while the turn is held (the worker committing), the
+    requests that arrive are stored together once it is free, each told its own answer;
+    a copy of one delivery among them counts as its duplicate."""
+    transactions: list[int] = []
+    real_insert_all = inbox_module._insert_all
+
+    def counting(
+        conn: sa.Connection, statement: sa.Insert, rows: list[dict[str, object]]
+    ) -> list[bool]:
+        transactions.append(len(rows))
+        return real_insert_all(conn, statement, rows)
+
+    monkeypatch.setattr(inbox_module, "_insert_all", counting)
+    database = str(polling_engine.url.database)
+    answers: dict[int, bool] = {}
+    names = [f"evt_group_{n}" for n in range(12)] + ["evt_group_0"]  # the last: a copy
+
+    def store(index: int) -> None:
+        answers[index] = store_delivery(polling_engine, delivery(names[index]))
+
+    held, free = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer.turn(database, 5):
+            held.set()
+            free.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    threads = [threading.Thread(target=store, args=(i,)) for i in range(len(names))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(inbox_module._group(polling_engine)._queue) < len(names):
+        assert time.monotonic() < deadline, "the requests never queued"
+        time.sleep(0.001)
+    free.set()
+    for thread in [holder, *threads]:
+        thread.join(5)
+    assert transactions == [len(names)]  # one transaction, one disk flush
+    assert [answers[i] for i in range(len(names))] == [True] * 12 + [False]
+    with polling_engine.connect() as conn:
+        stored = conn.execute(sa.select(inbox.c.delivery_id, inbox.c.duplicates)).all()
+    assert sorted(stored) == sorted(
+        [(name, 1 if name == "evt_group_0" else 0) for name in names[:12]]
+    )

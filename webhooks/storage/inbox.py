@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from webhooks.errors import StorageUnavailable
 from webhooks.storage import writer
 from webhooks.storage.bulk import CHUNK, update_in_chunks
 from webhooks.storage.dialect import insert
+from webhooks.storage.group import GroupCommit
 from webhooks.storage.schema import InboxState, Lane, inbox, inbox_waits
 
 _DEDUP_COLUMNS = ["provider", "account", "event_type", "delivery_id"]
@@ -157,8 +160,11 @@ def _connection_lost(exc: DBAPIError) -> bool:
 
 
 def _store_sqlite(engine: Engine, statement: sa.Insert, rows: list[dict[str, Any]]) -> list[bool]:
-    """The insert on SQLite: one writer turn per host, busy retries in fine steps.
+    """The insert on SQLite: one writer turn per host, a commit per group of requests,
+    busy retries in fine steps.
 
+    The requests of this process that wait for the turn are stored in one transaction
+    by whichever gets it first (webhooks.storage.group): one disk flush for all of them.
     While the worker commits, the database is busy. SQLite's own busy handler sleeps
     1, 2, 5 ... up to 100 ms between tries, so a 30 ms commit could cost a waiting
     request 50 ms; on an engine made with `poll_busy` SQLite gives up after 1 ms and
@@ -167,20 +173,43 @@ def _store_sqlite(engine: Engine, statement: sa.Insert, rows: list[dict[str, Any
     transaction is rolled back whole, so trying again is safe.
     """
     timeout = _pool_timeout(engine)
-    deadline = time.monotonic() + timeout
+    database = engine.url.database or ":memory:"
+
+    def turn(unneeded: Callable[[], bool]) -> AbstractContextManager[bool]:
+        return writer.turn(database, timeout, unneeded)
+
+    def insert(batch: list[dict[str, Any]]) -> list[bool]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with _begin(engine, len(batch) > 1) as conn:
+                    return _insert_all(conn, statement, batch)
+            except sa.exc.OperationalError as exc:
+                busy = getattr(exc.orig, "sqlite_errorname", "") in _BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(BUSY_POLL)
+
+    size = sum(len(row["body"]) for row in rows)
     try:
-        with writer.turn(engine.url.database or ":memory:", timeout):
-            while True:
-                try:
-                    with _begin(engine, len(rows) > 1) as conn:
-                        return _insert_all(conn, statement, rows)
-                except sa.exc.OperationalError as exc:
-                    busy = getattr(exc.orig, "sqlite_errorname", "") in _BUSY
-                    if not busy or time.monotonic() >= deadline:
-                        raise
-                time.sleep(BUSY_POLL)
+        return _group(engine).store(rows, size, turn, insert, timeout)
     except (SQLAlchemyError, TimeoutError) as exc:
         raise StorageUnavailable(_reason(exc)) from exc
+
+
+_groups: weakref.WeakKeyDictionary[Engine, GroupCommit[dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+_groups_lock = threading.Lock()
+
+
+def _group(engine: Engine) -> GroupCommit[dict[str, Any]]:
+    """The group commit of this engine (one per web process and database)."""
+    with _groups_lock:
+        group = _groups.get(engine)
+        if group is None:
+            group = _groups[engine] = GroupCommit()
+        return group
 
 
 def _pool_timeout(engine: Engine) -> float:

@@ -18,7 +18,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 POLL = 0.0005  # seconds between tries of a file lock another process holds
@@ -28,15 +28,25 @@ _files: dict[tuple[int, str], int] = {}  # (pid, lock path) -> descriptor of thi
 
 
 @contextmanager
-def turn(database: str, timeout: float) -> Iterator[None]:
+def turn(
+    database: str, timeout: float, unneeded: Callable[[], bool] = lambda: False
+) -> Iterator[bool]:
     """Hold the writer turn of `database` (a file path); TimeoutError when it is not free
-    within `timeout`."""
+    within `timeout`.
+
+    Yields True while holding it. When `unneeded()` says, once this process's threads
+    let this one through, that there is nothing left to write (webhooks.storage.group:
+    another thread stored its rows), yields False without waiting for other processes.
+    """
     deadline = time.monotonic() + timeout
     if not _threads.acquire(timeout=timeout):
         raise TimeoutError("no SQLite writer turn within the database timeout")
     try:
+        if unneeded():
+            yield False
+            return
         if database in ("", ":memory:"):  # one process's own database: threads only
-            yield
+            yield True
             return
         fd = _descriptor(database + "-writer.lock")
         while True:
@@ -50,7 +60,7 @@ def turn(database: str, timeout: float) -> Iterator[None]:
                     ) from None
                 time.sleep(POLL)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -1,0 +1,154 @@
+"""Group commit: concurrent inserts of one process share a transaction (storage/group.py).
+
+The turn here is the real writer turn of an in-memory database (this process's threads
+only); the inserts are functions that record what they were given, so the tests say
+exactly which rows went into which transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pytest
+
+from webhooks.storage import writer
+from webhooks.storage.group import GroupCommit
+
+
+def turn(unneeded: Callable[[], bool]) -> AbstractContextManager[bool]:
+    return writer.turn(":memory:", 5, unneeded)
+
+
+class Recorder:
+    """An insert that answers each row with its own name, and can be held or refused."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.release.set()
+        self.refuse = refuse
+
+    def __call__(self, rows: list[str]) -> list[Any]:
+        self.batches.append(list(rows))
+        self.entered.set()
+        self.release.wait(5)
+        if self.refuse in rows:
+            raise ValueError(f"refused {self.refuse}")
+        return [f"stored {row}" for row in rows]
+
+
+class Callers:
+    """Each entry stored from a thread of its own; answers (or errors) by first row."""
+
+    def __init__(self, group: GroupCommit[str], insert: Recorder, entries: list[list[str]]):
+        self.answers: dict[str, Any] = {}
+        self.threads = [
+            threading.Thread(target=self._store, args=(group, insert, rows)) for rows in entries
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _store(self, group: GroupCommit[str], insert: Recorder, rows: list[str]) -> None:
+        try:
+            self.answers[rows[0]] = group.store(rows, 1, turn, insert, 5)
+        except Exception as exc:
+            self.answers[rows[0]] = exc
+
+    def join(self) -> dict[str, Any]:
+        for thread in self.threads:
+            thread.join(5)
+        return self.answers
+
+
+def queued(group: GroupCommit[str], count: int) -> None:
+    """Wait until `count` entries wait for the turn (the leader holds it)."""
+    deadline = time.monotonic() + 5
+    while len(group._queue) < count:
+        assert time.monotonic() < deadline, "the threads never queued"
+        time.sleep(0.001)
+
+
+def test_inserts_waiting_for_the_turn_are_stored_in_one_transaction() -> None:
+    group: GroupCommit[str] = GroupCommit()
+    insert = Recorder()
+    insert.release.clear()  # the first insert holds the turn until released
+    first = Callers(group, insert, [["a"]])
+    assert insert.entered.wait(5)
+    rest = Callers(group, insert, [["b"], ["c", "d"], ["e"]])  # an app batch: c and d
+    queued(group, 3)
+    insert.release.set()
+    answers = first.join() | rest.join()
+    # The leader that found b, c+d and e queued stored them together, each got its own.
+    assert insert.batches[0] == ["a"]
+    assert sorted(insert.batches[1]) == ["b", "c", "d", "e"]
+    assert len(insert.batches) == 2
+    assert answers == {
+        "a": ["stored a"],
+        "b": ["stored b"],
+        "c": ["stored c", "stored d"],
+        "e": ["stored e"],
+    }
+
+
+def test_a_group_the_database_refuses_is_stored_entry_by_entry() -> None:
+    group: GroupCommit[str] = GroupCommit()
+    insert = Recorder(refuse="bad")
+    insert.release.clear()
+    first = Callers(group, insert, [["a"]])
+    assert insert.entered.wait(5)
+    rest = Callers(group, insert, [["b"], ["bad", "c"], ["d"]])
+    queued(group, 3)
+    insert.release.set()
+    answers = first.join() | rest.join()
+    # The refused entry (both its rows: a batch is all or nothing) fails alone.
+    assert answers["b"] == ["stored b"]
+    assert answers["d"] == ["stored d"]
+    assert isinstance(answers["bad"], ValueError)
+    assert sorted(map(sorted, insert.batches[2:])) == [["b"], ["bad", "c"], ["d"]]
+
+
+def test_groups_are_bounded_and_a_leader_stays_until_its_own_rows_are_stored() -> None:
+    group: GroupCommit[str] = GroupCommit(max_rows=2)
+    insert = Recorder()
+    insert.release.clear()
+    first = Callers(group, insert, [["a"]])
+    assert insert.entered.wait(5)
+    rest = Callers(group, insert, [[name] for name in "bcdef"])
+    queued(group, 5)
+    insert.release.set()
+    answers = first.join() | rest.join()
+    assert all(len(batch) <= 2 for batch in insert.batches)
+    assert sorted(row for batch in insert.batches for row in batch) == list("abcdef")
+    assert answers == {name: [f"stored {name}"] for name in "abcdef"}
+
+
+def test_rows_not_taken_when_the_turn_times_out_are_never_stored() -> None:
+    group: GroupCommit[str] = GroupCommit()
+    insert = Recorder()
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer.turn(":memory:", 5):
+            holding.set()
+            done.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+
+    def short(unneeded: Callable[[], bool]) -> AbstractContextManager[bool]:
+        return writer.turn(":memory:", 0.1, unneeded)
+
+    try:
+        with pytest.raises(TimeoutError):
+            group.store(["late"], 1, short, insert, 0.1)
+    finally:
+        done.set()
+        holder.join()
+    # Answered as not stored (a 503 the provider retries), so it must not be stored later.
+    assert group.store(["next"], 1, turn, insert, 5) == ["stored next"]
+    assert insert.batches == [["next"]]

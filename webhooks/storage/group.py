@@ -1,0 +1,113 @@
+"""Group commit: the inserts that wait for SQLite's writer turn in one process share a
+transaction.
+
+SQLite commits one writer at a time, and each commit with synchronous=FULL waits for
+the disk. One commit per webhook made ingest as fast as the disk's flushes, less
+whatever the worker's transactions took of the turn. Instead, whichever request thread
+gets the writer turn (the leader) takes every insert queued in its process so far and
+commits them together, up to a bound; the others find theirs done when their turn comes
+and give it back at once, without touching the database. Every request is still
+answered only after the commit that holds its row, so store-then-ack is unchanged. A
+group the database refuses is stored again entry by entry, so one request's failure is
+never another's. PostgreSQL commits concurrent transactions together by itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+Row = TypeVar("Row")
+MAX_ROWS = 100  # rows in one group's transaction: a few ms of inserts, then the commit
+MAX_BYTES = 4 << 20  # bodies in one group (a webhook may be up to MAX_BODY_BYTES)
+
+# The writer turn: given "is my insert done already?", yields whether it holds the turn
+# (False: done by another leader, the database was not touched).
+Turn = Callable[[Callable[[], bool]], AbstractContextManager[bool]]
+
+
+@dataclass(eq=False)
+class _Entry(Generic[Row]):
+    """One caller's rows (stored together), and what became of them."""
+
+    rows: Sequence[Row]
+    size: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[Any] | None = None
+    error: BaseException | None = None
+
+
+class GroupCommit(Generic[Row]):
+    """The queue of one process's inserts into one database (see the module doc)."""
+
+    def __init__(self, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[_Entry[Row]] = []
+        self.max_rows, self.max_bytes = max_rows, max_bytes
+
+    def store(
+        self,
+        rows: Sequence[Row],
+        size: int,
+        turn: Turn,
+        insert: Callable[[list[Row]], list[Any]],
+        timeout: float,
+    ) -> list[Any]:
+        """`insert`'s answers for `rows`, stored in one transaction with whatever else
+        waits; `size` counts toward MAX_BYTES. Raises what storing them raised, and
+        TimeoutError when no turn came in time (then they were not stored)."""
+        entry: _Entry[Row] = _Entry(rows, size)
+        with self._lock:
+            self._queue.append(entry)
+        try:
+            with turn(entry.done.is_set) as leading:
+                while leading and not entry.done.is_set():
+                    self._lead(insert)
+        except TimeoutError:
+            with self._lock:
+                if entry in self._queue:  # nobody took it: not stored, say so
+                    self._queue.remove(entry)
+                    raise
+            # A leader is storing it right now: its answer is the truth.
+            if not entry.done.wait(timeout):
+                raise
+        if entry.error is not None:
+            raise entry.error
+        assert entry.result is not None
+        return entry.result
+
+    def _lead(self, insert: Callable[[list[Row]], list[Any]]) -> None:
+        """Store the queue's first entries (at least one) in one transaction."""
+        taken: list[_Entry[Row]] = []
+        rows = size = 0
+        with self._lock:
+            for entry in self._queue:
+                over = rows + len(entry.rows) > self.max_rows or size + entry.size > self.max_bytes
+                if taken and over:
+                    break
+                taken.append(entry)
+                rows, size = rows + len(entry.rows), size + entry.size
+            del self._queue[: len(taken)]
+        try:
+            answers = insert([row for entry in taken for row in entry.rows])
+            start = 0
+            for entry in taken:
+                entry.result = answers[start : start + len(entry.rows)]
+                start += len(entry.rows)
+        except Exception as exc:
+            if len(taken) == 1:
+                taken[0].error = exc
+            else:
+                for entry in taken:  # one entry's refusal must not be the others'
+                    try:
+                        entry.result = insert(list(entry.rows))
+                    except Exception as own:
+                        entry.error = own
+        finally:
+            for entry in taken:
+                if entry.result is None and entry.error is None:
+                    entry.error = TimeoutError("the group's leader stopped before storing it")
+                entry.done.set()
