@@ -352,3 +352,52 @@ def test_requests_waiting_for_the_writer_turn_share_one_commit(
     assert sorted(stored) == sorted(
         [(name, 1 if name == "evt_group_0" else 0) for name in names[:12]]
     )
+
+
+def test_a_group_the_database_keeps_busy_fails_within_the_requests_timeout(
+    polling_engine: Engine, sqlite_url: str
+) -> None:
+    """A group refused for a busy database is not tried again request by request for
+    a further timeout each: every request is answered 503 within its own timeout."""
+    engine = create_db_engine(str(polling_engine.url), timeout=1, autocommit=True, poll_busy=True)
+    locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another writer that does not let go in time
+    answers: dict[int, object] = {}
+
+    def store(index: int) -> None:
+        try:
+            answers[index] = store_delivery(engine, delivery(f"evt_busy_group_{index}"))
+        except StorageUnavailable as exc:
+            answers[index] = exc
+
+    held, free = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer.turn(str(polling_engine.url.database), 5):
+            held.set()
+            free.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    threads = [threading.Thread(target=store, args=(i,)) for i in range(6)]
+    started = time.monotonic()
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while len(inbox_module._group(engine)._queue) < len(threads):
+            assert time.monotonic() < deadline, "the requests never queued"
+            time.sleep(0.001)
+        free.set()
+        for thread in [holder, *threads]:
+            thread.join(15)
+        elapsed = time.monotonic() - started
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+        engine.dispose()
+    assert all(isinstance(answers[i], StorageUnavailable) for i in range(6))
+    # One timeout (1 s) and a little; storing them one by one with a fresh timeout each
+    # took about seven.
+    assert elapsed < 3.0

@@ -173,13 +173,15 @@ def _store_sqlite(engine: Engine, statement: sa.Insert, rows: list[dict[str, Any
     transaction is rolled back whole, so trying again is safe.
     """
     timeout = _pool_timeout(engine)
+    # One deadline for all this request's work, as a leader's too: a group the database
+    # keeps busy is not tried again entry by entry for a further timeout each.
+    deadline = time.monotonic() + timeout
     database = engine.url.database or ":memory:"
 
     def turn(unneeded: Callable[[], bool]) -> AbstractContextManager[bool]:
         return writer.turn(database, timeout, unneeded)
 
     def insert(batch: list[dict[str, Any]]) -> list[bool]:
-        deadline = time.monotonic() + timeout
         while True:
             try:
                 with _begin(engine, len(batch) > 1) as conn:
