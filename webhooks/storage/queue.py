@@ -46,16 +46,14 @@ def _leasing(engine: Engine, turn: Turn) -> Iterator[Connection]:
     """
     with turn(), engine.connect() as conn:
         raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
-        if raw is None:
-            with conn.begin():
-                yield conn
-            return
-        raw.execute("PRAGMA synchronous=NORMAL")  # outside any transaction: allowed
+        if raw is not None:
+            raw.execute("PRAGMA synchronous=NORMAL")  # outside any transaction: allowed
         try:
             with conn.begin():
                 yield conn
         finally:
-            raw.execute("PRAGMA synchronous=FULL")
+            if raw is not None:
+                raw.execute("PRAGMA synchronous=FULL")
 
 
 def utcnow() -> datetime:
