@@ -18,8 +18,8 @@ def create_db_engine(
     *,
     autocommit: bool = False,
     poll_busy: bool = False,
-    pool_size: int = 5,
-    max_overflow: int = 10,
+    pool_size: int = 15,
+    max_overflow: int = 0,
 ) -> Engine:
     """An engine whose waits (connect, pool, locks) all end within about `timeout` seconds.
 
@@ -28,7 +28,9 @@ def create_db_engine(
     (BEGIN and COMMIT) per request. `poll_busy` (SQLite) makes a busy database fail
     at once instead of waiting in SQLite's busy handler, for a caller that retries in
     finer steps (webhooks.storage.inbox). `pool_size` and `max_overflow` size the
-    PostgreSQL pool of this process (SQLite's connections are files: not pooled alike).
+    PostgreSQL pool of this process (SQLite's connections are files: not pooled alike):
+    the pool opens a connection when no idle one is there and keeps it; an overflow
+    connection is closed when given back.
     """
     parsed = make_url(url)
     # JSON columns (payloads, facts) written and read with orjson: webhooks.core.jsontext.
