@@ -8,10 +8,10 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import registry
 from sqlalchemy.engine import Connection, Engine
 
 from webhooks.core.operations import OperationKind
+from webhooks.storage import arrays
 from webhooks.storage.bulk import update_in_chunks
 from webhooks.storage.dialect import insert
 from webhooks.storage.queue import utcnow
@@ -63,45 +63,20 @@ def write_operations(conn: Connection, values: list[dict[str, Any]]) -> set[str]
     """
     if not values:
         return set()
-    if conn.dialect.name == "postgresql":
-        return _write_arrays(conn, values)
+    if conn.dialect.name == "postgresql":  # one statement of arrays: webhooks.storage.arrays
+        written = arrays.upsert(
+            conn,
+            outbox,
+            values,
+            _REVIVED,
+            conflict=["op_key"],
+            also="attempts = 0, solo = false",
+            where=f"outbox.state = '{OutboxState.DEAD}'",
+            returning="op_key",
+        )
+        return {row[0] for row in written}
     statement = _upsert(conn.dialect.name).returning(outbox.c.op_key)
     return set(conn.scalars(statement, values))
-
-
-@cache
-def _array_upsert(names: tuple[str, ...]) -> str:
-    """_upsert on PostgreSQL as one statement with one parameter per column: an array.
-
-    SQLAlchemy sends a batch's rows as one INSERT with a placeholder per value (200
-    operations: 2,800), and psycopg parses a text that long again on every execution
-    (it caches short ones only): a ninth of stage 1's time. This text is the same for
-    any number of rows; each column's values go as one binary array (text arrays are
-    escaped element by element in Python), cast to the column's type.
-    """
-    dialect = registry.load("postgresql")()
-    columns = [outbox.c[name] for name in names]  # a name that is no column: KeyError
-    arrays = ", ".join(f"%({c.name})b::{c.type.compile(dialect=dialect)}[]" for c in columns)
-    revived = ", ".join(f"{name} = excluded.{name}" for name in _REVIVED if name in names)
-    # Only the table's own column names and a constant are formatted into the text.
-    return (
-        f"INSERT INTO outbox ({', '.join(names)}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        f"ON CONFLICT (op_key) DO UPDATE SET {revived}, attempts = 0, solo = false "
-        f"WHERE outbox.state = '{OutboxState.DEAD}' RETURNING op_key"
-    )
-
-
-def _write_arrays(conn: Connection, values: list[dict[str, Any]]) -> set[str]:
-    """write_operations on PostgreSQL. Every row names the same columns (as for any
-    executemany); each value goes through its column type's own bind processing (UTC
-    check, JSON text), as SQLAlchemy binds it."""
-    names = tuple(values[0])
-    columns: dict[str, list[Any]] = {}
-    for name in names:
-        process = outbox.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-        column = [value[name] for value in values]
-        columns[name] = column if process is None else [process(item) for item in column]
-    return {row[0] for row in conn.exec_driver_sql(_array_upsert(names), columns)}
 
 
 EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)

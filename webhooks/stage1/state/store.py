@@ -19,6 +19,7 @@ from webhooks.core.identity import CUSTOMER, Identity
 from webhooks.errors import TransientError
 from webhooks.stage1.state.guards import Checkout
 from webhooks.stage1.state.person import CANCELED, Fact, PersonRecord, Totals
+from webhooks.storage import arrays
 from webhooks.storage.dialect import insert, one_of
 from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import (
@@ -237,8 +238,16 @@ def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
 
 
 def _write(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_upsert(conn.dialect.name, table.name), list(rows))
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":  # one statement of arrays: webhooks.storage.arrays
+        keys = {column.name for column in table.primary_key.columns}
+        # The rank check of _upsert: a link is never taken over by a weaker id.
+        ranked = "identity_links.rank <= excluded.rank" if table is identity_links else ""
+        update = [column.name for column in table.columns if column.name not in keys]
+        arrays.upsert(conn, table, rows, update, where=ranked)
+        return
+    conn.execute(_upsert(conn.dialect.name, table.name), list(rows))
 
 
 def save(
