@@ -1,7 +1,7 @@
 """Delivery throughput: a backlog of Stripe events through the worker to a fake Customer.io.
 
     python benchmarks/delivery.py [--events 50000] [--latency-ms 50] [--max-rps 100]
-                                  [--database-url postgresql+psycopg://...]
+                                  [--database-url postgresql+psycopg://...] [--workers 1]
 
 The inbox is pre-filled with `--events` unique, signed and parsed Stripe deliveries
 (paid checkout sessions and invoice renewals from the golden fixtures), stored with
@@ -15,8 +15,9 @@ fresh PostgreSQL schema, dropped at the end):
 1. stage 1 alone: process_batch (the worker's own function) in this process, until the
    inbox is drained: inbox rows mapped per second;
 2. stage 2 alone: one real `webhooks worker` delivering the outbox stage 1 left;
-3. both stages, the issue's scenario: one real `webhooks worker` on the full inbox
-   backlog, until the fake has accepted every expected operation.
+3. both stages, the issue's scenario: one real `webhooks worker` (or `--workers` of
+   them) on the full inbox backlog, until the fake has accepted every expected
+   operation.
 
 Throughput is counted from the worker's first Customer.io request (its credentials
 check, right after start-up) to the last accepted operation; the wall figure from
@@ -78,11 +79,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="max seconds per run")
     parser.add_argument("--log-level", default="INFO", help="the worker's LOG_LEVEL")
     parser.add_argument("--database-url", help="PostgreSQL URL; default: temporary SQLite")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`webhooks worker` processes draining the both-stages backlog (several: "
+        "PostgreSQL, where stage 1 maps in parallel; each applies --max-rps on its own)",
+    )
     args = parser.parse_args(argv)
     if args.database_url and make_url(args.database_url).get_backend_name() != "postgresql":
         parser.error("--database-url must be a postgresql+psycopg:// URL")
     if args.events < 1:
         parser.error("--events must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     return args
 
 
@@ -189,9 +199,15 @@ def wait_delivered(
 
 
 def run_worker(
-    name: str, url: str, orders: set[str], fake: FakeCustomerIOClient, args: argparse.Namespace
+    name: str,
+    url: str,
+    orders: set[str],
+    fake: FakeCustomerIOClient,
+    args: argparse.Namespace,
+    count: int = 1,
 ) -> WorkerRun:
-    """One real `webhooks worker` until the fake accepted every operation of `orders`."""
+    """`count` real `webhooks worker` processes until the fake accepted every operation of
+    `orders` (the peak RSS is the first one's)."""
     fake.reset()
     fake.set_faults(latency_ms=args.latency_ms)
     env = service_env(
@@ -204,10 +220,13 @@ def run_worker(
     with ExitStack() as stack:
         stack.callback(engine.dispose)
         started = time.time()
-        server = start(stack, worker_server(env, args.workdir, name), args.workdir, ready=False)
-        assert server.proc is not None
+        servers = [
+            start(stack, worker_server(env, args.workdir, f"worker-{index}"), args.workdir, False)
+            for index in range(count)
+        ]
+        assert servers[0].proc is not None
         drained, rss = wait_delivered(
-            server.proc.pid, engine, fake, OPS_PER_EVENT * len(orders), args.timeout
+            servers[0].proc.pid, engine, fake, OPS_PER_EVENT * len(orders), args.timeout
         )
     records, requests = fake.operations(), fake.requests()
     last = max(record["received_at"] for record in records)
@@ -289,7 +308,8 @@ def backlog(args: argparse.Namespace, fake: FakeCustomerIOClient) -> WorkerRun:
             orders = prefill(engine, args.events, args.persons)
         finally:
             engine.dispose()
-        run = run_worker("both stages", url, orders, fake, args)
+        name = "both stages" if args.workers == 1 else f"both x{args.workers}"
+        run = run_worker(name, url, orders, fake, args, args.workers)
     print(f"  both stages: delivered in {run.active_s:.1f} s", flush=True)
     return run
 

@@ -61,9 +61,10 @@ from webhooks.storage.schema import inbox
 BENCH_DIR = Path(__file__).resolve().parent
 STRIPE_SECRET = "whsec_benchmark_only_not_a_real_secret"
 TARGET_NAMES = ("real", "bare", "minimal")
-# The issue's targets for the real service.
+# The targets for the real service: issue 15 asks ingest to keep 0.8 x its floor
+# (the minimal endpoint) while the worker maps the same stream.
 MIN_ACCEPTED_PER_S = 800.0
-MIN_RATIO_TO_MINIMAL = 0.7
+MIN_RATIO_TO_MINIMAL = 0.8
 MAX_P99_MS = 50.0
 
 
