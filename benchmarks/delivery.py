@@ -221,7 +221,7 @@ def run_worker(
         stack.callback(engine.dispose)
         started = time.time()
         servers = [
-            start(stack, worker_server(env, args.workdir, f"worker-{index}"), args.workdir, False)
+            start(stack, worker_server(env, args.workdir, f"{name}-{index}"), args.workdir, False)
             for index in range(count)
         ]
         assert servers[0].proc is not None

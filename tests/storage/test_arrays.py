@@ -1,5 +1,6 @@
 """PostgreSQL upserts of one array per column (webhooks.storage.arrays), on the real server:
-values bound as SQLAlchemy binds them, the caller's condition kept, repeated keys."""
+values bound as SQLAlchemy binds them, the caller's condition kept, repeated keys and
+over-long values refused; and stage 1's link condition on both backends."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from webhooks.core.identity import CUSTOMER, EMAIL, INTERNAL, Identity
+from webhooks.stage1.state import store
 from webhooks.storage import arrays, migrate
 from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import identity_links, person_state
@@ -48,10 +51,19 @@ def test_the_condition_keeps_a_link_from_a_weaker_id(pg: Engine) -> None:
     assert links(pg) == {"email:a@example.com": ("cus_1", 2), "customer:cus_2": ("u_2", 3)}
 
 
-def test_a_key_given_twice_is_written_once_as_its_last_row(pg: Engine) -> None:
-    # PostgreSQL would refuse the statement ("cannot affect row a second time").
-    write_links(pg, [link("k", "first", 1), link("other", "o", 1), link("k", "last", 2)])
-    assert links(pg) == {"k": ("last", 2), "other": ("o", 1)}
+def test_rows_repeating_a_key_are_refused_before_the_database(pg: Engine) -> None:
+    # One statement cannot update a row twice, and keeping either row would skip the
+    # rank check between them that row-by-row writes made.
+    with pytest.raises(ValueError, match="repeat a key"):
+        write_links(pg, [link("k", "first", 1), link("other", "o", 1), link("k", "last", 2)])
+    assert links(pg) == {}
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut(pg: Engine) -> None:
+    # An explicit cast to VARCHAR(512) would cut it; the column refuses it, as row by row.
+    with pytest.raises(sa.exc.DataError, match="too long"):
+        write_links(pg, [link("k" * 513, "cus_1", 2)])
+    assert links(pg) == {}
 
 
 def test_values_go_through_the_column_types(pg: Engine) -> None:
@@ -72,6 +84,24 @@ def test_values_go_through_the_column_types(pg: Engine) -> None:
     with pg.connect() as conn:
         stored = conn.execute(sa.select(person_state)).mappings().one()
     assert {name: stored[name] for name in row} == row
+    # Refused as SQLAlchemy refuses it (stage 1 then stores the batch's rows one by one).
     naive = {**row, "updated_at": NOW.replace(tzinfo=None)}
-    with pytest.raises(ValueError, match="naive datetime"), pg.begin() as conn:
+    with (
+        pytest.raises(sa.exc.StatementError, match="updated_at: naive datetime"),
+        pg.begin() as conn,
+    ):
         arrays.upsert(conn, person_state, [naive], ["updated_at"])
+
+
+def test_stage_1_never_hands_a_link_to_a_weaker_id(engine: Engine) -> None:
+    """store.save on both backends: the rank condition its upsert carries."""
+
+    def save(key: str, who: Identity) -> None:
+        with engine.begin() as conn:
+            store.save(conn, {key: who}, [], [], {}, [], {})
+
+    save("email:a@example.com", Identity("cus_1", CUSTOMER))
+    save("email:a@example.com", Identity("a@example.com", EMAIL))
+    assert links(engine)["email:a@example.com"] == ("cus_1", CUSTOMER)
+    save("email:a@example.com", Identity("user_1", INTERNAL))
+    assert links(engine)["email:a@example.com"] == ("user_1", INTERNAL)

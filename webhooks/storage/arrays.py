@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import registry
-from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.engine import Connection, CursorResult, Dialect
 
 
 def upsert(
@@ -35,22 +35,26 @@ def upsert(
     SET each of `update` to the new row's value (and `also`, SQL) [WHERE `where`]
     [RETURNING `returning`].
 
-    Every row names the same columns, as for any executemany. Of rows repeating a key
-    only the last is written (PostgreSQL refuses to update a row twice in one
-    statement). Each value goes through its column type's own bind processing (a UTC
-    check, JSON text), as SQLAlchemy binds it.
+    Every row names the same columns, as for any executemany, and no two the same key
+    (PostgreSQL refuses to update a row twice in one statement; row by row, the second
+    would have met the first's condition). Each value goes through its column type's
+    own bind processing (a UTC check, JSON text), as SQLAlchemy binds it, and a value it
+    refuses is a StatementError, as from SQLAlchemy: the caller's SQLAlchemyError.
     """
     keys = list(conflict) or [column.name for column in table.primary_key.columns]
-    last = {tuple(row[key] for key in keys): row for row in rows}
-    rows = list(last.values()) if len(last) < len(rows) else rows
+    if len({tuple(row[key] for key in keys) for row in rows}) < len(rows):
+        raise ValueError(f"rows for {table.name} repeat a key of {keys}")
     names = tuple(rows[0])
+    text = _statement(table, names, tuple(keys), tuple(update), also, where, returning)
     dialect = conn.dialect
     arrays: dict[str, list[Any]] = {}
     for name in names:
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         values = [row[name] for row in rows]
-        arrays[name] = values if process is None else [process(value) for value in values]
-    text = _statement(table, names, tuple(keys), tuple(update), also, where, returning)
+        try:
+            arrays[name] = values if process is None else [process(value) for value in values]
+        except (TypeError, ValueError) as exc:
+            raise sa.exc.StatementError(f"{name}: {exc}", text, None, exc) from exc
     return conn.exec_driver_sql(text, arrays)
 
 
@@ -66,7 +70,7 @@ def _statement(
 ) -> str:
     dialect = registry.load("postgresql")()
     columns = [table.c[name] for name in names]  # a name that is no column: KeyError
-    arrays = ", ".join(f"%({c.name})b::{c.type.compile(dialect=dialect)}[]" for c in columns)
+    arrays = ", ".join(f"%({c.name})b::{_element_type(c, dialect)}[]" for c in columns)
     sets = [f"{name} = excluded.{name}" for name in update if name in names]
     sets += [also] if also else []
     # Formatted in: the table's own names and the callers' constant SQL; values are
@@ -76,3 +80,9 @@ def _statement(
     text += f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
     text += f" WHERE {where}" if where and sets else ""
     return text + (f" RETURNING {returning}" if returning else "")
+
+
+def _element_type(column: sa.Column[Any], dialect: Dialect) -> str:
+    # Strings are cast to text, not VARCHAR(n): an explicit cast to VARCHAR(n) cuts a
+    # longer value silently, while storing text in the column refuses it, as before.
+    return "TEXT" if isinstance(column.type, sa.String) else column.type.compile(dialect=dialect)
