@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from tests.conftest import make_settings
 from tests.pipeline import FIXTURES, ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
 from webhooks.storage.schema import outbox
-from webhooks.worker import BACKGROUND_MAP_BATCH, MAP_BATCH, Worker
+from webhooks.worker import BACKGROUND_MAP_BATCH, MAP_BATCH, MAP_BATCH_POSTGRES, Worker
 
 
 def worker(engine: Engine, cio: ScriptedCustomerIO | None) -> Worker:
@@ -75,6 +75,8 @@ def test_a_backlog_is_mapped_in_short_transactions_and_sent_in_large_requests(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
     runner = worker(engine, cio)
+    # SQLite's batch on both backends (PostgreSQL's own is larger: see the next test).
+    runner.map_batch = MAP_BATCH
     for n in range(MAP_BATCH * 2 + 50):
         ingest(engine, "stripe", "checkout_session_completed_paid", id=f"evt_backlog_{n}")
     assert runner.run_once() is True  # a full batch: more is waiting
@@ -87,6 +89,21 @@ def test_a_backlog_is_mapped_in_short_transactions_and_sent_in_large_requests(
     assert {r.state for r in inbox_rows(engine)} == {"done"}
     assert len(cio.requests) == 1
     assert {r.state for r in outbox_rows(engine)} == {"delivered"}
+
+
+def test_postgresql_maps_a_backlog_in_larger_transactions(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    """SQLite keeps short write transactions (ingest waits for them); on PostgreSQL a
+    backlog is mapped MAP_BATCH_POSTGRES rows a transaction."""
+    runner = worker(engine, cio)
+    sqlite = engine.dialect.name == "sqlite"
+    assert runner.map_batch == (MAP_BATCH if sqlite else MAP_BATCH_POSTGRES)
+    for n in range(MAP_BATCH + 20):
+        ingest(engine, "stripe", "checkout_session_completed_paid", id=f"evt_batch_{n}")
+    assert runner.run_once() is sqlite  # SQLite: a full batch, more waiting
+    done = sum(r.state == "done" for r in inbox_rows(engine))
+    assert done == (MAP_BATCH if sqlite else MAP_BATCH + 20)
 
 
 def test_a_dry_run_logs_each_operation_it_would_send_without_attributes(

@@ -34,10 +34,14 @@ AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credential
 AUTH_PAUSE_MAX = 300.0
 # One transaction maps at most MAP_BATCH inbox rows: on SQLite every webhook arriving
 # meanwhile waits for it, so it stays short (a 500-row one after a stalled send made
-# acks wait 15 ms more). A pass sends up to SEND_BATCH operations (about two v2
-# batches of ~475 KB at most); while a backlog lasts, sending waits until SEND_AFTER
-# rows were mapped, so requests stay large instead of one small one per transaction.
+# acks wait 15 ms more). PostgreSQL's writers do not wait for each other's inserts:
+# there a backlog is mapped MAP_BATCH_POSTGRES rows a transaction, so a batch's fixed
+# costs (claim, locks, reads, commit) are shared by more rows (docs/scaling.md).
+# A pass sends up to SEND_BATCH operations (about two v2 batches of ~475 KB at most);
+# while a backlog lasts, sending waits until SEND_AFTER rows were mapped, so requests
+# stay large instead of one small one per transaction.
 MAP_BATCH = 100
+MAP_BATCH_POSTGRES = 500
 SEND_BATCH = 1000
 SEND_AFTER = 500
 # Background lanes (replay, backfill, history) get their own mapper and sender threads:
@@ -102,6 +106,8 @@ class Worker:
         self._listener: wake.Listener | None = None
         # SQLite: the live and background mappers' turns (see _map_turn).
         self._sqlite_turn = threading.Lock() if engine.dialect.name == "sqlite" else None
+        # Inbox rows mapped at most in one live transaction (see MAP_BATCH).
+        self.map_batch = MAP_BATCH if self._sqlite_turn is not None else MAP_BATCH_POSTGRES
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
     def check_credentials(self) -> bool:
@@ -145,8 +151,8 @@ class Worker:
 
         Live rows first and on their own; then, unless a live backlog remains, one slice
         of the background lanes."""
-        live = self._map(MAP_BATCH, LIVE)
-        live_backlog = live >= MAP_BATCH
+        live = self._map(self.map_batch, LIVE)
+        live_backlog = live >= self.map_batch
         background = 0
         skipped = self._background_behind  # sending catches up first: more may wait
         if not live_backlog and not skipped:
@@ -185,13 +191,13 @@ class Worker:
         backlog lasts."""
         try:
             with self._map_turn():
-                live = self._map(MAP_BATCH, LIVE)
+                live = self._map(self.map_batch, LIVE)
         finally:
             self._live_gathering.clear()
         if live:
             self._mapped_live.set()
             self._live_at = time.monotonic()
-        return live >= MAP_BATCH
+        return live >= self.map_batch
 
     def map_background_step(self) -> bool:
         """One slice of the background lanes (their own thread in `run`, so a live
