@@ -2,6 +2,7 @@
 
     python benchmarks/delivery.py [--events 50000] [--latency-ms 50] [--max-rps 100]
                                   [--database-url postgresql+psycopg://...] [--workers 1]
+                                  [--map-batch 100]
 
 The inbox is pre-filled with `--events` unique, signed and parsed Stripe deliveries
 (paid checkout sessions and invoice renewals from the golden fixtures), stored with
@@ -80,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO", help="the worker's LOG_LEVEL")
     parser.add_argument("--database-url", help="PostgreSQL URL; default: temporary SQLite")
     parser.add_argument(
+        "--map-batch",
+        type=int,
+        default=100,
+        help="WORKER_MAP_BATCH: inbox rows a worker maps in one transaction",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -91,8 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--database-url must be a postgresql+psycopg:// URL")
     if args.events < 1:
         parser.error("--events must be at least 1")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    if args.workers < 1 or args.map_batch < 1:
+        parser.error("--workers and --map-batch must be at least 1")
     return args
 
 
@@ -119,11 +126,11 @@ def prefill(engine: Engine, events: int, persons: int) -> set[str]:
     return orders
 
 
-def map_in_process(engine: Engine) -> float:
+def map_in_process(engine: Engine, limit: int) -> float:
     """Run stage 1 (process_batch, as the worker calls it) until the inbox is drained."""
     owner, config, mapped = "benchmark-stage1", mapper_configs(load_settings(_env_file=None)), 0
     started = time.perf_counter()
-    while batch := process_batch(engine, owner, config):
+    while batch := process_batch(engine, owner, config, limit=limit):
         mapped += batch
     seconds = time.perf_counter() - started
     print(f"  stage 1 alone: {mapped} rows mapped in {seconds:.1f} s", flush=True)
@@ -215,6 +222,7 @@ def run_worker(
         fake.url,
         CUSTOMERIO_MAX_RPS=str(args.max_rps),
         LOG_LEVEL=args.log_level,
+        WORKER_MAP_BATCH=str(args.map_batch),
     )
     engine = create_db_engine(url)
     with ExitStack() as stack:
@@ -291,7 +299,7 @@ def staged(args: argparse.Namespace, fake: FakeCustomerIOClient) -> tuple[float,
         engine = create_db_engine(url)
         try:
             orders = prefill(engine, args.events, args.persons)
-            mapping_rate = map_in_process(engine)
+            mapping_rate = map_in_process(engine, args.map_batch)
         finally:
             engine.dispose()
         run = run_worker("stage 2 alone", url, orders, fake, args)

@@ -15,12 +15,15 @@ from structlog.testing import capture_logs
 
 from tests.conftest import make_settings
 from tests.pipeline import FIXTURES, ScriptedCustomerIO, inbox_rows, ingest, outbox_rows
+from webhooks.config import Settings
 from webhooks.storage.schema import outbox
-from webhooks.worker import BACKGROUND_MAP_BATCH, MAP_BATCH, MAP_BATCH_POSTGRES, Worker
+from webhooks.worker import BACKGROUND_MAP_BATCH, Worker
+
+MAP_BATCH = Settings.model_fields["worker_map_batch"].default  # WORKER_MAP_BATCH's
 
 
-def worker(engine: Engine, cio: ScriptedCustomerIO | None) -> Worker:
-    settings = make_settings(engine.url.render_as_string(hide_password=False))
+def worker(engine: Engine, cio: ScriptedCustomerIO | None, **overrides: Any) -> Worker:
+    settings = make_settings(engine.url.render_as_string(hide_password=False), **overrides)
     return Worker(engine, settings, cio.client() if cio else None)
 
 
@@ -75,8 +78,6 @@ def test_a_backlog_is_mapped_in_short_transactions_and_sent_in_large_requests(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
     runner = worker(engine, cio)
-    # SQLite's batch on both backends (PostgreSQL's own is larger: see the next test).
-    runner.map_batch = MAP_BATCH
     for n in range(MAP_BATCH * 2 + 50):
         ingest(engine, "stripe", "checkout_session_completed_paid", id=f"evt_backlog_{n}")
     assert runner.run_once() is True  # a full batch: more is waiting
@@ -91,19 +92,16 @@ def test_a_backlog_is_mapped_in_short_transactions_and_sent_in_large_requests(
     assert {r.state for r in outbox_rows(engine)} == {"delivered"}
 
 
-def test_postgresql_maps_a_backlog_in_larger_transactions(
+def test_worker_map_batch_sets_the_rows_a_transaction_maps(
     engine: Engine, cio: ScriptedCustomerIO
 ) -> None:
-    """SQLite keeps short write transactions (ingest waits for them); on PostgreSQL a
-    backlog is mapped MAP_BATCH_POSTGRES rows a transaction."""
-    runner = worker(engine, cio)
-    sqlite = engine.dialect.name == "sqlite"
-    assert runner.map_batch == (MAP_BATCH if sqlite else MAP_BATCH_POSTGRES)
-    for n in range(MAP_BATCH + 20):
+    runner = worker(engine, cio, worker_map_batch=150)
+    for n in range(MAP_BATCH + 80):
         ingest(engine, "stripe", "checkout_session_completed_paid", id=f"evt_batch_{n}")
-    assert runner.run_once() is sqlite  # SQLite: a full batch, more waiting
-    done = sum(r.state == "done" for r in inbox_rows(engine))
-    assert done == (MAP_BATCH if sqlite else MAP_BATCH + 20)
+    assert runner.run_once() is True  # a full batch of 150: more is waiting
+    assert sum(r.state == "done" for r in inbox_rows(engine)) == 150
+    assert runner.run_once() is False
+    assert {r.state for r in inbox_rows(engine)} == {"done"}
 
 
 def test_a_dry_run_logs_each_operation_it_would_send_without_attributes(

@@ -32,16 +32,10 @@ from webhooks.storage.schema import Lane
 log = structlog.get_logger("webhooks.worker")
 AUTH_PAUSE_FIRST = 5.0  # seconds; doubles up to AUTH_PAUSE_MAX while credentials fail
 AUTH_PAUSE_MAX = 300.0
-# One transaction maps at most MAP_BATCH inbox rows: on SQLite every webhook arriving
-# meanwhile waits for it, so it stays short (a 500-row one after a stalled send made
-# acks wait 15 ms more). PostgreSQL's writers do not wait for each other's inserts:
-# there a backlog is mapped MAP_BATCH_POSTGRES rows a transaction, so a batch's fixed
-# costs (claim, locks, reads, commit) are shared by more rows (docs/scaling.md).
-# A pass sends up to SEND_BATCH operations (about two v2 batches of ~475 KB at most);
-# while a backlog lasts, sending waits until SEND_AFTER rows were mapped, so requests
-# stay large instead of one small one per transaction.
-MAP_BATCH = 100
-MAP_BATCH_POSTGRES = 500
+# A pass maps at most WORKER_MAP_BATCH inbox rows in one transaction (100 by default:
+# see Settings.worker_map_batch). It sends up to SEND_BATCH operations (about two v2
+# batches of ~475 KB at most); while a backlog lasts, sending waits until SEND_AFTER
+# rows were mapped, so requests stay large instead of one small one per transaction.
 SEND_BATCH = 1000
 SEND_AFTER = 500
 # Background lanes (replay, backfill, history) get their own mapper and sender threads:
@@ -106,8 +100,7 @@ class Worker:
         self._listener: wake.Listener | None = None
         # SQLite: the live and background mappers' turns (see _map_turn).
         self._sqlite_turn = threading.Lock() if engine.dialect.name == "sqlite" else None
-        # Inbox rows mapped at most in one live transaction (see MAP_BATCH).
-        self.map_batch = MAP_BATCH if self._sqlite_turn is not None else MAP_BATCH_POSTGRES
+        self.map_batch = settings.worker_map_batch  # live rows mapped in one transaction
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
     def check_credentials(self) -> bool:

@@ -54,7 +54,7 @@ def test_the_condition_keeps_a_link_from_a_weaker_id(pg: Engine) -> None:
 def test_rows_repeating_a_key_are_refused_before_the_database(pg: Engine) -> None:
     # One statement cannot update a row twice, and keeping either row would skip the
     # rank check between them that row-by-row writes made.
-    with pytest.raises(ValueError, match="repeat a key"):
+    with pytest.raises(sa.exc.InvalidRequestError, match="repeat a key"):
         write_links(pg, [link("k", "first", 1), link("other", "o", 1), link("k", "last", 2)])
     assert links(pg) == {}
 

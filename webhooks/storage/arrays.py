@@ -43,7 +43,9 @@ def upsert(
     """
     keys = list(conflict) or [column.name for column in table.primary_key.columns]
     if len({tuple(row[key] for key in keys) for row in rows}) < len(rows):
-        raise ValueError(f"rows for {table.name} repeat a key of {keys}")
+        # A SQLAlchemyError, as the database's own refusal would be: stage 1 then
+        # stores the batch's rows one by one instead of retrying it forever.
+        raise sa.exc.InvalidRequestError(f"rows for {table.name} repeat a key of {keys}")
     names = tuple(rows[0])
     text = _statement(table, names, tuple(keys), tuple(update), also, where, returning)
     dialect = conn.dialect
