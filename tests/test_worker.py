@@ -417,3 +417,22 @@ def test_the_background_sender_thread_runs_at_the_lowest_cpu_priority() -> None:
     thread.join()
     assert seen == [BACKGROUND_NICENESS]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICENESS
+
+
+def test_a_batch_too_large_for_the_lock_table_is_warned_at_start(
+    engine: Engine, cio: ScriptedCustomerIO
+) -> None:
+    """PostgreSQL: 1,000 rows hold ~7,000 advisory locks, more than a default lock table
+    (64 x (100 + 0)) holds for four workers; 100 rows fit. SQLite has no such table."""
+    with capture_logs() as logs:
+        fits = worker(engine, cio).check_lock_budget()
+        too_large = worker(engine, cio, worker_map_batch=1000).check_lock_budget()
+    warned = [entry for entry in logs if entry["event"] == "lock_budget_small"]
+    assert fits is True
+    if engine.dialect.name == "sqlite":
+        assert too_large is True
+        assert warned == []
+    else:
+        assert too_large is False
+        assert [(w["map_batch"], w["batch_locks"]) for w in warned] == [(1000, 7000)]
+        assert warned[0]["lock_table"] >= 6400

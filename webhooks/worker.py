@@ -21,6 +21,7 @@ from webhooks.core.retry import outage_pause
 from webhooks.errors import CredentialsRefused
 from webhooks.stage1 import setup
 from webhooks.stage1.process import process_batch
+from webhooks.stage1.state import locks
 from webhooks.stage2.customerio import CustomerIO, DeliveryError
 from webhooks.stage2.deliver import Outcome, deliver_batch
 from webhooks.storage import heartbeat, wake
@@ -37,6 +38,8 @@ AUTH_PAUSE_MAX = 300.0
 # batches of ~475 KB at most); while a backlog lasts, sending waits until SEND_AFTER
 # rows were mapped, so requests stay large instead of one small one per transaction.
 SEND_BATCH = 1000
+# Workers whose batches should fit PostgreSQL's lock table at once (check_lock_budget).
+BUDGET_WORKERS = 4
 SEND_AFTER = 500
 # Background lanes (replay, backfill, history) get their own mapper and sender threads:
 # a live webhook arriving while a backfill drains is mapped on its own, never in a
@@ -366,6 +369,7 @@ class Worker:
             dry_run=self.cio is None,
             enrichment=sorted(self._stage1.enrichers),
         )
+        self.check_lock_budget()
         try:
             self.check_credentials()
         except Exception as exc:  # an odd answer must not keep the worker from starting
@@ -379,6 +383,27 @@ class Worker:
         if self.stop_signal is not None:
             log.info("worker_stopping", signal=self.stop_signal)
         log.info("worker_stopped", owner=self.owner)
+
+    def check_lock_budget(self) -> bool:
+        """Warn when fewer than BUDGET_WORKERS workers' batches would fit in PostgreSQL's
+        lock table at once (WORKER_MAP_BATCH against max_locks_per_transaction); False
+        then. Never keeps the worker from starting: the database may be away."""
+        try:
+            with self.engine.connect() as conn:
+                budget = locks.lock_budget(conn, self.map_batch)
+        except Exception as exc:
+            log.warning("lock_budget_unknown", error=type(exc).__name__)
+            return True
+        if budget is None or budget["batch_locks"] * BUDGET_WORKERS <= budget["lock_table"]:
+            return True
+        log.warning(
+            "lock_budget_small",
+            message="a stage-1 batch holds about 7 advisory locks a row; lower "
+            "WORKER_MAP_BATCH or raise PostgreSQL's max_locks_per_transaction",
+            map_batch=self.map_batch,
+            **budget,
+        )
+        return False
 
     def _expire_waiting(self) -> None:
         """Now and then: deliveries that waited past WAITING_EXPIRY_HOURS become dead."""
