@@ -38,9 +38,9 @@ AUTH_PAUSE_MAX = 300.0
 # batches of ~475 KB at most); while a backlog lasts, sending waits until SEND_AFTER
 # rows were mapped, so requests stay large instead of one small one per transaction.
 SEND_BATCH = 1000
+SEND_AFTER = 500
 # Workers whose batches should fit PostgreSQL's lock table at once (check_lock_budget).
 BUDGET_WORKERS = 4
-SEND_AFTER = 500
 # Background lanes (replay, backfill, history) get their own mapper and sender threads:
 # a live webhook arriving while a backfill drains is mapped on its own, never in a
 # transaction of backfill rows, without waiting for a background slice (on SQLite at
@@ -398,8 +398,8 @@ class Worker:
             return True
         log.warning(
             "lock_budget_small",
-            message="a stage-1 batch holds about 7 advisory locks a row; lower "
-            "WORKER_MAP_BATCH or raise PostgreSQL's max_locks_per_transaction",
+            message=f"a stage-1 batch holds about {locks.LOCKS_PER_ROW} advisory locks a "
+            "row; lower WORKER_MAP_BATCH or raise PostgreSQL's max_locks_per_transaction",
             map_batch=self.map_batch,
             **budget,
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from webhooks.core.identity import CUSTOMER, EMAIL, INTERNAL, Identity
@@ -19,7 +20,23 @@ from webhooks.storage.db import create_db_engine
 from webhooks.storage.schema import identity_links, person_state
 
 NOW = datetime(2026, 12, 1, 11, 30, tzinfo=UTC)
-RANKED = "identity_links.rank <= excluded.rank"
+
+
+def upsert_of(table: sa.Table, where: sa.ColumnElement[bool] | None = None) -> sa.Insert:
+    """ON CONFLICT (primary key) DO UPDATE SET every other column [WHERE `where`]."""
+    statement = postgresql.insert(table)
+    keys = {column.name for column in table.primary_key.columns}
+    return statement.on_conflict_do_update(
+        index_elements=sorted(keys),
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+        where=where,
+    )
+
+
+RANKED = upsert_of(
+    identity_links, identity_links.c.rank <= postgresql.insert(identity_links).excluded.rank
+)
+STATE = upsert_of(person_state)
 
 
 @pytest.fixture
@@ -42,7 +59,7 @@ def links(engine: Engine) -> dict[str, tuple[str, int]]:
 
 def write_links(engine: Engine, rows: list[dict[str, Any]]) -> None:
     with engine.begin() as conn:
-        arrays.upsert(conn, identity_links, rows, ["person_id", "rank", "updated_at"], where=RANKED)
+        arrays.upsert(conn, RANKED, rows)
 
 
 def test_the_condition_keeps_a_link_from_a_weaker_id(pg: Engine) -> None:
@@ -80,7 +97,7 @@ def test_values_go_through_the_column_types(pg: Engine) -> None:
         "updated_at": NOW,
     }
     with pg.begin() as conn:
-        arrays.upsert(conn, person_state, [row], [name for name in row if name != "person_id"])
+        arrays.upsert(conn, STATE, [row])
     with pg.connect() as conn:
         stored = conn.execute(sa.select(person_state)).mappings().one()
     assert {name: stored[name] for name in row} == row
@@ -90,7 +107,7 @@ def test_values_go_through_the_column_types(pg: Engine) -> None:
         pytest.raises(sa.exc.StatementError, match="updated_at: naive datetime"),
         pg.begin() as conn,
     ):
-        arrays.upsert(conn, person_state, [naive], ["updated_at"])
+        arrays.upsert(conn, STATE, [naive])
 
 
 def test_stage_1_never_hands_a_link_to_a_weaker_id(engine: Engine) -> None:

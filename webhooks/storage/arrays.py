@@ -21,37 +21,28 @@ from sqlalchemy.engine import Connection, CursorResult, Dialect
 
 
 def upsert(
-    conn: Connection,
-    table: sa.Table,
-    rows: Sequence[dict[str, Any]],
-    update: Sequence[str],
-    *,
-    conflict: Sequence[str] = (),
-    also: str = "",
-    where: str = "",
-    returning: str = "",
+    conn: Connection, statement: sa.Insert, rows: Sequence[dict[str, Any]]
 ) -> CursorResult[Any]:
-    """INSERT `rows` ... ON CONFLICT (`conflict`, by default the primary key) DO UPDATE
-    SET each of `update` to the new row's value (and `also`, SQL) [WHERE `where`]
-    [RETURNING `returning`].
+    """`statement` (a PostgreSQL INSERT ... ON CONFLICT, as the caller runs it on SQLite)
+    for all `rows` at once: its ON CONFLICT clause and RETURNING are kept as compiled,
+    its VALUES become one array per column, so each table's conflict rule is written once.
 
-    Every row names the same columns, as for any executemany, and no two the same key
-    (PostgreSQL refuses to update a row twice in one statement; row by row, the second
-    would have met the first's condition). Each value goes through its column type's
-    own bind processing (a UTC check, JSON text), as SQLAlchemy binds it, and a value it
-    refuses is a StatementError, as from SQLAlchemy: the caller's SQLAlchemyError.
+    Every row names the same columns, as for any executemany, and no two the same
+    conflict key (PostgreSQL refuses to update a row twice in one statement; row by row,
+    the second would have met the first's condition). Each value goes through its column
+    type's own bind processing (a UTC check, JSON text), as SQLAlchemy binds it, and a
+    value it refuses is a StatementError, as from SQLAlchemy: the caller's SQLAlchemyError.
     """
-    keys = list(conflict) or [column.name for column in table.primary_key.columns]
+    names = tuple(rows[0])
+    text, keys = _statement(statement, names)
     if len({tuple(row[key] for key in keys) for row in rows}) < len(rows):
         # A SQLAlchemyError, as the database's own refusal would be: stage 1 then
         # stores the batch's rows one by one instead of retrying it forever.
-        raise sa.exc.InvalidRequestError(f"rows for {table.name} repeat a key of {keys}")
-    names = tuple(rows[0])
-    text = _statement(table, names, tuple(keys), tuple(update), also, where, returning)
+        raise sa.exc.InvalidRequestError(f"rows for {statement.table} repeat a key of {keys}")
     dialect = conn.dialect
     arrays: dict[str, list[Any]] = {}
     for name in names:
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        process = statement.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         values = [row[name] for row in rows]
         try:
             arrays[name] = values if process is None else [process(value) for value in values]
@@ -61,30 +52,24 @@ def upsert(
 
 
 @cache
-def _statement(
-    table: sa.Table,
-    names: tuple[str, ...],
-    keys: tuple[str, ...],
-    update: tuple[str, ...],
-    also: str,
-    where: str,
-    returning: str,
-) -> str:
+def _statement(statement: sa.Insert, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The array statement's text, and the conflict target's columns."""
     dialect = registry.load("postgresql")()
+    compiled = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    # "INSERT ... VALUES (...) ON CONFLICT (target) DO ... [RETURNING ...]": the tail
+    # as SQLAlchemy wrote it, its constants (attempts = 0) rendered as literals.
+    conflict = compiled.split(" ON CONFLICT ", 1)[1]
+    keys = tuple(key.strip('"') for key in conflict[1 : conflict.index(")")].split(", "))
+    table = statement.table
     columns = [table.c[name] for name in names]  # a name that is no column: KeyError
     arrays = ", ".join(f"%({c.name})b::{_element_type(c, dialect)}[]" for c in columns)
-    sets = [f"{name} = excluded.{name}" for name in update if name in names]
-    sets += [also] if also else []
-    # Formatted in: the table's own names and the callers' constant SQL; values are
+    # Formatted in: the table's own names and SQLAlchemy's compiled clause; values are
     # only ever parameters.
     text = f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-    text += f"ON CONFLICT ({', '.join(keys)}) "
-    text += f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
-    text += f" WHERE {where}" if where and sets else ""
-    return text + (f" RETURNING {returning}" if returning else "")
+    return text + f"ON CONFLICT {conflict}", keys
 
 
-def _element_type(column: sa.Column[Any], dialect: Dialect) -> str:
+def _element_type(column: sa.ColumnClause[Any], dialect: Dialect) -> str:
     # Strings are cast to text, not VARCHAR(n): an explicit cast to VARCHAR(n) cuts a
     # longer value silently, while storing text in the column refuses it, as before.
     return "TEXT" if isinstance(column.type, sa.String) else column.type.compile(dialect=dialect)

@@ -36,7 +36,7 @@ _REVIVED = (
 
 @cache
 def _upsert(dialect_name: str) -> sa.Insert:
-    """INSERT ... ON CONFLICT (op_key), built once per dialect and run as executemany.
+    """INSERT ... ON CONFLICT (op_key) ... RETURNING op_key, built once per dialect.
 
     The same fact again adds nothing while its operation is pending or delivered. A
     dead one is replaced by the new mapping: a report that names the person a first one
@@ -52,7 +52,7 @@ def _upsert(dialect_name: str) -> sa.Insert:
             "solo": False,
         },
         where=outbox.c.state == OutboxState.DEAD,
-    )
+    ).returning(outbox.c.op_key)
 
 
 def write_operations(conn: Connection, values: list[dict[str, Any]]) -> set[str]:
@@ -63,19 +63,9 @@ def write_operations(conn: Connection, values: list[dict[str, Any]]) -> set[str]
     """
     if not values:
         return set()
+    statement = _upsert(conn.dialect.name)
     if conn.dialect.name == "postgresql":  # one statement of arrays: webhooks.storage.arrays
-        written = arrays.upsert(
-            conn,
-            outbox,
-            values,
-            _REVIVED,
-            conflict=["op_key"],
-            also="attempts = 0, solo = false",
-            where=f"outbox.state = '{OutboxState.DEAD}'",
-            returning="op_key",
-        )
-        return {row[0] for row in written}
-    statement = _upsert(conn.dialect.name).returning(outbox.c.op_key)
+        return {row[0] for row in arrays.upsert(conn, statement, values)}
     return set(conn.scalars(statement, values))
 
 

@@ -240,14 +240,11 @@ def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
 def _write(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
+    statement = _upsert(conn.dialect.name, table.name)
     if conn.dialect.name == "postgresql":  # one statement of arrays: webhooks.storage.arrays
-        keys = {column.name for column in table.primary_key.columns}
-        # The rank check of _upsert: a link is never taken over by a weaker id.
-        ranked = "identity_links.rank <= excluded.rank" if table is identity_links else ""
-        update = [column.name for column in table.columns if column.name not in keys]
-        arrays.upsert(conn, table, rows, update, where=ranked)
+        arrays.upsert(conn, statement, rows)
         return
-    conn.execute(_upsert(conn.dialect.name, table.name), list(rows))
+    conn.execute(statement, list(rows))
 
 
 def save(
