@@ -114,9 +114,9 @@ class StateLocks:
             STATE_LOCK_WAIT.observe(waited)
 
 
-# Advisory locks a batch holds a row until it commits: measured with Stripe checkout
-# sessions (701 for 100 rows, 3,501 for 500: its identifiers, order, checkout and
-# person). A rough figure: other deliveries name fewer or more.
+# Advisory locks a batch holds a row until it commits: measured with the stage-1
+# benchmark's paid checkouts (701 for 100 rows, 3,501 for 500: each row's identifiers,
+# order, checkout and person). A rough figure: other deliveries name fewer or more.
 LOCKS_PER_ROW = 7
 
 
