@@ -57,6 +57,7 @@ from ingest import BenchmarkError
 from sqlalchemy.engine import Engine, make_url
 
 from webhooks.config import load_settings
+from webhooks.core import heap
 from webhooks.fakes.customerio import FakeCustomerIOClient
 from webhooks.providers.stripe.signature import StripeReceiver, sign
 from webhooks.stage1.process import process_batch
@@ -129,6 +130,7 @@ def prefill(engine: Engine, events: int, persons: int) -> set[str]:
 def map_in_process(engine: Engine, limit: int) -> float:
     """Run stage 1 (process_batch, as the worker calls it) until the inbox is drained."""
     owner, config, mapped = "benchmark-stage1", mapper_configs(load_settings(_env_file=None)), 0
+    heap.settle()  # as `webhooks worker` does once it has started
     started = time.perf_counter()
     while batch := process_batch(engine, owner, config, limit=limit):
         mapped += batch

@@ -128,3 +128,21 @@ def test_serve_uses_the_packaged_gunicorn_config() -> None:
     assert server.cfg.timeout == gunicorn_conf.timeout
     assert server.cfg.control_socket_disable is True
     assert server.cfg.on_starting is gunicorn_conf.on_starting
+    assert server.cfg.post_worker_init is gunicorn_conf.post_worker_init
+
+
+def test_worker_settles_the_heap_after_start_up_before_it_runs(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from webhooks.core import heap
+    from webhooks.worker import Worker
+
+    calls: list[str] = []
+    monkeypatch.setattr(heap, "settle", lambda: calls.append("settle"))
+    monkeypatch.setattr(Worker, "run", lambda self: calls.append("run"))
+    monkeypatch.setattr("webhooks.worker.install_signal_handlers", lambda runner: None)
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "CUSTOMERIO_SITE_ID": ""}
+    result = runner.invoke(main, ["worker"], env=env)
+    assert result.exit_code == 0, result.output
+    # The worker's engine, settings and client exist before the freeze; the loop after.
+    assert calls == ["settle", "run"]

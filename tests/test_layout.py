@@ -55,7 +55,7 @@ ALLOWED: dict[str, set[str]] = {
         "webhooks.providers",
         "webhooks.storage",
     },
-    "webhooks.gunicorn_conf": {"webhooks.config", "webhooks.storage"},
+    "webhooks.gunicorn_conf": {"webhooks.config", "webhooks.core", "webhooks.storage"},
     "webhooks.server": {"webhooks.gunicorn_conf", "webhooks.app"},
     # The entry points wire everything; only they may start the fakes (`webhooks dev`).
     "webhooks.cli": {"*"},

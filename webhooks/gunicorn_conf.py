@@ -57,3 +57,10 @@ def on_starting(server: Any) -> None:
     settings = load_settings()
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
+
+
+def post_worker_init(worker: Any) -> None:
+    """The web worker has built its app: settle the garbage collector (webhooks.core.heap)."""
+    from webhooks.core import heap
+
+    heap.settle()

@@ -84,6 +84,7 @@ def supervise() -> None:
 @main.command()
 def worker() -> None:
     """Map stored webhooks and deliver them to Customer.io until SIGTERM."""
+    from webhooks.core import heap
     from webhooks.logging import configure_logging
     from webhooks.storage import migrate
     from webhooks.storage.db import create_db_engine
@@ -101,6 +102,7 @@ def worker() -> None:
     cio = customerio_client(settings)
     runner = Worker(engine, settings, cio)
     install_signal_handlers(runner)
+    heap.settle()  # after start-up: see webhooks.core.heap
     try:
         runner.run()
     finally:
