@@ -2,7 +2,7 @@
 
     python benchmarks/delivery.py [--events 50000] [--latency-ms 50] [--max-rps 100]
                                   [--database-url postgresql+psycopg://...] [--workers 1]
-                                  [--map-batch 100]
+                                  [--map-batch 100] [--split]
 
 The inbox is pre-filled with `--events` unique, signed and parsed Stripe deliveries
 (paid checkout sessions and invoice renewals from the golden fixtures), stored with
@@ -18,7 +18,8 @@ fresh PostgreSQL schema, dropped at the end):
 2. stage 2 alone: one real `webhooks worker` delivering the outbox stage 1 left;
 3. both stages, the issue's scenario: one real `webhooks worker` (or `--workers` of
    them) on the full inbox backlog, until the fake has accepted every expected
-   operation.
+   operation; with `--split`, `--workers` processes that only map (WORKER_STAGE=map)
+   and one that only sends (WORKER_STAGE=send), each stage on a core of its own.
 
 Throughput is counted from the worker's first Customer.io request (its credentials
 check, right after start-up) to the last accepted operation; the wall figure from
@@ -93,6 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="`webhooks worker` processes draining the both-stages backlog (several: "
         "PostgreSQL, where stage 1 maps in parallel; each applies --max-rps on its own)",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the backlog run as separate processes per stage (WORKER_STAGE): --workers "
+        "that only map and one that only sends",
     )
     args = parser.parse_args(argv)
     if args.database_url and make_url(args.database_url).get_backend_name() != "postgresql":
@@ -214,9 +221,11 @@ def run_worker(
     fake: FakeCustomerIOClient,
     args: argparse.Namespace,
     count: int = 1,
+    split: bool = False,
 ) -> WorkerRun:
     """`count` real `webhooks worker` processes until the fake accepted every operation of
-    `orders` (the peak RSS is the first one's)."""
+    `orders` (the peak RSS is the first one's); `split`: they only map, and one more
+    only sends."""
     fake.reset()
     fake.set_faults(latency_ms=args.latency_ms)
     env = service_env(
@@ -230,9 +239,15 @@ def run_worker(
     with ExitStack() as stack:
         stack.callback(engine.dispose)
         started = time.time()
+        stages = ["map"] * count + ["send"] if split else ["both"] * count
         servers = [
-            start(stack, worker_server(env, args.workdir, f"{name}-{index}"), args.workdir, False)
-            for index in range(count)
+            start(
+                stack,
+                worker_server(env | {"WORKER_STAGE": stage}, args.workdir, f"{stage}-{index}"),
+                args.workdir,
+                False,
+            )
+            for index, stage in enumerate(stages)
         ]
         assert servers[0].proc is not None
         drained, rss = wait_delivered(
@@ -319,7 +334,9 @@ def backlog(args: argparse.Namespace, fake: FakeCustomerIOClient) -> WorkerRun:
         finally:
             engine.dispose()
         name = "both stages" if args.workers == 1 else f"both x{args.workers}"
-        run = run_worker(name, url, orders, fake, args, args.workers)
+        if args.split:
+            name = f"map x{args.workers} + send"
+        run = run_worker(name, url, orders, fake, args, args.workers, args.split)
     print(f"  both stages: delivered in {run.active_s:.1f} s", flush=True)
     return run
 

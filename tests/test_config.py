@@ -86,6 +86,7 @@ def test_environment_beats_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         ("DATABASE_URL", "mysql://localhost/x"),
         ("LOG_FORMAT", "xml"),
         ("DATABASE_TIMEOUT", "-5"),
+        ("WORKER_STAGE", "deliver"),
     ],
 )
 def test_invalid_values_name_the_variable_and_hide_the_value(

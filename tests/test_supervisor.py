@@ -78,3 +78,23 @@ def test_serve_stops_the_delivery_worker_when_gunicorn_begins_to_stop(
     arbiter.on_stop = lambda: calls.append("worker")
     arbiter.stop()
     assert calls == ["worker", "gunicorn"]
+
+
+def test_the_serve_worker_runs_both_stages_whatever_worker_stage_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A WORKER_STAGE meant for dedicated worker hosts (a shared .env, say) must not
+    leave `webhooks serve`'s only worker mapping without sending, or the reverse."""
+    from webhooks import supervisor
+
+    started: list[Mapping[str, str]] = []
+    real_popen = subprocess.Popen
+
+    def popen(command: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        started.append(env)
+        return real_popen([sys.executable, "-c", "pass"])
+
+    monkeypatch.setattr(supervisor.subprocess, "Popen", popen)
+    supervisor.worker_process({"WORKER_STAGE": "map", "DATABASE_URL": "sqlite:///x.db"}).wait()
+    assert started[0]["WORKER_STAGE"] == "both"
+    assert started[0]["DATABASE_URL"] == "sqlite:///x.db"

@@ -343,3 +343,62 @@ def test_a_live_operation_is_sent_while_a_backfill_request_is_in_flight(engine: 
     first, live = batches[0], batches[-1]
     # The live request reached Customer.io before the backfill's first came back.
     assert live["time"] < first["time"] + first["duration_ms"] / 1000
+
+
+def test_split_stages_a_map_worker_and_a_send_worker_deliver_once_woken_not_polled(
+    engine: Engine,
+) -> None:
+    """WORKER_STAGE=send maps nothing; WORKER_STAGE=map sends nothing and wakes the
+    senders when it queued operations, so delivery follows mapping well before the
+    senders' poll (10 s here) would have found it."""
+    from webhooks.storage import heartbeat
+    from webhooks.storage.wake import Waker
+
+    url = engine.url.render_as_string(hide_password=False)
+    with (
+        FakeCustomerIO() as fake,
+        httpx.Client(base_url=fake.url, auth=fake.auth, timeout=10) as http,
+        # The mapper's client points at a closed port: any call it made would fail loudly.
+        httpx.Client(base_url="http://127.0.0.1:9", timeout=1) as nowhere,
+    ):
+        sender = Worker(
+            engine,
+            make_settings(url, worker_poll_interval=10, worker_stage="send"),
+            CustomerIO(http),
+        )
+        mapper = Worker(
+            engine,
+            make_settings(url, worker_poll_interval=10, worker_stage="map"),
+            CustomerIO(nowhere),
+        )
+        with capture_logs() as logs, running(sender):
+            wait_for(lambda: fake.requests(), what="the sender's credentials check")
+            time.sleep(0.3)  # its first looks found nothing: now it waits, listening
+            ingest(engine, "shopify", "order_create")
+            Waker(engine).wake()  # as the web process does after storing it
+            time.sleep(1.0)
+            assert [r.state for r in inbox_rows(engine)] == ["pending"]  # a sender never maps
+            assert outbox_rows(engine) == []
+            with running(mapper):
+                mapped = time.monotonic()
+                wait_for(
+                    lambda: any(
+                        op["operation"].get("name") == "order_completed" for op in fake.operations()
+                    ),
+                    timeout=5,
+                    what="the operations sent by the woken sender",
+                )
+                assert time.monotonic() - mapped < 3
+                beats = heartbeat.workers(engine)
+        names = [entry["event"] for entry in list(logs)]
+    assert [r.state for r in inbox_rows(engine)] == ["done"]
+    assert {r.state for r in outbox_rows(engine)} == {"delivered"}
+    kinds = [op["operation"].get("name") for op in fake.operations()]
+    assert kinds.count("order_completed") == 1  # delivered once
+    # Only the sender called Customer.io (the mapper's address refuses connections: any
+    # call would have logged a failure), and the mapper does not count as sending.
+    assert [n for n in names if n.startswith("customerio_")] == ["customerio_ready"]
+    assert beats["live"] == 2
+    assert beats["delivery"] == {"sending": 1, "unknown": 1}
+    stages = {e["stage"] for e in list(logs) if e["event"] == "worker_started"}
+    assert stages == {"send", "map"}

@@ -182,6 +182,15 @@ class Settings(BaseSettings):
         "Larger drains a PostgreSQL backlog faster (500: 1.2-1.3 x); keep workers x "
         "batch x 7 advisory locks well below max_locks_per_transaction x max_connections.",
     )
+    # Python runs one thread at a time per process: a worker's mapping and sending share
+    # one core. As two processes on a host with cores to spare, a backlog drained 1.3 x
+    # faster (docs/scaling.md).
+    worker_stage: Literal["both", "map", "send"] = Field(
+        "both",
+        description="What one `webhooks worker` process runs: both stages, or only stage "
+        "1 (map) or stage 2 (send), to run them as separate processes. `webhooks serve`'s "
+        "own worker always runs both.",
+    )
     worker_lease_seconds: float = Field(
         60.0,
         ge=1,

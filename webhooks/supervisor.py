@@ -30,8 +30,10 @@ POLL = 0.5  # seconds between looks at the worker and at the parent
 
 
 def worker_process(env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """`webhooks worker`, told to stop if this supervisor disappears."""
-    child_env = {**env, "WEBHOOKS_PARENT_PID": str(os.getpid())}
+    """`webhooks worker` running both stages (the one worker of `webhooks serve`: a
+    WORKER_STAGE meant for dedicated worker hosts must not leave it mapping only),
+    told to stop if this supervisor disappears."""
+    child_env = {**env, "WEBHOOKS_PARENT_PID": str(os.getpid()), "WORKER_STAGE": "both"}
     return subprocess.Popen([sys.executable, "-m", "webhooks", "worker"], env=child_env)
 
 

@@ -70,7 +70,8 @@ EXPIRE_EVERY = 60.0  # seconds between sweeps of waiting deliveries past their e
 
 
 class Worker:
-    """One worker process: both stages in one loop, latency first when idle."""
+    """One worker process: both stages (or the one WORKER_STAGE names), latency first
+    when idle."""
 
     def __init__(self, engine: Engine, settings: Settings, cio: CustomerIO | None) -> None:
         self.engine = engine
@@ -104,6 +105,9 @@ class Worker:
         # SQLite: the live and background mappers' turns (see _map_turn).
         self._sqlite_turn = threading.Lock() if engine.dialect.name == "sqlite" else None
         self.map_batch = settings.worker_map_batch  # live rows mapped in one transaction
+        self.stage = settings.worker_stage  # both, map or send
+        # A worker that only maps tells the workers that only send, in other processes.
+        self._senders = wake.Waker(engine, wake.OUTBOX) if self.stage == "map" else None
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
     def check_credentials(self) -> bool:
@@ -193,6 +197,7 @@ class Worker:
         if live:
             self._mapped_live.set()
             self._live_at = time.monotonic()
+            self._tell_senders()
         return live >= self.map_batch
 
     def map_background_step(self) -> bool:
@@ -216,8 +221,14 @@ class Worker:
         background = self._map(limit, BACKGROUND, turn=self._map_turn)
         if background:
             self._mapped_background.set()
+            self._tell_senders()
             self._yield_to_live(started)
         return background >= limit
+
+    def _tell_senders(self) -> None:
+        """WORKER_STAGE=map: wake the sending workers (at most every WAKE_EVERY)."""
+        if self._senders is not None:
+            self._senders.wake()
 
     def _map_turn(self) -> contextlib.AbstractContextManager[object]:
         """SQLite's turn in this process: the live mapper holds it for a whole batch,
@@ -366,12 +377,15 @@ class Worker:
         log.info(
             "worker_started",
             owner=self.owner,
+            stage=self.stage,
             dry_run=self.cio is None,
             enrichment=sorted(self._stage1.enrichers),
         )
-        self.check_lock_budget()
+        if self.stage != "send":
+            self.check_lock_budget()
         try:
-            self.check_credentials()
+            if self.stage != "map":
+                self.check_credentials()
         except Exception as exc:  # an odd answer must not keep the worker from starting
             log.error("customerio_check_failed", error=type(exc).__name__)
         try:
@@ -416,8 +430,11 @@ class Worker:
         if expired:
             log.warning("waiting_expired", rows=expired, hours=self.settings.waiting_expiry_hours)
 
-    def delivery_state(self) -> str:
-        """One of heartbeat.DELIVERY_STATES, for `webhooks status` on any host."""
+    def delivery_state(self) -> str | None:
+        """One of heartbeat.DELIVERY_STATES, for `webhooks status` on any host; None for
+        a worker that does not send (WORKER_STAGE=map)."""
+        if self.stage == "map":
+            return None
         if self.cio is None:
             return "dry_run"
         if self._auth_pause:
@@ -437,11 +454,13 @@ class Worker:
         """The stages overlap: stage 1 maps the live lane here while other threads map
         the background lanes and send, one the live lane, one the background lanes, so
         a backlog drains at the slower stage's rate and a live webhook never waits for
-        a backfill's slice or request."""
-        self._listener = wake.listener(self.engine)
+        a backfill's slice or request. WORKER_STAGE=map runs only the mappers;
+        WORKER_STAGE=send only the senders, woken here by the mapping workers."""
+        sends_only = self.stage == "send"
+        self._listener = wake.listener(self.engine, wake.OUTBOX if sends_only else wake.INBOX)
         if self._listener is not None:
             self._listener.listen()
-        threads = [
+        senders = [
             threading.Thread(
                 target=self._step_loop,
                 args=(self.send_live_step, self._mapped_live, "send"),
@@ -462,6 +481,8 @@ class Worker:
                 name="worker-send-background",
                 daemon=True,
             ),
+        ]
+        mappers = [
             threading.Thread(
                 target=self._step_loop,
                 # Backfills and replays are stored by commands, not announced: polled.
@@ -470,10 +491,14 @@ class Worker:
                 daemon=True,
             ),
         ]
+        threads = (senders if self.stage != "map" else []) + ([] if sends_only else mappers)
         for thread in threads:
             thread.start()
         try:
-            self._map_loop()
+            if sends_only:
+                self._send_loop()
+            else:
+                self._map_loop()
         finally:
             self.stopping.set()
             self._wake_threads()
@@ -502,6 +527,28 @@ class Worker:
                 continue
             if not backlog:
                 self._idle()
+
+    def _send_loop(self) -> None:
+        """WORKER_STAGE=send: the sender threads send; this one beats the heartbeat and
+        passes on the mapping workers' wake-ups (the senders poll without them)."""
+        while not self.stopping.is_set():
+            if self._parent and os.getppid() != self._parent:
+                log.error("worker_orphaned", message="the serve process is gone; stopping")
+                return
+            try:
+                self._beat()
+            except Exception as exc:  # the database away: the senders say so too
+                log.error("worker_error", stage="send", error=type(exc).__name__)
+                self.stopping.wait(ERROR_PAUSE)
+                continue
+            poll = self.settings.worker_poll_interval
+            if self._listener is None:
+                self.stopping.wait(poll)
+            elif self._listener.wait(poll):
+                # What the mappers commit meanwhile goes in the same request.
+                self.stopping.wait(GATHER_SECONDS)
+                self._mapped_live.set()
+                self._mapped_background.set()
 
     def _idle(self) -> None:
         """Wait for a wake-up (a stored delivery) or the poll interval. Once woken, wait a

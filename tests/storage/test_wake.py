@@ -59,3 +59,27 @@ def test_a_wake_up_sent_before_the_first_wait_is_not_lost(database_url: str) -> 
     finally:
         listener.close()
         engine.dispose()
+
+
+def test_the_inbox_and_outbox_topics_wake_only_their_own_listeners(database_url: str) -> None:
+    """Web processes wake the mapping workers (inbox); a worker that only maps wakes the
+    workers that only send (outbox): neither wakes the other's listeners."""
+    from webhooks.storage.wake import INBOX, OUTBOX
+
+    engine = create_db_engine(database_url)
+    mappers, senders = listener_for(engine, INBOX), listener_for(engine, OUTBOX)
+    assert mappers is not None
+    assert senders is not None
+    try:
+        mappers.listen()
+        senders.listen()
+        Waker(engine, OUTBOX).wake()
+        assert senders.wait(5) is True
+        assert mappers.wait(0.3) is False
+        Waker(engine, INBOX).wake()
+        assert mappers.wait(5) is True
+        assert senders.wait(0.3) is False
+    finally:
+        mappers.close()
+        senders.close()
+        engine.dispose()

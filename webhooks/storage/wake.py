@@ -1,15 +1,18 @@
-"""Waking an idle worker when a delivery is stored, instead of it polling hard.
+"""Waking an idle worker when there is work for it, instead of it polling hard.
 
-The web processes wake the workers after storing a new delivery, at most once per
-WAKE_EVERY each (a woken worker gathers that long before it maps, so what a process
-stores meanwhile is mapped in the same pass). PostgreSQL: a NOTIFY on a channel named
-after the schema, sent in its own autocommit statement, never inside the insert's
-transaction (a notifying transaction holds a cluster-wide lock through its commit, so
-a trigger made every ingest commit wait for the others); the worker LISTENs on a
-connection of its own, on any host. SQLite: a datagram to each worker's socket in
-`<database>.wake/`, on the same host. A lost wake-up costs only latency: the worker
-still polls every WORKER_POLL_INTERVAL (and that is how backfills and replays, which
-store from the command line, are found).
+Two topics. INBOX: the web processes wake the mapping workers after storing a new
+delivery. OUTBOX: a worker that only maps (WORKER_STAGE=map) wakes the workers that
+only send after it queued operations (a worker running both stages tells its own
+senders in process). Either side wakes at most once per WAKE_EVERY (a woken worker
+gathers that long before it looks, so what was stored meanwhile is taken in the same
+pass). PostgreSQL: a NOTIFY on a channel named after the topic and the schema, sent in
+its own autocommit statement, never inside the insert's transaction (a notifying
+transaction holds a cluster-wide lock through its commit, so a trigger made every
+ingest commit wait for the others); the worker LISTENs on a connection of its own, on
+any host. SQLite: a datagram to each listening worker's socket in `<database>.wake/`
+(the outbox topic: `<database>.wake-outbox/`), on the same host. A lost wake-up costs only
+latency: workers still poll every WORKER_POLL_INTERVAL (and that is how backfills and
+replays, which store from the command line, are found).
 """
 
 from __future__ import annotations
@@ -27,23 +30,25 @@ import structlog
 from sqlalchemy.engine import Engine
 
 log = structlog.get_logger("webhooks.storage.wake")
-CHANNEL_PREFIX = "webhooks_inbox"
+INBOX = "inbox"  # a delivery was stored: for the workers that map
+OUTBOX = "outbox"  # operations were queued: for the workers that only send
 REFRESH_EVERY = 1.0  # seconds between fresh listings of the worker sockets
 SLICE = 0.5  # seconds: a LISTEN wait looks for interrupt() this often
 WAKE_EVERY = 0.02  # seconds: a web process wakes the workers at most this often
 
 
-def channel(schema: str) -> str:
-    """The NOTIFY channel of the inbox in `schema` (the trigger builds the same)."""
-    return f"{CHANNEL_PREFIX}:{schema}"
+def channel(schema: str, topic: str = INBOX) -> str:
+    """The NOTIFY channel of `topic` in `schema`."""
+    return f"webhooks_{topic}:{schema}"
 
 
-def socket_dir(engine: Engine) -> Path | None:
-    """`<database>.wake/` beside a SQLite file; None for PostgreSQL or in-memory SQLite."""
+def socket_dir(engine: Engine, topic: str = INBOX) -> Path | None:
+    """`<database>.wake/` beside a SQLite file (the outbox topic's: `.wake-outbox/`);
+    None for PostgreSQL or in-memory SQLite."""
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return None
-    return Path(f"{database}.wake")
+    return Path(f"{database}.wake" if topic == INBOX else f"{database}.wake-{topic}")
 
 
 class Listener(Protocol):
@@ -134,10 +139,11 @@ class SocketListener:
 
 
 class NotifyListener:
-    """A PostgreSQL connection of its own, LISTENing on the inbox channel."""
+    """A PostgreSQL connection of its own, LISTENing on a topic's channel."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, topic: str = INBOX) -> None:
         self._engine = engine
+        self._topic = topic
         self._conn: Any = None
         self._interrupted = threading.Event()
 
@@ -152,7 +158,7 @@ class NotifyListener:
         listening = psycopg.connect(
             url.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
         )
-        name = channel(str(schema))
+        name = channel(str(schema), self._topic)
         listening.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(name)))
         return listening
 
@@ -197,11 +203,12 @@ class NotifyListener:
             self._conn = None
 
 
-def listener(engine: Engine) -> Listener | None:
-    """The way this worker can be woken on this database, or None (poll only)."""
+def listener(engine: Engine, topic: str = INBOX) -> Listener | None:
+    """The way this worker can be woken about `topic` on this database, or None (poll
+    only)."""
     if engine.dialect.name == "postgresql":
-        return NotifyListener(engine)
-    directory = socket_dir(engine)
+        return NotifyListener(engine, topic)
+    directory = socket_dir(engine, topic)
     if directory is None:
         return None
     try:
@@ -212,11 +219,12 @@ def listener(engine: Engine) -> Listener | None:
 
 
 class Waker:
-    """Wakes the workers after a web process stored a new delivery (see the module)."""
+    """Wakes the workers listening on `topic` (see the module)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, topic: str = INBOX) -> None:
         self._engine = engine
-        self._directory = socket_dir(engine)
+        self._topic = topic
+        self._directory = socket_dir(engine, topic)
         self._channel: str | None = None
         self._sock: socket.socket | None = None
         self._targets: list[str] = []
@@ -243,7 +251,7 @@ class Waker:
         with self._engine.connect() as conn:
             if self._channel is None:
                 schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
-                self._channel = channel(str(schema))
+                self._channel = channel(str(schema), self._topic)
             conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": self._channel})
             conn.commit()
 
