@@ -87,12 +87,12 @@ def test_stage_one_maps_no_more_than_its_batch(engine: Engine) -> None:
     assert states.count(InboxState.PENDING) == PENDING - 1
 
 
-def test_on_sqlite_only_the_claims_commit_skips_the_fsync(
+def test_on_sqlite_a_claims_commit_skips_the_fsync_and_only_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lease lost to a power cut only returns rows to the queue: its commit need not
-    wait for the disk. Every other write keeps synchronous=FULL, the claim's connection
-    included once it is back in the pool, also after a claim that failed."""
+    wait for the disk (nor does stage 1's: tests/stage1/test_durability.py). The claim's
+    connection is back at synchronous=FULL in the pool, also after a claim that failed."""
     engine = create_db_engine(f"sqlite:///{tmp_path / 'claims.db'}")
     migrate.upgrade(engine)
     for n in range(3):

@@ -43,7 +43,15 @@ from webhooks.storage.outbox import (
     summary,
     write_operations,
 )
-from webhooks.storage.queue import DEFAULT_LEASE, Turn, claim, release, utcnow, writing
+from webhooks.storage.queue import (
+    DEFAULT_LEASE,
+    Turn,
+    claim,
+    release,
+    unsynced,
+    utcnow,
+    writing,
+)
 from webhooks.storage.schema import MAX_OP_KEY, InboxState, Lane, OutboxState, inbox
 
 log = structlog.get_logger("webhooks.process")
@@ -189,8 +197,9 @@ class _Writer:
     def _write(self, mapped: Mapped, failed: Failed, now: datetime) -> list[dict[str, Any]]:
         """Write the batch; the operations it created (not facts queued before it)."""
         # The turn is taken for the writes only and given back after the commit: the
-        # outer stack closes after the transaction's own block.
-        with contextlib.ExitStack() as held, self.engine.begin() as conn:
+        # outer stack closes after the transaction's own block. Everything written here
+        # derives from durable inbox rows: the commit need not wait for the disk.
+        with contextlib.ExitStack() as held, unsynced(self.engine) as conn:
             seen = begin_state(conn)
             locks = StateLocks(conn)
             locks.begin(exclusive=any(_erases(actions) for _, actions in mapped))

@@ -36,20 +36,28 @@ def writing(engine: Engine, turn: Turn = contextlib.nullcontext) -> Iterator[Con
 
 
 @contextmanager
-def _leasing(engine: Engine, turn: Turn) -> Iterator[Connection]:
-    """`writing`, except that on SQLite the commit does not wait for the disk.
+def unsynced(engine: Engine) -> Iterator[Connection]:
+    """A write transaction whose commit does not wait for the disk: for what can be
+    done again from durable rows, never for what only a request knows.
 
-    A claim only sets leases: one lost to a power cut puts its rows back in the queue,
-    which a lease's expiry does anyway. With synchronous=NORMAL in WAL mode the commit
-    skips its fsync (about 5 ms here), during which ingest waits for the write lock;
-    the next durable commit writes it out with its own. Every other write stays FULL.
+    A claim only sets leases, and stage 1 writes only what it derives from inbox rows
+    that ingest stored durably: one lost to a power cut puts its rows back in the queue
+    and they are mapped again the same way (the same operation keys and event ids,
+    which Customer.io deduplicates if a send got out first). The log is written in
+    order, so the next durable commit (an ingest, a send recorded) makes this one
+    durable too, and nothing is ever half-written. SQLite: synchronous=NORMAL in WAL
+    mode skips the commit's fsync (5-10 ms here), during which ingest waited for the
+    write lock. PostgreSQL: synchronous_commit=off for this transaction (SET LOCAL).
+    Everything else stays synchronous.
     """
-    with turn(), engine.connect() as conn:
+    with engine.connect() as conn:
         raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
         if raw is not None:
             raw.execute("PRAGMA synchronous=NORMAL")  # outside any transaction: allowed
         try:
             with conn.begin():
+                if raw is None:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield conn
         finally:
             if raw is not None:
@@ -93,7 +101,7 @@ def claim(
     rows: list[sa.Row[Any]] = []
     if not waiting:
         return rows
-    with _leasing(engine, turn) as conn:
+    with turn(), unsynced(engine) as conn:
         for candidates in waiting:
             if len(rows) >= limit:
                 break
