@@ -1,13 +1,15 @@
 """End-to-end latency: signed webhooks at a steady rate, from receipt to Customer.io acceptance.
 
     python benchmarks/end_to_end.py [--rate 200] [--duration 30] [--workers 2]
-                                    [--database-url postgresql+psycopg://...]
+                                    [--database-url postgresql+psycopg://...] [--split]
 
 `webhooks serve --workers N` (gunicorn plus the one delivery worker it starts) runs
-against a fake Customer.io in its own process (no faults). A paced sender posts unique
-Stripe events (paid checkout sessions and invoice renewals from the golden fixtures,
-signed before the run) at `--rate` per second for `--duration` seconds, from a small
-thread pool with one short HTTP/1.1 connection per request, as providers connect.
+against a fake Customer.io in its own process (no faults); with `--split`, gunicorn
+alone and two workers, one mapping (WORKER_STAGE=map) and one sending (send). A paced
+sender posts unique Stripe events (paid checkout sessions and invoice renewals from the
+golden fixtures, signed before the run) at `--rate` per second for `--duration` seconds,
+from a small thread pool with one short HTTP/1.1 connection per request, as providers
+connect.
 
 Per event: receipt is the inbox row's received_at (stamped by the server as it stores
 the delivery), send is the sender's clock just before it connects, and acceptance is
@@ -37,11 +39,17 @@ from harness import (
     Exactness,
     check_exactly_once,
     code_version,
+    fresh_database,
     order_id,
     percentile,
     run_main,
     serve_with_fake,
+    service_env,
+    start,
+    start_fake,
     verdict,
+    web_server,
+    worker_server,
 )
 from ingest import BenchmarkError, Server
 from loadgen import WEBHOOK_PATH
@@ -70,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL")
     parser.add_argument("--drain-timeout", type=float, default=60.0, help="wait for delivery")
     parser.add_argument("--database-url", help="PostgreSQL URL; default: temporary SQLite")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="gunicorn alone, a worker that only maps and one that only sends "
+        "(WORKER_STAGE), instead of `webhooks serve` and its one worker",
+    )
     args = parser.parse_args(argv)
     if args.database_url and make_url(args.database_url).get_backend_name() != "postgresql":
         parser.error("--database-url must be a postgresql+psycopg:// URL")
@@ -269,11 +283,21 @@ def print_summary(rounds: list[Round]) -> None:
 def start_service(
     stack: ExitStack, args: argparse.Namespace, workdir: Path
 ) -> tuple[FakeCustomerIOClient, str, Server]:
-    """The fake, a fresh database and `webhooks serve`; returns (fake, url, server)."""
+    """The fake, a fresh database and `webhooks serve` (or, `--split`, gunicorn and a
+    map and a send worker); returns (fake, url, web server)."""
     extra = {"LOG_LEVEL": args.log_level}
     if args.max_rps:
         extra["CUSTOMERIO_MAX_RPS"] = str(args.max_rps)
-    return serve_with_fake(stack, workdir, args.database_url, args.workers, "e2e", **extra)
+    if not args.split:
+        return serve_with_fake(stack, workdir, args.database_url, args.workers, "e2e", **extra)
+    fake = start_fake(stack, workdir)
+    url = stack.enter_context(fresh_database(args.database_url, workdir, "e2e"))
+    env = service_env(url, fake.url, **extra)
+    web = start(stack, web_server(env, workdir, args.workers), workdir)
+    for stage in ("map", "send"):
+        worker = worker_server(env | {"WORKER_STAGE": stage}, workdir, f"worker-{stage}")
+        start(stack, worker, workdir, ready=False)
+    return fake, url, web
 
 
 def benchmark(args: argparse.Namespace) -> None:
@@ -282,9 +306,14 @@ def benchmark(args: argparse.Namespace) -> None:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wh-e2e-")))
         fake, url, server = start_service(stack, args, workdir)
         backend = "postgresql (fresh schema)" if args.database_url else "sqlite (temporary file)"
+        processes = (
+            f"gunicorn --workers {args.workers} + a map and a send worker"
+            if args.split
+            else f"`webhooks serve --workers {args.workers}` + its worker"
+        )
         print(
             f"End-to-end benchmark: {args.rate:g} webhooks/s, {args.rounds} rounds of "
-            f"{args.duration:g} s, `webhooks serve --workers {args.workers}` + its worker, "
+            f"{args.duration:g} s, {processes}, "
             f"{backend}, LOG_LEVEL={args.log_level}, CUSTOMERIO_MAX_RPS="
             f"{args.max_rps or 'default'}, fake Customer.io without faults; {os.cpu_count()} "
             f"CPUs shared by sender ({args.senders} threads), service, worker and fake; "

@@ -145,6 +145,15 @@ def worker_server(env: dict[str, str], workdir: Path, name: str = "worker") -> S
     return Server(name, [webhooks_cli(), "worker"], env, 0, workdir / f"{name}.log", "")
 
 
+def web_server(env: dict[str, str], workdir: Path, workers: int) -> Server:
+    """gunicorn with the packaged config on a free port: the web processes alone, as
+    the Procfile's `web:` runs them (no delivery worker)."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:webhooks.gunicorn_conf"]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    return Server("web", command, env, port, workdir / "web.log", "/readyz")
+
+
 def serve_server(env: dict[str, str], workdir: Path, workers: int) -> Server:
     """`webhooks serve` on a free port; it starts its own delivery worker."""
     port = free_port()

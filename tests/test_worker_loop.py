@@ -396,9 +396,9 @@ def test_split_stages_a_map_worker_and_a_send_worker_deliver_once_woken_not_poll
     kinds = [op["operation"].get("name") for op in fake.operations()]
     assert kinds.count("order_completed") == 1  # delivered once
     # Only the sender called Customer.io (the mapper's address refuses connections: any
-    # call would have logged a failure), and the mapper does not count as sending.
+    # call would have logged a failure), and the mapper says it does not send.
     assert [n for n in names if n.startswith("customerio_")] == ["customerio_ready"]
     assert beats["live"] == 2
-    assert beats["delivery"] == {"sending": 1, "unknown": 1}
+    assert beats["delivery"] == {"sending": 1, "map_only": 1}
     stages = {e["stage"] for e in list(logs) if e["event"] == "worker_started"}
     assert stages == {"send", "map"}

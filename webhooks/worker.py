@@ -430,11 +430,10 @@ class Worker:
         if expired:
             log.warning("waiting_expired", rows=expired, hours=self.settings.waiting_expiry_hours)
 
-    def delivery_state(self) -> str | None:
-        """One of heartbeat.DELIVERY_STATES, for `webhooks status` on any host; None for
-        a worker that does not send (WORKER_STAGE=map)."""
+    def delivery_state(self) -> str:
+        """One of heartbeat.DELIVERY_STATES, for `webhooks status` on any host."""
         if self.stage == "map":
-            return None
+            return "map_only"
         if self.cio is None:
             return "dry_run"
         if self._auth_pause:

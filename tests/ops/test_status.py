@@ -106,6 +106,24 @@ def test_a_dry_run_is_counted(engine: Engine, run: Run) -> None:
     assert report["customerio"] == "dry_run"
 
 
+def test_workers_that_only_map_are_not_taken_for_a_sender(
+    engine: Engine, cio: ScriptedCustomerIO, run: Run
+) -> None:
+    """WORKER_STAGE=map workers beat (a worker is alive) but send nothing: status says no
+    live worker sends until one that does beats too."""
+    mapper = worker(engine, cio, worker_stage="map")
+    mapper._beat()
+    report = as_json(run("status", "--json"))
+    assert report["workers"]["live"] == 1
+    assert report["workers"]["delivery"] == {"map_only": 1}
+    assert report["customerio"] == "map_only"
+    assert "no live worker sends (only WORKER_STAGE=map workers)" in run("status").stdout
+    worker(engine, cio, worker_stage="send")._beat()
+    report = as_json(run("status", "--json"))
+    assert report["workers"]["delivery"] == {"map_only": 1, "sending": 1}
+    assert report["customerio"] == "sending"
+
+
 def test_a_silent_provider_is_unhealthy_past_max_silence(engine: Engine, run: Run) -> None:
     post_signed(engine, "stripe", "checkout_session_completed_paid")
     worker(engine, None).run_once()  # mapped: no backlog, only the silence counts

@@ -233,6 +233,7 @@ CREDENTIALS = {
     "dry_run": "dry run: operations are recorded, not sent (no credentials configured)",
     "paused_outage": "paused: Customer.io failing (5xx, 429 or timeouts); retrying",
     "paused_credentials": "paused: Customer.io refuses the credentials (401/403)",
+    "map_only": "unknown: no live worker sends (only WORKER_STAGE=map workers)",
     "unknown": "unknown: no live delivery worker",
 }
 

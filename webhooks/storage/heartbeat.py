@@ -17,7 +17,9 @@ from webhooks.storage.schema import worker_heartbeats
 # recording without sending (no credentials), or paused because Customer.io refused
 # the credentials (401/403) or is failing (5xx, 429, timeouts).
 # Worst first: `webhooks status` reports the worst state any live worker is in.
-DELIVERY_STATES = ("paused_credentials", "paused_outage", "sending", "dry_run")
+# Worst first: `webhooks status` shows the worst any live worker reports. A worker that
+# only maps (WORKER_STAGE=map) sends nothing: it says so, and counts as no sender.
+DELIVERY_STATES = ("paused_credentials", "paused_outage", "sending", "dry_run", "map_only")
 
 # A worker beats at most this often (it loops many times a second under load).
 BEAT_EVERY = timedelta(seconds=5)
