@@ -384,7 +384,10 @@ class Worker:
         if self.stage != "send":
             self.check_lock_budget()
         try:
-            if self.stage != "map":
+            # A worker that only maps calls Customer.io never, but without credentials
+            # it queues every operation as dry_run, which no sender ever sends: it says
+            # so at start like any dry run.
+            if self.stage != "map" or self.cio is None:
                 self.check_credentials()
         except Exception as exc:  # an odd answer must not keep the worker from starting
             log.error("customerio_check_failed", error=type(exc).__name__)
@@ -432,10 +435,10 @@ class Worker:
 
     def delivery_state(self) -> str:
         """One of heartbeat.DELIVERY_STATES, for `webhooks status` on any host."""
+        if self.cio is None:
+            return "dry_run"  # what it maps is recorded, not sent, whatever its stage
         if self.stage == "map":
             return "map_only"
-        if self.cio is None:
-            return "dry_run"
         if self._auth_pause:
             return "paused_credentials"
         if self._failures:

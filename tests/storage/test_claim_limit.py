@@ -87,7 +87,7 @@ def test_stage_one_maps_no_more_than_its_batch(engine: Engine) -> None:
     assert states.count(InboxState.PENDING) == PENDING - 1
 
 
-def test_on_sqlite_a_claims_commit_skips_the_fsync_and_only_it(
+def test_on_sqlite_an_inbox_claims_commit_skips_the_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lease lost to a power cut only returns rows to the queue: its commit need not

@@ -71,6 +71,8 @@ def problems(report: dict[str, Any], limits: Thresholds) -> list[str]:
     workers = report["workers"]
     if limits.require_worker and not workers["live"]:
         found.append("no delivery worker has a heartbeat in the last 60 s")
+    elif limits.require_worker and report["customerio"] == "map_only":
+        found.append("no live worker sends: only WORKER_STAGE=map workers have a heartbeat")
     if report["customerio"] == "paused_credentials":
         found.append("Customer.io refuses the credentials (401/403): delivery is paused")
     if limits.max_silence_hours is not None:

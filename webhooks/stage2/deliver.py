@@ -68,6 +68,9 @@ def deliver_batch(
         ],
         order_by=[outbox.c.occurred_at, outbox.c.id],
         turn=turn,
+        # Stage 1 commits without waiting for the disk: this commit makes what is
+        # about to be sent (and what stage 1 changed around it) durable first.
+        durable=True,
     )
     outcome = Outcome(claimed=len(rows))
     if not rows:

@@ -14,11 +14,10 @@ from webhooks.storage.queue import utcnow
 from webhooks.storage.schema import worker_heartbeats
 
 # What a worker's delivery is doing, as its heartbeat says: sending to Customer.io,
-# recording without sending (no credentials), or paused because Customer.io refused
-# the credentials (401/403) or is failing (5xx, 429, timeouts).
-# Worst first: `webhooks status` reports the worst state any live worker is in.
-# Worst first: `webhooks status` shows the worst any live worker reports. A worker that
-# only maps (WORKER_STAGE=map) sends nothing: it says so, and counts as no sender.
+# recording without sending (no credentials), paused because Customer.io refused the
+# credentials (401/403) or is failing (5xx, 429, timeouts), or nothing because it only
+# maps (WORKER_STAGE=map: it counts as no sender). Worst first: `webhooks status`
+# reports the worst state any live worker is in.
 DELIVERY_STATES = ("paused_credentials", "paused_outage", "sending", "dry_run", "map_only")
 
 # A worker beats at most this often (it loops many times a second under load).

@@ -40,12 +40,12 @@ def unsynced(engine: Engine) -> Iterator[Connection]:
     """A write transaction whose commit does not wait for the disk: for what can be
     done again from durable rows, never for what only a request knows.
 
-    A claim only sets leases, and stage 1 writes only what it derives from inbox rows
-    that ingest stored durably: one lost to a power cut puts its rows back in the queue
-    and they are mapped again the same way (the same operation keys and event ids,
-    which Customer.io deduplicates if a send got out first). The log is written in
-    order, so the next durable commit (an ingest, a send recorded) makes this one
-    durable too, and nothing is ever half-written. SQLite: synchronous=NORMAL in WAL
+    An inbox claim only sets leases, and stage 1 writes only what it derives from inbox
+    rows that ingest stored durably: one lost to a power cut (or a PostgreSQL crash)
+    puts its rows back in the queue and they are mapped again the same way. Nothing
+    acts on it before it is durable: the log is written in order, and stage 2's claim,
+    which comes before any send, commits durably (`claim(..., durable=True)`), as does
+    the next ingest. Nothing is ever half-written. SQLite: synchronous=NORMAL in WAL
     mode skips the commit's fsync (5-10 ms here), during which ingest waited for the
     write lock. PostgreSQL: synchronous_commit=off for this transaction (SET LOCAL).
     Everything else stays synchronous.
@@ -78,9 +78,17 @@ def claim(
     queues: Sequence[Sequence[sa.ColumnElement[bool]]],
     order_by: Sequence[sa.ColumnElement[Any]],
     turn: Turn = contextlib.nullcontext,
+    durable: bool = False,
 ) -> list[sa.Row[Any]]:
     """Lease up to `limit` rows (not leased by a live worker) from `queues` in turn,
     holding `turn` around the write.
+
+    The lease's commit waits for the disk only when `durable`: stage 2 claims that way
+    before it sends, because stage 1 commits without waiting (`unsynced`) and the log
+    is written in order, so everything a sender can see is on disk before Customer.io
+    acts on it. A lost stage 1 transaction then never undoes what was sent after it
+    (a redaction's purge of queued operations, a merge's repointing, a cart
+    suppression, an event's time).
 
     Each queue is a filter read in `order_by` order, such as one lane's pending rows.
     Its terms should be equalities on the leading columns of an index whose next
@@ -101,7 +109,7 @@ def claim(
     rows: list[sa.Row[Any]] = []
     if not waiting:
         return rows
-    with turn(), unsynced(engine) as conn:
+    with turn(), engine.begin() if durable else unsynced(engine) as conn:
         for candidates in waiting:
             if len(rows) >= limit:
                 break

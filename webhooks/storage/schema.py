@@ -348,7 +348,7 @@ worker_heartbeats = sa.Table(
     sa.Column("owner", sa.String(128), primary_key=True),  # host:pid:random
     sa.Column("started_at", UTCDateTime(), nullable=False),
     sa.Column("beat_at", UTCDateTime(), nullable=False),
-    # What its delivery is doing: sending, dry_run, paused_credentials, paused_outage.
+    # What its delivery is doing: heartbeat.DELIVERY_STATES (sending, dry_run, ...).
     sa.Column("delivery", sa.String(32), nullable=True),
 )
 sa.Index("ix_worker_heartbeats_beat", worker_heartbeats.c.beat_at)
