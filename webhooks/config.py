@@ -183,8 +183,8 @@ class Settings(BaseSettings):
         "batch x 7 advisory locks well below max_locks_per_transaction x max_connections.",
     )
     # Python runs one thread at a time per process: a worker's mapping and sending share
-    # one core. As two processes on a host with cores to spare, a backlog drained 1.3 x
-    # faster (docs/scaling.md).
+    # one core. As two processes on a host with cores to spare, a backlog drained
+    # 1.3-1.5 x faster (docs/scaling.md).
     worker_stage: Literal["both", "map", "send"] = Field(
         "both",
         description="What one `webhooks worker` process runs: both stages, or only stage "
