@@ -5,11 +5,9 @@ was sent."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -19,8 +17,6 @@ from webhooks.fakes.customerio import FakeCustomerIO
 from webhooks.stage1.process import process_batch
 from webhooks.stage2.customerio import CustomerIO
 from webhooks.stage2.deliver import deliver_batch
-from webhooks.storage import migrate
-from webhooks.storage.db import create_db_engine
 
 # What the setting reads on each backend when the commit does not wait for the disk,
 # and when it does.
@@ -28,14 +24,6 @@ SETTING = {
     "sqlite": ("PRAGMA synchronous", {"unsynced": 1, "synced": 2}),  # NORMAL, FULL
     "postgresql": ("SHOW synchronous_commit", {"unsynced": "off", "synced": "on"}),
 }
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = create_db_engine(database_url, timeout=5)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def _mode(engine: Engine, dbapi_conn: Any) -> str:
