@@ -402,3 +402,53 @@ def test_split_stages_a_map_worker_and_a_send_worker_deliver_once_woken_not_poll
     assert beats["delivery"] == {"sending": 1, "map_only": 1}
     stages = {e["stage"] for e in list(logs) if e["event"] == "worker_started"}
     assert stages == {"send", "map"}
+
+
+def test_a_map_worker_holds_back_a_backfill_while_its_sends_are_behind(engine: Engine) -> None:
+    """Split stages: the senders are elsewhere, so a map worker looks at the outbox: with a
+    full background request still due, it maps no more of a backfill (mapped far ahead of
+    its sends, an event judged young would go out hours later); once the senders catch
+    up it goes on."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from tests.pipeline import FIXTURES
+    from webhooks.providers.stripe.signature import StripeReceiver
+    from webhooks.storage.inbox import store_delivery
+    from webhooks.storage.schema import Lane, outbox
+    from webhooks.worker import BACKGROUND_SEND_BATCH
+
+    now = datetime.now(UTC)
+    queued = [
+        {
+            "op_key": f"queued:{n}",
+            "op_id": f"{n:026d}",
+            "kind": "event",
+            "payload": {},
+            "occurred_at": now,
+            "lane": Lane.BACKFILL,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for n in range(BACKGROUND_SEND_BATCH)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(outbox), queued)
+    fixture = json.loads((FIXTURES / "stripe" / "customer_created.json").read_text())
+    delivery = StripeReceiver([]).parse(json.dumps(fixture["body"]).encode(), {})
+    store_delivery(engine, replace(delivery, lane=Lane.BACKFILL))
+
+    url = engine.url.render_as_string(hide_password=False)
+    mapper = Worker(engine, make_settings(url, worker_poll_interval=0.05, worker_stage="map"), None)
+    with running(mapper):
+        time.sleep(1.0)
+        assert [r.state for r in inbox_rows(engine)] == ["pending"]  # held back
+        with engine.begin() as conn:  # the senders caught up
+            conn.execute(sa.update(outbox).values(state="delivered"))
+        wait_for(
+            lambda: [r.state for r in inbox_rows(engine)] == ["done"],
+            timeout=3,
+            what="the backfill mapped once the sends caught up",
+        )

@@ -212,6 +212,14 @@ class Worker:
             # On PostgreSQL, holding back too starved the backfill (4 rows/s).
             self.stopping.wait(BEHIND_WAIT)
             return True
+        if self.stage == "map" and outbox_store.due_at_least(
+            self.engine, BACKGROUND, BACKGROUND_SEND_BATCH
+        ):
+            # The senders are in other processes: a full background request still due
+            # means they are behind. Mapping a backfill far ahead of its sends would
+            # send events judged young (BACKFILL_LIVE_WINDOW_SECONDS) hours later.
+            self.stopping.wait(self.settings.worker_poll_interval)
+            return True
         started = time.monotonic()
         # While live webhooks flow, slices are smaller: each takes CPU (and, on SQLite,
         # a write turn) from the live mapper.

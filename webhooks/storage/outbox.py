@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -134,6 +135,23 @@ def correct_times(conn: Connection, values: list[dict[str, Any]], now: datetime)
                 )
             ).rowcount
     return moved
+
+
+def due_at_least(engine: Engine, lanes: Sequence[int], count: int) -> bool:
+    """Are `count` or more operations of `lanes` due to be sent now? (Reads at most
+    `count` index entries.)"""
+    due = (
+        sa.select(outbox.c.id)
+        .where(
+            outbox.c.state == OutboxState.PENDING,
+            outbox.c.lane.in_(lanes),
+            outbox.c.next_attempt_at <= utcnow(),
+        )
+        .limit(count)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        return int(conn.scalar(sa.select(sa.func.count()).select_from(due)) or 0) >= count
 
 
 def due_now(engine: Engine) -> int:
