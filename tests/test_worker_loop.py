@@ -452,3 +452,33 @@ def test_a_map_worker_holds_back_a_backfill_while_its_sends_are_behind(engine: E
             timeout=3,
             what="the backfill mapped once the sends caught up",
         )
+
+
+def test_a_send_worker_whose_sender_is_stuck_stops_beating(engine: Engine) -> None:
+    """WORKER_STAGE=send: the heartbeat says the live sender works, not only that the
+    process runs: stuck in one step past the stall limit, the worker logs send_stalled
+    and stops beating (status then shows it stale); unstuck, it beats again."""
+    url = engine.url.render_as_string(hide_password=False)
+    runner = Worker(
+        engine, make_settings(url, worker_poll_interval=0.05, worker_stage="send"), None
+    )
+    runner._stall_after = 0.5
+    release = threading.Event()
+    original = runner._deliver
+
+    def stuck(limit: int, lanes: tuple[int, ...]) -> Any:
+        if lanes == (0,):
+            release.wait(10)  # a live send that does not come back
+        return original(limit, lanes)
+
+    beats: list[float] = []
+    runner._deliver = stuck  # type: ignore[method-assign]
+    runner._beat = lambda: beats.append(time.monotonic())  # type: ignore[method-assign]
+    with capture_logs() as logs, running(runner):
+        wait_for(lambda: events(logs, "send_stalled"), timeout=3, what="the stall noticed")
+        stalled_at = time.monotonic()
+        time.sleep(0.5)
+        assert not [t for t in beats if t > stalled_at]  # no beat while stuck
+        release.set()
+        wait_for(lambda: [t for t in beats if t > stalled_at + 0.5], timeout=3, what="beats again")
+    assert len(events(logs, "send_stalled")) == 1  # said once per stall, not per look

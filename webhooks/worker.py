@@ -108,6 +108,10 @@ class Worker:
         self.stage = settings.worker_stage  # both, map or send
         # A worker that only maps tells the workers that only send, in other processes.
         self._senders = wake.Waker(engine, wake.OUTBOX) if self.stage == "map" else None
+        # WORKER_STAGE=send: when the live sender last finished a step, and how long
+        # without one makes the worker stop beating (status then shows it stale).
+        self._live_sent_at = time.monotonic()
+        self._stall_after = heartbeat.STALE_AFTER.total_seconds()
         self._next_expiry = 0.0  # monotonic time of the next sweep of waiting rows
 
     def check_credentials(self) -> bool:
@@ -261,8 +265,10 @@ class Worker:
         """Live operations (their own thread in `run`, so they never wait for a backfill's
         request in flight); True while more are due."""
         if not self._may_send():
+            self._live_sent_at = time.monotonic()
             return False
         outcome = self._deliver(SEND_BATCH, LIVE)
+        self._live_sent_at = time.monotonic()
         return outcome is not None and outcome.claimed >= SEND_BATCH
 
     def send_background_step(self) -> bool:
@@ -540,11 +546,24 @@ class Worker:
 
     def _send_loop(self) -> None:
         """WORKER_STAGE=send: the sender threads send; this one beats the heartbeat and
-        passes on the mapping workers' wake-ups (the senders poll without them)."""
+        passes on the mapping workers' wake-ups (the senders poll without them).
+
+        It beats only while the live sender finishes steps: a sender stuck for good
+        would otherwise look alive (a worker running both beats after each mapping
+        pass, which proves its own loop, not its senders')."""
+        stalled = False
         while not self.stopping.is_set():
             if self._parent and os.getppid() != self._parent:
                 log.error("worker_orphaned", message="the serve process is gone; stopping")
                 return
+            idle = time.monotonic() - self._live_sent_at
+            if idle > self._stall_after:
+                if not stalled:
+                    log.error("send_stalled", seconds=round(idle, 1))
+                stalled = True
+                self.stopping.wait(self.settings.worker_poll_interval)
+                continue
+            stalled = False
             try:
                 self._beat()
             except Exception as exc:  # the database away: the senders say so too
