@@ -39,17 +39,11 @@ from harness import (
     Exactness,
     check_exactly_once,
     code_version,
-    fresh_database,
     order_id,
     percentile,
     run_main,
     serve_with_fake,
-    service_env,
-    start,
-    start_fake,
     verdict,
-    web_server,
-    worker_server,
 )
 from ingest import BenchmarkError, Server
 from loadgen import WEBHOOK_PATH
@@ -288,16 +282,9 @@ def start_service(
     extra = {"LOG_LEVEL": args.log_level}
     if args.max_rps:
         extra["CUSTOMERIO_MAX_RPS"] = str(args.max_rps)
-    if not args.split:
-        return serve_with_fake(stack, workdir, args.database_url, args.workers, "e2e", **extra)
-    fake = start_fake(stack, workdir)
-    url = stack.enter_context(fresh_database(args.database_url, workdir, "e2e"))
-    env = service_env(url, fake.url, **extra)
-    web = start(stack, web_server(env, workdir, args.workers), workdir)
-    for stage in ("map", "send"):
-        worker = worker_server(env | {"WORKER_STAGE": stage}, workdir, f"worker-{stage}")
-        start(stack, worker, workdir, ready=False)
-    return fake, url, web
+    return serve_with_fake(
+        stack, workdir, args.database_url, args.workers, "e2e", args.split, **extra
+    )
 
 
 def benchmark(args: argparse.Namespace) -> None:

@@ -167,14 +167,23 @@ def serve_with_fake(
     database_url: str | None,
     workers: int,
     name: str,
+    split: bool = False,
     **extra: str,
 ) -> tuple[FakeCustomerIOClient, str, Server]:
     """The fake Customer.io, a fresh database and `webhooks serve` (`extra` in its
-    environment), all stopped when `stack` closes; returns (fake, database url, server)."""
+    environment), all stopped when `stack` closes; returns (fake, database url, server).
+    `split`: gunicorn alone and two workers, one that only maps and one that only sends
+    (WORKER_STAGE), instead of `webhooks serve` and its one worker."""
     fake = start_fake(stack, workdir)
     url = stack.enter_context(fresh_database(database_url, workdir, name))
     env = service_env(url, fake.url, **extra)
-    return fake, url, start(stack, serve_server(env, workdir, workers), workdir)
+    if not split:
+        return fake, url, start(stack, serve_server(env, workdir, workers), workdir)
+    web = start(stack, web_server(env, workdir, workers), workdir)
+    for stage in ("map", "send"):
+        worker = worker_server(env | {"WORKER_STAGE": stage}, workdir, f"worker-{stage}")
+        start(stack, worker, workdir, ready=False)
+    return fake, url, web
 
 
 @contextmanager

@@ -482,3 +482,12 @@ def test_a_send_worker_whose_sender_is_stuck_stops_beating(engine: Engine) -> No
         release.set()
         wait_for(lambda: [t for t in beats if t > stalled_at + 0.5], timeout=3, what="beats again")
     assert len(events(logs, "send_stalled")) == 1  # said once per stall, not per look
+
+
+def test_a_map_worker_without_credentials_says_it_is_a_dry_run(engine: Engine) -> None:
+    """It never calls Customer.io, but what it maps is recorded as dry_run, which no
+    sender sends: it warns at start and beats dry_run, not map_only."""
+    mapper = dry_run_worker(engine, worker_stage="map")
+    assert mapper.delivery_state() == "dry_run"
+    with capture_logs() as logs, running(mapper):
+        wait_for(lambda: events(logs, "dry_run"), timeout=3, what="the dry-run warning")

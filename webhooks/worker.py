@@ -507,7 +507,7 @@ class Worker:
                 daemon=True,
             ),
         ]
-        threads = (senders if self.stage != "map" else []) + ([] if sends_only else mappers)
+        threads = ([] if self.stage == "map" else senders) + ([] if sends_only else mappers)
         for thread in threads:
             thread.start()
         try:
@@ -551,11 +551,10 @@ class Worker:
         It beats only while the live sender finishes steps: a sender stuck for good
         would otherwise look alive (a worker running both beats after each mapping
         pass, which proves its own loop, not its senders')."""
+        # No orphan check: `webhooks serve`, the only parent, runs its worker with both
+        # stages (webhooks.supervisor), where _map_loop checks.
         stalled = False
         while not self.stopping.is_set():
-            if self._parent and os.getppid() != self._parent:
-                log.error("worker_orphaned", message="the serve process is gone; stopping")
-                return
             idle = time.monotonic() - self._live_sent_at
             if idle > self._stall_after:
                 if not stalled:

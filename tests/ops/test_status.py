@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -128,23 +126,6 @@ def test_workers_that_only_map_are_not_taken_for_a_sender(
     assert report["workers"]["delivery"] == {"map_only": 1, "sending": 1}
     assert report["customerio"] == "sending"
     assert report["healthy"] is True
-
-
-def test_a_map_worker_without_credentials_says_it_is_a_dry_run(engine: Engine) -> None:
-    """It never calls Customer.io, but what it maps is recorded as dry_run, which no
-    sender sends: it warns at start and beats dry_run, not map_only."""
-    from structlog.testing import capture_logs
-
-    mapper = worker(engine, None, worker_stage="map", worker_poll_interval=0.05)
-    assert mapper.delivery_state() == "dry_run"
-    with capture_logs() as logs:
-        thread = threading.Thread(target=mapper.run, daemon=True)
-        thread.start()
-        time.sleep(0.3)
-        mapper.stop()
-        thread.join(timeout=5)
-    assert not thread.is_alive()
-    assert "dry_run" in [entry["event"] for entry in logs]
 
 
 def test_a_silent_provider_is_unhealthy_past_max_silence(engine: Engine, run: Run) -> None:

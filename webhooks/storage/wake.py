@@ -10,9 +10,9 @@ its own autocommit statement, never inside the insert's transaction (a notifying
 transaction holds a cluster-wide lock through its commit, so a trigger made every
 ingest commit wait for the others); the worker LISTENs on a connection of its own, on
 any host. SQLite: a datagram to each listening worker's socket in `<database>.wake/`
-(the outbox topic: `<database>.wake-outbox/`), on the same host. A lost wake-up costs only
-latency: workers still poll every WORKER_POLL_INTERVAL (and that is how backfills and
-replays, which store from the command line, are found).
+(the outbox topic: `<database>.wake-outbox/`), on the same host. A lost wake-up costs
+only latency: workers still poll every WORKER_POLL_INTERVAL (and that is how backfills
+and replays, which store from the command line, are found).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ INBOX = "inbox"  # a delivery was stored: for the workers that map
 OUTBOX = "outbox"  # operations were queued: for the workers that only send
 REFRESH_EVERY = 1.0  # seconds between fresh listings of the worker sockets
 SLICE = 0.5  # seconds: a LISTEN wait looks for interrupt() this often
-WAKE_EVERY = 0.02  # seconds: a web process wakes the workers at most this often
+WAKE_EVERY = 0.02  # seconds: a process wakes the workers of a topic at most this often
 
 
 def channel(schema: str, topic: str = INBOX) -> str:
