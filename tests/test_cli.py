@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.engine import Engine
 
 from tests.conftest import count_rows
 from tests.integration.service import run_cli, service_env
@@ -146,3 +149,32 @@ def test_worker_settles_the_heap_after_start_up_before_it_runs(
     assert result.exit_code == 0, result.output
     # The worker's engine, settings and client exist before the freeze; the loop after.
     assert calls == ["settle", "run"]
+
+
+def test_worker_runs_beside_its_wal_checkpoint_thread_on_sqlite(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The worker's commits never checkpoint (its engine owns its checkpoints) and
+    the thread runs for exactly as long as the worker does."""
+    from webhooks.storage import checkpoint
+    from webhooks.worker import Worker
+
+    calls: list[str] = []
+    real_background = checkpoint.background
+
+    @contextlib.contextmanager
+    def background(engine: Engine) -> Iterator[object]:
+        with engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+        calls.append(f"checkpoints start, autocheckpoint={pages}")
+        with real_background(engine) as checkpointer:
+            yield checkpointer
+        calls.append("checkpoints stop")
+
+    monkeypatch.setattr(checkpoint, "background", background)
+    monkeypatch.setattr(Worker, "run", lambda self: calls.append("run"))
+    monkeypatch.setattr("webhooks.worker.install_signal_handlers", lambda runner: None)
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "CUSTOMERIO_SITE_ID": ""}
+    result = runner.invoke(main, ["worker"], env=env)
+    assert result.exit_code == 0, result.output
+    assert calls == ["checkpoints start, autocheckpoint=0", "run", "checkpoints stop"]

@@ -86,7 +86,7 @@ def worker() -> None:
     """Map stored webhooks and deliver them to Customer.io until SIGTERM."""
     from webhooks.core import heap
     from webhooks.logging import configure_logging
-    from webhooks.storage import migrate
+    from webhooks.storage import checkpoint, migrate
     from webhooks.storage.db import create_db_engine
     from webhooks.worker import Worker, customerio_client, install_signal_handlers
 
@@ -98,13 +98,16 @@ def worker() -> None:
         os.nice(WORKER_NICENESS)
     if settings.is_sqlite:
         migrate.ensure_current(settings.database_url, settings.database_timeout)
-    engine = create_db_engine(settings.database_url, **settings.engine_options())
+    # SQLite: the WAL is checkpointed by a thread of the worker, not in its commits.
+    options = settings.engine_options()
+    engine = create_db_engine(settings.database_url, **options, own_checkpoints=True)
     cio = customerio_client(settings)
     runner = Worker(engine, settings, cio)
     install_signal_handlers(runner)
     heap.settle()  # after start-up: see webhooks.core.heap
     try:
-        runner.run()
+        with checkpoint.background(engine):
+            runner.run()
     finally:
         if cio is not None:
             cio.close()

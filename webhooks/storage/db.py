@@ -20,6 +20,7 @@ def create_db_engine(
     poll_busy: bool = False,
     pool_size: int = 15,
     max_overflow: int = 0,
+    own_checkpoints: bool = False,
 ) -> Engine:
     """An engine whose waits (connect, pool, locks) all end within about `timeout` seconds.
 
@@ -30,7 +31,9 @@ def create_db_engine(
     finer steps (webhooks.storage.inbox). `pool_size` and `max_overflow` size the
     PostgreSQL pool of this process (SQLite's connections are files: not pooled alike):
     the pool opens a connection when no idle one is there and keeps it; an overflow
-    connection is closed when given back.
+    connection is closed when given back. `own_checkpoints` (SQLite) turns SQLite's
+    automatic WAL checkpoint off on this engine's connections, for a process that runs
+    webhooks.storage.checkpoint.background instead (the worker).
     """
     parsed = make_url(url)
     # JSON columns (payloads, facts) written and read with orjson: webhooks.core.jsontext.
@@ -41,7 +44,8 @@ def create_db_engine(
     if autocommit:
         engine_options["isolation_level"] = "AUTOCOMMIT"
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, timeout, engine_options, busy=0.001 if poll_busy else timeout)
+        busy = 0.001 if poll_busy else timeout
+        return _sqlite_engine(url, timeout, engine_options, busy, own_checkpoints)
     millis = int(timeout * 1000)
     # Keep options given in the URL (e.g. -csearch_path=...) beside the timeouts.
     options = " ".join(
@@ -74,7 +78,9 @@ def create_db_engine(
     )
 
 
-def _sqlite_engine(url: str, timeout: float, options: dict[str, Any], busy: float) -> Engine:
+def _sqlite_engine(
+    url: str, timeout: float, options: dict[str, Any], busy: float, own_checkpoints: bool
+) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +95,8 @@ def _sqlite_engine(url: str, timeout: float, options: dict[str, Any], busy: floa
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={max(1, int(busy * 1000))}")
+        if own_checkpoints:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     return engine
