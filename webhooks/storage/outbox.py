@@ -64,10 +64,8 @@ def write_operations(conn: Connection, values: list[dict[str, Any]]) -> set[str]
     """
     if not values:
         return set()
-    statement = _upsert(conn.dialect.name)
-    if conn.dialect.name == "postgresql":  # one statement of arrays: webhooks.storage.arrays
-        return {row[0] for row in arrays.upsert(conn, statement, values)}
-    return set(conn.scalars(statement, values))
+    # One statement whatever the number of rows: webhooks.storage.arrays.
+    return {row[0] for row in arrays.upsert(conn, _upsert(conn.dialect.name), values)}
 
 
 EVENT_KINDS = (OperationKind.EVENT, OperationKind.ANONYMOUS_EVENT)

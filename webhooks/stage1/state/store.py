@@ -240,11 +240,8 @@ def _upsert(dialect_name: str, table_name: str) -> sa.Insert:
 def _write(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
-    statement = _upsert(conn.dialect.name, table.name)
-    if conn.dialect.name == "postgresql":  # one statement of arrays: webhooks.storage.arrays
-        arrays.upsert(conn, statement, rows)
-        return
-    conn.execute(statement, list(rows))
+    # One statement whatever the number of rows: webhooks.storage.arrays.
+    arrays.upsert(conn, _upsert(conn.dialect.name, table.name), rows)
 
 
 def save(
