@@ -33,4 +33,6 @@ def one_of(
     if dialect_name == "postgresql":
         array = sa.bindparam(None, values, type_=postgresql.ARRAY(column.type))
         return column == sa.any_(array)
-    return column.in_(values)
+    # One expanding parameter: `in_` given the list itself coerces every value into a
+    # parameter of its own first (2-3 % of stage 1's time on SQLite).
+    return column.in_(sa.bindparam(None, values, type_=column.type, expanding=True))
