@@ -20,7 +20,7 @@ Stage 1 writes its state and outbox rows so, on both backends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 from itertools import chain
 from typing import Any
@@ -60,7 +60,7 @@ def upsert(
         process = statement.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         values = [row[name] for row in rows]
         try:
-            columns[name] = values if process is None else [process(value) for value in values]
+            columns[name] = values if process is None else _bound(process, values)
         except (TypeError, ValueError) as exc:
             raise sa.exc.StatementError(f"{name}: {exc}", head + tail, None, exc) from exc
     if dialect.name == "postgresql":
@@ -72,6 +72,19 @@ def upsert(
         text = head + _sqlite_values(len(names), len(chunk)) + tail
         returned += _rows(conn.exec_driver_sql(text, tuple(chain.from_iterable(chunk))))
     return returned
+
+
+def _bound(process: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """`values` bound by `process`, each distinct object once: a batch's rows share
+    one `now` in each of their timestamp columns."""
+    done: dict[int, Any] = {}
+    bound = []
+    for value in values:
+        key = id(value)
+        if key not in done:
+            done[key] = process(value)
+        bound.append(done[key])
+    return bound
 
 
 def _rows(result: sa.CursorResult[Any]) -> list[sa.Row[Any]]:

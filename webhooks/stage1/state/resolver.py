@@ -72,7 +72,7 @@ class Resolver:
                 continue
             found = seen.get(who) or resolve(who, keys[index], self.links, self.policy)
             seen[who] = found
-            if found.identity is not None:
+            if found.identity is not None and found.identity.person_id in self.parent:
                 found = replace(found, identity=self.final(found.identity))
             if found.wait_on is not None:
                 # Nothing of the delivery is applied until its person is known, so

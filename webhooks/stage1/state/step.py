@@ -374,7 +374,9 @@ class StateStep:
             # fields are OrderCompleted's own; set on the JSON to spare a model copy.
             data["is_first_order"] = position == 1
             data["order_count"] = position
-        op = replace(event_op(track, who, data), suppressed=cancelled)
+        op = event_op(track, who, data)
+        if cancelled:
+            op = replace(op, suppressed=cancelled)
         subject = _subject(track)
         if subject is None:
             return op
