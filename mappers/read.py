@@ -42,12 +42,10 @@ def opt_text(data: Any, path: str) -> str | None:
 
 def as_text(value: Any) -> str | None:
     """A bare value (a list entry, a field's value) as opt_text reads one at a path."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if isinstance(value, str):  # the common case first: most values read are text
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
     return None
 
 

@@ -108,6 +108,9 @@ def test_merge_names_the_primary_and_the_secondary() -> None:
     [
         ("identify", {"attributes": {"x" * 151: 1}}, "p", "attribute name"),
         ("identify", {"attributes": {"note": "y" * 1001}}, "p", "value over"),
+        # Limits count UTF-8 bytes, not characters: 152 bytes in 76, 1,002 in 334.
+        ("identify", {"attributes": {"é" * 76: 1}}, "p", "attribute name"),
+        ("identify", {"attributes": {"note": "€" * 334}}, "p", "value over"),
         ("identify", {"attributes": {f"a{i}": i for i in range(301)}}, "p", "300 attributes"),
         ("event", {"name": "e" * 101, "attributes": {}}, "p", "event name"),
         ("event", {"name": "e", "attributes": {"blob": "z" * 100_001}}, "p", "event data"),
@@ -121,6 +124,11 @@ def test_customerio_limits_are_enforced_before_sending(
     found = check_limits(kind, payload, pid)
     assert found is not None
     assert problem in found
+
+
+def test_attributes_at_the_byte_limits_pass() -> None:
+    attributes = {"x" * 150: 1, "é" * 75: 2, "note": "€" * 333, "other": "y" * 1000}
+    assert check_limits("identify", {"attributes": attributes}, "p") is None
 
 
 def test_an_operation_over_a_limit_is_marked_not_sent() -> None:

@@ -62,14 +62,19 @@ def _attribute_problem(attributes: dict[str, Any]) -> str | None:
     if len(attributes) > MAX_ATTRIBUTES:
         return f"more than {MAX_ATTRIBUTES} attributes"
     for name, value in attributes.items():
-        if len(name.encode("utf-8")) > MAX_ATTRIBUTE_NAME_BYTES:
+        # A character is at most 4 UTF-8 bytes: short text needs no encoding to pass.
+        if len(name) * 4 > MAX_ATTRIBUTE_NAME_BYTES and _bytes(name) > MAX_ATTRIBUTE_NAME_BYTES:
             return f"attribute name over {MAX_ATTRIBUTE_NAME_BYTES} bytes"
         if isinstance(value, bool | int | float) or value is None:
             continue  # a number is never 1000 bytes; serialising each cost stage 1 time
         text = value if isinstance(value, str) else json.dumps(value)
-        if len(text.encode("utf-8")) > MAX_ATTRIBUTE_VALUE_BYTES:
+        if len(text) * 4 > MAX_ATTRIBUTE_VALUE_BYTES and _bytes(text) > MAX_ATTRIBUTE_VALUE_BYTES:
             return f"attribute {name!r} value over {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
     return None
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def check_limits(kind: str, payload: dict[str, Any], pid: str | None) -> str | None:

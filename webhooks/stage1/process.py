@@ -336,7 +336,7 @@ def _values(op: Operation, row: sa.Row[Any], now: datetime, dry_run: bool) -> di
         # A merge travels alone: its primary's identify must have been applied first.
         "solo": op.kind == OperationKind.MERGE,
         # A held cart update waits, so an order that follows can still suppress it.
-        "next_attempt_at": now + timedelta(seconds=op.hold_seconds),
+        "next_attempt_at": now + timedelta(seconds=op.hold_seconds) if op.hold_seconds else now,
         "created_at": now,
         "state": _state(op, dry_run),
         "last_error": op.suppressed or op.problem,
