@@ -152,3 +152,88 @@ def test_rows_not_taken_when_the_turn_times_out_are_never_stored() -> None:
     # Answered as not stored (a 503 the provider retries), so it must not be stored later.
     assert group.store(["next"], 1, turn, insert, 5) == ["stored next"]
     assert insert.batches == [["next"]]
+
+
+# --- store_shared: several leaders, no turn (PostgreSQL) ------------------------------
+
+
+class SharedCallers(Callers):
+    """Callers of store_shared with `leaders` leaders and a `timeout`."""
+
+    def __init__(
+        self,
+        group: GroupCommit[str],
+        insert: Recorder,
+        entries: list[list[str]],
+        leaders: int = 1,
+        timeout: float = 5,
+    ) -> None:
+        self.leaders, self.timeout = leaders, timeout
+        super().__init__(group, insert, entries)
+
+    def _store(self, group: GroupCommit[str], insert: Recorder, rows: list[str]) -> None:
+        try:
+            self.answers[rows[0]] = group.store_shared(rows, 1, insert, self.timeout, self.leaders)
+        except Exception as exc:
+            self.answers[rows[0]] = exc
+
+
+def test_shared_requests_queued_while_the_leader_stores_go_together_next() -> None:
+    group: GroupCommit[str] = GroupCommit()
+    insert = Recorder()
+    insert.release.clear()
+    first = SharedCallers(group, insert, [["a"]])
+    assert insert.entered.wait(5)
+    rest = SharedCallers(group, insert, [["b"], ["c", "d"], ["e"]])
+    queued(group, 3)
+    released = time.monotonic()
+    insert.release.set()
+    answers = first.join() | rest.join()
+    # Woken when the leader finishes, not when their 5 s timeout runs out.
+    assert time.monotonic() - released < 1
+    assert insert.batches[0] == ["a"]
+    assert sorted(insert.batches[1]) == ["b", "c", "d", "e"]
+    assert len(insert.batches) == 2
+    assert answers == {
+        "a": ["stored a"],
+        "b": ["stored b"],
+        "c": ["stored c", "stored d"],
+        "e": ["stored e"],
+    }
+
+
+def test_shared_never_runs_more_inserts_at_once_than_it_has_leaders() -> None:
+    running = peak = 0
+    lock = threading.Lock()
+
+    class Overlapping(Recorder):
+        def __call__(self, rows: list[str]) -> list[Any]:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            time.sleep(0.01)  # long enough for the others to pile up
+            with lock:
+                running -= 1
+            return super().__call__(rows)
+
+    group: GroupCommit[str] = GroupCommit()
+    insert = Overlapping()
+    names = [f"r{n}" for n in range(30)]
+    answers = SharedCallers(group, insert, [[name] for name in names], leaders=2).join()
+    assert answers == {name: [f"stored {name}"] for name in names}
+    assert peak == 2  # two at once, never three
+    assert len(insert.batches) < len(names)  # and the waiting ones went together
+
+
+def test_shared_rows_no_leader_took_in_time_are_never_stored() -> None:
+    group: GroupCommit[str] = GroupCommit()
+    insert = Recorder()
+    insert.release.clear()  # the one leader stays busy
+    first = SharedCallers(group, insert, [["a"]])
+    assert insert.entered.wait(5)
+    late = SharedCallers(group, insert, [["late"]], timeout=0.1).join()
+    assert isinstance(late["late"], TimeoutError)
+    insert.release.set()
+    assert first.join() == {"a": ["stored a"]}
+    assert insert.batches == [["a"]]  # "late" was taken out of the queue, not stored

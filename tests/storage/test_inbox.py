@@ -401,3 +401,70 @@ def test_a_group_the_database_keeps_busy_fails_within_the_requests_timeout(
     # One timeout (1 s) and a little; storing them one by one with a fresh timeout each
     # took about seven.
     assert elapsed < 3.0
+
+
+def test_postgresql_requests_arriving_during_a_statement_share_the_next_one(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit on PostgreSQL: while one request's statement runs, the process's
+    other requests queue and are stored by the next statement, one upsert of arrays,
+    each told its own answer: a copy inside the group and a copy of a delivery stored
+    before are duplicates, and `duplicates` counts every copy."""
+    engine = create_db_engine(postgres_url, timeout=5, autocommit=True)  # as the web app
+    migrate.upgrade(engine)
+    assert store_delivery(engine, delivery("evt_before")) is True
+    groups: list[int] = []
+    real_group = inbox_module._store_group
+    first_runs, go_on = threading.Event(), threading.Event()
+
+    def holding(eng: Engine, group: list[dict[str, object]]) -> list[bool]:
+        groups.append(len(group))
+        if len(groups) == 1:
+            first_runs.set()
+            go_on.wait(5)
+        return real_group(eng, group)
+
+    monkeypatch.setattr(inbox_module, "_store_group", holding)
+    # No occurred_at, event id or API version on some: NULLs travel in the arrays too.
+    items = [delivery("evt_first")]
+    items += [delivery(f"evt_g{n}") for n in range(8)]
+    items += [
+        delivery(f"evt_bare{n}", occurred_at=None, event_id=None, api_version=None)
+        for n in range(3)
+    ]
+    items += [delivery("evt_g0"), delivery("evt_g0"), delivery("evt_before")]
+    answers: dict[int, bool] = {}
+
+    def store(index: int) -> None:
+        answers[index] = store_delivery(engine, items[index])
+
+    try:
+        threads = [threading.Thread(target=store, args=(0,))]
+        threads[0].start()
+        assert first_runs.wait(5)
+        threads += [threading.Thread(target=store, args=(i,)) for i in range(1, len(items))]
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while len(inbox_module._group(engine)._queue) < len(items) - 1:
+            assert time.monotonic() < deadline, "the requests never queued"
+            time.sleep(0.001)
+        go_on.set()
+        for thread in threads:
+            thread.join(5)
+        assert groups == [1, len(items) - 1]  # the first alone, then all the others at once
+        new = [answers[i] for i in range(len(items))]
+        assert new == [True] * 12 + [False, False, False]
+        stored = {row.delivery_id: row for row in rows(engine)}
+        assert {name: row.duplicates for name, row in stored.items() if row.duplicates} == {
+            "evt_g0": 2,
+            "evt_before": 1,
+        }
+        assert len(stored) == 13
+        bare = stored["evt_bare0"]
+        assert (bare.occurred_at, bare.event_id, bare.api_version) == (None, None, None)
+        assert stored["evt_g3"].headers == {"topic": "x"}
+        assert stored["evt_g3"].body == b'{"id": "evt_g3"}'
+    finally:
+        go_on.set()
+        engine.dispose()

@@ -1,5 +1,5 @@
 """Group commit: the inserts that wait for SQLite's writer turn in one process share a
-transaction.
+transaction (`store`); on PostgreSQL, those that arrive while one runs (`store_shared`).
 
 SQLite commits one writer at a time, and each commit with synchronous=FULL waits for
 the disk. One commit per webhook made ingest as fast as the disk's flushes, less
@@ -9,12 +9,20 @@ commits them together, up to a bound; the others find theirs done when their tur
 and give it back at once, without touching the database. Every request is still
 answered only after the commit that holds its row, so store-then-ack is unchanged. A
 group the database refuses is stored again entry by entry, so one request's failure is
-never another's. PostgreSQL commits concurrent transactions together by itself.
+never another's.
+
+PostgreSQL takes concurrent writers and commits concurrent transactions together by
+itself, but each request's own statement cost the web process a round trip, a statement
+and a commit of Python (SQLAlchemy and psycopg), more than all the rest of the request.
+`store_shared` keeps up to `leaders` statements of one process running; a request that
+finds them all running waits for one to finish, and the next leader stores everything
+queued by then in one statement (webhooks.storage.inbox).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -45,6 +53,8 @@ class GroupCommit(Generic[Row]):
 
     def __init__(self, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES) -> None:
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a leader finished (store_shared)
+        self._leading = 0
         self._queue: list[_Entry[Row]] = []
         self.max_rows, self.max_bytes = max_rows, max_bytes
 
@@ -74,6 +84,47 @@ class GroupCommit(Generic[Row]):
             # A leader is storing it right now: its answer is the truth.
             if not entry.done.wait(timeout):
                 raise
+        if entry.error is not None:
+            raise entry.error
+        assert entry.result is not None
+        return entry.result
+
+    def store_shared(
+        self,
+        rows: Sequence[Row],
+        size: int,
+        insert: Callable[[list[Row]], list[Any]],
+        timeout: float,
+        leaders: int,
+    ) -> list[Any]:
+        """As store(), with up to `leaders` threads storing groups at once and no turn
+        to wait for: a database that takes concurrent writers (PostgreSQL). A thread
+        finding every leader busy waits for one to finish; by then its rows are
+        usually stored, or it leads the next group itself."""
+        entry: _Entry[Row] = _Entry(rows, size)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            self._queue.append(entry)
+            while not entry.done.is_set() and self._leading >= leaders:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._changed.wait(remaining):
+                    if entry in self._queue:  # nobody took it: not stored, say so
+                        self._queue.remove(entry)
+                        raise TimeoutError("no inbox writer free within the database timeout")
+                    break  # a leader is storing it: its answer is the truth
+            leading = not entry.done.is_set() and entry in self._queue
+            if leading:
+                self._leading += 1
+        if leading:
+            try:
+                while not entry.done.is_set():
+                    self._lead(insert)
+            finally:
+                with self._changed:
+                    self._leading -= 1
+                    self._changed.notify_all()
+        elif not entry.done.wait(max(0.0, deadline - time.monotonic()) + timeout):
+            raise TimeoutError("the group's leader did not store it in time")
         if entry.error is not None:
             raise entry.error
         assert entry.result is not None
