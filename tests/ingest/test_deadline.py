@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
+from webhooks.ingest import deadline
 from webhooks.ingest.deadline import BodyDeadlines
 
 
@@ -50,3 +53,36 @@ def test_an_earlier_deadline_wakes_the_watchdog_sleeping_on_a_later_one() -> Non
         for pair in pairs:
             for sock in pair:
                 sock.close()
+
+
+def test_requests_within_the_usual_timeout_never_wake_the_watchdog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deadlines later than the watchdog's next look (every LOOK_EVERY) need no wake-up:
+    a thread switch per request was a fifth of a web process's time. Finished entries
+    are cleared at the looks, so the heap does not grow without bound."""
+    monkeypatch.setattr(deadline, "LOOK_EVERY", 0.1)
+    deadlines = BodyDeadlines()
+    woken = 0
+    notify = deadlines._cond.notify
+
+    def counting(n: int = 1) -> None:
+        nonlocal woken
+        woken += 1
+        notify(n)
+
+    monkeypatch.setattr(deadlines._cond, "notify", counting)
+    server, client = socket.socketpair()
+    with server, client:
+        for _ in range(200):
+            with deadlines.watch(server, 5.0):
+                time.sleep(0.001)
+        assert woken == 0
+        time.sleep(0.3)  # a look or two later
+        with deadlines._cond:
+            assert deadlines._heap == []
+        # A shorter deadline than the next look still wakes it, and is enforced.
+        with deadlines.watch(server, 0.05) as watch:
+            assert server.recv(10) == b""
+        assert watch.expired
+        assert woken == 1
