@@ -151,3 +151,11 @@ def test_rate_limiter_spaces_calls() -> None:
         limiter.acquire()
     # Two at once (the bucket is full), then one every 1/rate.
     assert time.monotonic() - started >= 9 / 50 * 0.9
+
+
+def test_a_lone_surrogate_is_measured_not_refused_whatever_the_length() -> None:
+    # JSON's "\ud800" parses to one; short and long text are measured alike (3 bytes).
+    assert check_limits("identify", {"attributes": {"note": "\ud800"}}, "p") is None
+    found = check_limits("identify", {"attributes": {"note": "\ud800" * 334}}, "p")
+    assert found is not None
+    assert "value over" in found

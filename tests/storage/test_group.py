@@ -224,6 +224,40 @@ def test_shared_never_runs_more_inserts_at_once_than_it_has_leaders() -> None:
     assert answers == {name: [f"stored {name}"] for name in names}
     assert peak == 2  # two at once, never three
     assert len(insert.batches) < len(names)  # and the waiting ones went together
+    # A leader whose entry another took found nothing left: it waited, never ran an
+    # empty insert.
+    assert [] not in insert.batches
+
+
+def test_shared_a_group_refused_for_every_entry_alike_is_not_retried_entry_by_entry() -> None:
+    group: GroupCommit[str] = GroupCommit()
+    insert = Recorder(refuse="bad")
+    insert.release.clear()
+    first = SharedCallers(group, insert, [["a"]])
+    assert insert.entered.wait(5)
+
+    def store(rows: list[str]) -> Any:
+        try:
+            return group.store_shared(rows, 1, insert, 5, 1, alone=lambda exc: False)
+        except Exception as exc:
+            return exc
+
+    answers: dict[str, Any] = {}
+    threads = [
+        threading.Thread(target=lambda r=rows: answers.update({r[0]: store(r)}))
+        for rows in (["b"], ["bad"], ["c"])
+    ]
+    for thread in threads:
+        thread.start()
+    queued(group, 3)
+    insert.release.set()
+    for thread in threads:
+        thread.join(5)
+    assert first.join() == {"a": ["stored a"]}
+    # One refused group (the database gone, say): everyone's answer, no retries.
+    assert len(insert.batches) == 2
+    assert sorted(insert.batches[1]) == ["b", "bad", "c"]
+    assert all(isinstance(answers[name], ValueError) for name in ("b", "bad", "c"))
 
 
 def test_shared_rows_no_leader_took_in_time_are_never_stored() -> None:
@@ -237,3 +271,13 @@ def test_shared_rows_no_leader_took_in_time_are_never_stored() -> None:
     insert.release.set()
     assert first.join() == {"a": ["stored a"]}
     assert insert.batches == [["a"]]  # "late" was taken out of the queue, not stored
+
+
+def test_a_leader_finding_the_queue_empty_stores_nothing() -> None:
+    """With several leaders, one may find its entry taken by another: nothing is left
+    to take, and it must wait for it, not run an empty insert (a connection checked
+    out of the pool for nothing, in a loop)."""
+    group: GroupCommit[str] = GroupCommit()
+    insert = Recorder()
+    assert group._lead(insert) is False
+    assert insert.batches == []

@@ -468,3 +468,22 @@ def test_postgresql_requests_arriving_during_a_statement_share_the_next_one(
     finally:
         go_on.set()
         engine.dispose()
+
+
+def test_a_group_is_retried_request_by_request_only_for_errors_of_its_own_rows() -> None:
+    """A refused PostgreSQL group: a row's own error (a value, a row lock) is worth
+    storing the others again one by one; a database gone is everyone's answer."""
+    import psycopg
+
+    lost = sa.exc.OperationalError("INSERT", {}, psycopg.OperationalError("closed"))
+    assert inbox_module._connection_lost(lost)
+    gone = StorageUnavailable("inbox write failed")
+    gone.__cause__ = lost
+    assert inbox_module._alone(gone) is False
+    assert inbox_module._alone(sa.exc.TimeoutError("pool")) is False
+    refused = sa.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("x"))
+    own = StorageUnavailable("inbox write failed")
+    own.__cause__ = refused
+    assert inbox_module._alone(own) is True
+    locked = sa.exc.OperationalError("INSERT", {}, psycopg.errors.LockNotAvailable("lock"))
+    assert inbox_module._alone(locked) is True

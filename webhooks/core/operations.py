@@ -74,7 +74,9 @@ def _attribute_problem(attributes: dict[str, Any]) -> str | None:
 
 
 def _bytes(text: str) -> int:
-    return len(text.encode("utf-8"))
+    # A lone surrogate (JSON's "\ud800", which the parser accepts) counts its 3 bytes
+    # rather than failing, whatever the length of the text around it.
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def check_limits(kind: str, payload: dict[str, Any], pid: str | None) -> str | None:

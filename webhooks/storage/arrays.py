@@ -29,9 +29,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import Connection, Dialect
 
-# Rows in one SQLite statement: SQLite allows 32,766 parameters in one statement
-# (SQLITE_MAX_VARIABLE_NUMBER since 3.32); the widest table here has 14 columns.
+# Rows in one SQLite statement, at most: SQLite allows 32,766 parameters in one
+# statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32), so wider rows go fewer at a time.
 SQLITE_ROWS_PER_STATEMENT = 1000
+SQLITE_MAX_PARAMETERS = 32_766
 
 
 def upsert(
@@ -67,8 +68,9 @@ def upsert(
         return _rows(conn.exec_driver_sql(head + tail, columns))
     returned: list[sa.Row[Any]] = []
     table = list(zip(*columns.values(), strict=True))
-    for start in range(0, len(table), SQLITE_ROWS_PER_STATEMENT):
-        chunk = table[start : start + SQLITE_ROWS_PER_STATEMENT]
+    per_statement = min(SQLITE_ROWS_PER_STATEMENT, SQLITE_MAX_PARAMETERS // len(names))
+    for start in range(0, len(table), per_statement):
+        chunk = table[start : start + per_statement]
         text = head + _sqlite_values(len(names), len(chunk)) + tail
         returned += _rows(conn.exec_driver_sql(text, tuple(chain.from_iterable(chunk))))
     return returned

@@ -96,11 +96,18 @@ class GroupCommit(Generic[Row]):
         insert: Callable[[list[Row]], list[Any]],
         timeout: float,
         leaders: int,
+        alone: Callable[[Exception], bool] = lambda exc: True,
     ) -> list[Any]:
         """As store(), with up to `leaders` threads storing groups at once and no turn
         to wait for: a database that takes concurrent writers (PostgreSQL). A thread
         finding every leader busy waits for one to finish; by then its rows are
-        usually stored, or it leads the next group itself."""
+        usually stored, or it leads the next group itself.
+
+        A group refused with an error `alone` says may be one entry's own (a value the
+        database refuses, a row another transaction holds) is stored again entry by
+        entry while this request's `timeout` lasts; any other (the database gone) is
+        every entry's answer at once, so one leader never keeps the others waiting
+        through a retry per entry."""
         entry: _Entry[Row] = _Entry(rows, size)
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -117,21 +124,31 @@ class GroupCommit(Generic[Row]):
                 self._leading += 1
         if leading:
             try:
-                while not entry.done.is_set():
-                    self._lead(insert)
+                # Another leader may have taken this entry meanwhile: then nothing is
+                # left to take, and it is waited for below like any other.
+                while not entry.done.is_set() and self._lead(insert, deadline, alone):
+                    with self._changed:  # those whose rows this round stored
+                        self._changed.notify_all()
             finally:
                 with self._changed:
                     self._leading -= 1
                     self._changed.notify_all()
-        elif not entry.done.wait(max(0.0, deadline - time.monotonic()) + timeout):
+        if not entry.done.wait(max(0.0, deadline - time.monotonic()) + timeout):
             raise TimeoutError("the group's leader did not store it in time")
         if entry.error is not None:
             raise entry.error
         assert entry.result is not None
         return entry.result
 
-    def _lead(self, insert: Callable[[list[Row]], list[Any]]) -> None:
-        """Store the queue's first entries (at least one) in one transaction."""
+    def _lead(
+        self,
+        insert: Callable[[list[Row]], list[Any]],
+        deadline: float | None = None,
+        alone: Callable[[Exception], bool] = lambda exc: True,
+    ) -> bool:
+        """Store the queue's first entries (at least one) in one transaction; False
+        when the queue was empty. After a refused group, each entry is tried alone
+        if `alone(error)` and `deadline` has not passed."""
         taken: list[_Entry[Row]] = []
         rows = size = 0
         with self._lock:
@@ -142,6 +159,8 @@ class GroupCommit(Generic[Row]):
                 taken.append(entry)
                 rows, size = rows + len(entry.rows), size + entry.size
             del self._queue[: len(taken)]
+        if not taken:
+            return False
         try:
             answers = insert([row for entry in taken for row in entry.rows])
             start = 0
@@ -149,16 +168,18 @@ class GroupCommit(Generic[Row]):
                 entry.result = answers[start : start + len(entry.rows)]
                 start += len(entry.rows)
         except Exception as exc:
-            if len(taken) == 1:
-                taken[0].error = exc
-            else:
-                for entry in taken:  # one entry's refusal must not be the others'
-                    try:
-                        entry.result = insert(list(entry.rows))
-                    except Exception as own:
-                        entry.error = own
+            for entry in taken:  # one entry's refusal must not be the others'
+                late = deadline is not None and time.monotonic() >= deadline
+                if len(taken) == 1 or late or not alone(exc):
+                    entry.error = exc
+                    continue
+                try:
+                    entry.result = insert(list(entry.rows))
+                except Exception as own:
+                    entry.error = own
         finally:
             for entry in taken:
                 if entry.result is None and entry.error is None:
                     entry.error = TimeoutError("the group's leader stopped before storing it")
                 entry.done.set()
+        return True

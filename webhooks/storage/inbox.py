@@ -129,10 +129,20 @@ def _store_postgresql(engine: Engine, rows: list[dict[str, Any]]) -> list[bool]:
     timeout = _pool_timeout(engine)
     try:
         return _group(engine).store_shared(
-            rows, size, lambda group: _store_group(engine, group), timeout, LEADERS
+            rows, size, lambda group: _store_group(engine, group), timeout, LEADERS, _alone
         )
     except (SQLAlchemyError, TimeoutError) as exc:
         raise StorageUnavailable(_reason(exc)) from exc
+
+
+def _alone(exc: Exception) -> bool:
+    """Whether a refused group is worth storing again request by request: not when
+    the database is gone or the pool has no connection (every request would wait
+    its own timeout for the same answer)."""
+    cause = exc.__cause__ if isinstance(exc, StorageUnavailable) else exc
+    if isinstance(cause, DBAPIError):
+        return not (cause.connection_invalidated or _connection_lost(cause))
+    return not isinstance(cause, sa.exc.TimeoutError | TimeoutError)
 
 
 def _store_group(engine: Engine, rows: list[dict[str, Any]]) -> list[bool]:
@@ -151,12 +161,14 @@ def _store_group(engine: Engine, rows: list[dict[str, Any]]) -> list[bool]:
     # In key order, so two groups sharing keys lock them in the same order.
     ordered = sorted(first, key=lambda key: [str(value) for value in key])
     values = [{**rows[first[key]], "duplicates": copies[key] - 1} for key in ordered]
+    extra = {key: count - 1 for key, count in copies.items()}
 
     def upsert(conn: Connection) -> list[bool]:
         returned = arrays.upsert(conn, _insert_group(), values)
         # A row just inserted holds exactly its group's extra copies; one stored
         # before had its count raised past that.
-        new = {tuple(row)[:-1] for row in returned if row[-1] == copies[tuple(row)[:-1]] - 1}
+        # (A key the database returns changed, never expected, is nobody's new row.)
+        new = {tuple(row)[:-1] for row in returned if row[-1] == extra.get(tuple(row)[:-1])}
         return [key in new and first[key] == index for index, key in enumerate(keys)]
 
     return _retrying(engine, False, upsert)
