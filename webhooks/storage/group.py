@@ -127,8 +127,9 @@ class GroupCommit(Generic[Row]):
                 # Another leader may have taken this entry meanwhile: then nothing is
                 # left to take, and it is waited for below like any other.
                 while not entry.done.is_set() and self._lead(insert, deadline, alone):
-                    with self._changed:  # those whose rows this round stored
-                        self._changed.notify_all()
+                    if not entry.done.is_set():  # another round: wake those it stored
+                        with self._changed:
+                            self._changed.notify_all()
             finally:
                 with self._changed:
                     self._leading -= 1
