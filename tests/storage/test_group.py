@@ -72,16 +72,23 @@ def queued(group: GroupCommit[str], count: int) -> None:
         time.sleep(0.001)
 
 
-def test_inserts_waiting_for_the_turn_are_stored_in_one_transaction() -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["turn", "shared"])
+def test_inserts_waiting_for_the_turn_are_stored_in_one_transaction(shared: bool) -> None:
+    """store (SQLite's writer turn) and store_shared (PostgreSQL: no turn, the leader
+    busy) alike: what queued while the first insert ran goes together next."""
     group: GroupCommit[str] = GroupCommit()
     insert = Recorder()
     insert.release.clear()  # the first insert holds the turn until released
-    first = Callers(group, insert, [["a"]])
+    kind = SharedCallers if shared else Callers
+    first = kind(group, insert, [["a"]])
     assert insert.entered.wait(5)
-    rest = Callers(group, insert, [["b"], ["c", "d"], ["e"]])  # an app batch: c and d
+    rest = kind(group, insert, [["b"], ["c", "d"], ["e"]])  # an app batch: c and d
     queued(group, 3)
+    released = time.monotonic()
     insert.release.set()
     answers = first.join() | rest.join()
+    # Woken when the leader finishes, not when their 5 s timeout runs out.
+    assert time.monotonic() - released < 1
     # The leader that found b, c+d and e queued stored them together, each got its own.
     assert insert.batches[0] == ["a"]
     assert sorted(insert.batches[1]) == ["b", "c", "d", "e"]
@@ -176,30 +183,6 @@ class SharedCallers(Callers):
             self.answers[rows[0]] = group.store_shared(rows, 1, insert, self.timeout, self.leaders)
         except Exception as exc:
             self.answers[rows[0]] = exc
-
-
-def test_shared_requests_queued_while_the_leader_stores_go_together_next() -> None:
-    group: GroupCommit[str] = GroupCommit()
-    insert = Recorder()
-    insert.release.clear()
-    first = SharedCallers(group, insert, [["a"]])
-    assert insert.entered.wait(5)
-    rest = SharedCallers(group, insert, [["b"], ["c", "d"], ["e"]])
-    queued(group, 3)
-    released = time.monotonic()
-    insert.release.set()
-    answers = first.join() | rest.join()
-    # Woken when the leader finishes, not when their 5 s timeout runs out.
-    assert time.monotonic() - released < 1
-    assert insert.batches[0] == ["a"]
-    assert sorted(insert.batches[1]) == ["b", "c", "d", "e"]
-    assert len(insert.batches) == 2
-    assert answers == {
-        "a": ["stored a"],
-        "b": ["stored b"],
-        "c": ["stored c", "stored d"],
-        "e": ["stored e"],
-    }
 
 
 def test_shared_never_runs_more_inserts_at_once_than_it_has_leaders() -> None:
