@@ -71,6 +71,24 @@ def test_returning_gives_the_rows_inserted_or_updated_across_sqlite_statements(
     assert links(engine) == {"k1": ("strong", 3)} | {f"k{n}": (f"p{n}", 2) for n in range(2, 8)}
 
 
+def test_sqlite_statements_stay_within_its_parameter_limit(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wide rows go fewer to a SQLite statement: at 16 parameters a statement, the
+    4-column links go 4, 4 and 1 (PostgreSQL: one statement of arrays)."""
+    monkeypatch.setattr(arrays, "SQLITE_MAX_PARAMETERS", 16)
+    inserts: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _count(*args: Any) -> None:
+        if args[2].startswith("INSERT INTO identity_links"):
+            inserts.append(args[2])
+
+    write_links(engine, [link(f"k{n}", f"p{n}", 2) for n in range(9)])
+    assert len(inserts) == {"sqlite": 3, "postgresql": 1}[engine.dialect.name]
+    assert links(engine) == {f"k{n}": (f"p{n}", 2) for n in range(9)}
+
+
 def test_rows_repeating_a_key_are_refused_before_the_database(engine: Engine) -> None:
     # One statement cannot update a row twice, and keeping either row would skip the
     # rank check between them that row-by-row writes made.

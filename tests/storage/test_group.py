@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from webhooks.storage import writer
-from webhooks.storage.group import GroupCommit
+from webhooks.storage.group import GroupCommit, _Entry
 
 
 def turn(unneeded: Callable[[], bool]) -> AbstractContextManager[bool]:
@@ -264,3 +264,22 @@ def test_a_leader_finding_the_queue_empty_stores_nothing() -> None:
     insert = Recorder()
     assert group._lead(insert) is False
     assert insert.batches == []
+
+
+@pytest.mark.parametrize(("seconds_left", "batches"), [(5, 3), (-1, 1)])
+def test_a_refused_group_is_tried_entry_by_entry_only_before_the_deadline(
+    seconds_left: float, batches: int
+) -> None:
+    """Past the leader's deadline (its own request's timeout) the group's error is
+    every entry's answer: no further statement per entry while others wait."""
+    group: GroupCommit[str] = GroupCommit()
+    entries = [_Entry(["b"], 1), _Entry(["bad"], 1)]
+    group._queue.extend(entries)
+    insert = Recorder(refuse="bad")
+    assert group._lead(insert, deadline=time.monotonic() + seconds_left) is True
+    assert len(insert.batches) == batches
+    assert isinstance(entries[1].error, ValueError)
+    if batches == 3:  # tried alone: "b" stored, only "bad" refused
+        assert entries[0].result == ["stored b"]
+    else:
+        assert isinstance(entries[0].error, ValueError)

@@ -77,11 +77,10 @@ def store_deliveries(
 
     A batch that repeats one key stores it once: the later copies count as duplicates.
     """
-    statement = _insert_counting_duplicates(engine.dialect.name)
     now = received_at or datetime.now(UTC)
     rows = [_params(delivery, now) for delivery in deliveries]
     if engine.dialect.name == "sqlite":
-        return _store_sqlite(engine, statement, rows)
+        return _store_sqlite(engine, rows)
     if len(rows) == 1:
         return _store_postgresql(engine, rows)
     return _store_together(engine, rows)
@@ -243,7 +242,7 @@ def _connection_lost(exc: DBAPIError) -> bool:
     return isinstance(exc, sa.exc.OperationalError) and getattr(exc.orig, "sqlstate", "") is None
 
 
-def _store_sqlite(engine: Engine, statement: sa.Insert, rows: list[dict[str, Any]]) -> list[bool]:
+def _store_sqlite(engine: Engine, rows: list[dict[str, Any]]) -> list[bool]:
     """The insert on SQLite: one writer turn per host, a commit per group of requests,
     busy retries in fine steps.
 
@@ -256,6 +255,7 @@ def _store_sqlite(engine: Engine, statement: sa.Insert, rows: list[dict[str, Any
     the thread holding the host's writer turn (storage/writer.py) polls. A busy
     transaction is rolled back whole, so trying again is safe.
     """
+    statement = _insert_counting_duplicates("sqlite")
     timeout = _pool_timeout(engine)
     # One deadline for all this request's work, as a leader's too: a group the database
     # keeps busy is not tried again entry by entry for a further timeout each.
